@@ -1,0 +1,102 @@
+"""Box utilities and NMS in numpy: the one implementation used by metrics, the torch side (via
+numpy) and the runtime."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def xywh_to_xyxy(b: np.ndarray) -> np.ndarray:
+    b = np.asarray(b)
+    out = np.empty_like(b)
+    half_w, half_h = b[..., 2] / 2, b[..., 3] / 2
+    out[..., 0] = b[..., 0] - half_w
+    out[..., 1] = b[..., 1] - half_h
+    out[..., 2] = b[..., 0] + half_w
+    out[..., 3] = b[..., 1] + half_h
+    return out
+
+
+def xyxy_to_xywh(b: np.ndarray) -> np.ndarray:
+    b = np.asarray(b)
+    out = np.empty_like(b)
+    out[..., 0] = (b[..., 0] + b[..., 2]) / 2
+    out[..., 1] = (b[..., 1] + b[..., 3]) / 2
+    out[..., 2] = b[..., 2] - b[..., 0]
+    out[..., 3] = b[..., 3] - b[..., 1]
+    return out
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise IoU of xyxy boxes: (N,4) x (M,4) -> (N,M)."""
+    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
+    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
+    area_a = (a[:, 2] - a[:, 0]).clip(0) * (a[:, 3] - a[:, 1]).clip(0)
+    area_b = (b[:, 2] - b[:, 0]).clip(0) * (b[:, 3] - b[:, 1]).clip(0)
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = (rb - lt).clip(0).prod(-1)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_thres: float, max_det: int | None = None) -> np.ndarray:
+    """Greedy NMS on xyxy boxes; returns kept indices, highest score first."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    order = np.argsort(-scores, kind="stable")
+    x1, y1, x2, y2 = boxes.T
+    areas = (x2 - x1).clip(0) * (y2 - y1).clip(0)
+    keep: list[int] = []
+    while order.size:
+        i = int(order[0])
+        keep.append(i)
+        if max_det is not None and len(keep) >= max_det:
+            break
+        rest = order[1:]
+        w = (np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest])).clip(0)
+        h = (np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest])).clip(0)
+        inter = w * h
+        iou = inter / np.maximum(areas[i] + areas[rest] - inter, 1e-12)
+        order = rest[iou <= iou_thres]
+    return np.asarray(keep, dtype=np.int64)
+
+
+def batched_nms(
+    boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, iou_thres: float,
+    max_det: int | None = None,
+) -> np.ndarray:
+    """Class-aware NMS by offsetting boxes per class (one greedy pass)."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    if boxes.shape[0] == 0:
+        return np.zeros(0, dtype=np.int64)
+    offset = (np.asarray(classes, dtype=np.float64) * (boxes.max() + 1.0))[:, None]
+    return nms(boxes + offset, scores, iou_thres, max_det)
+
+
+def postprocess_detections(
+    pred: np.ndarray, conf_thres: float, iou_thres: float, max_det: int,
+    max_candidates: int = 30000,
+) -> list[np.ndarray]:
+    """Decoded YOLO predictions (B, N, 5+nc: cx,cy,w,h,obj,cls...) -> per-image (K,6) arrays
+    [x1,y1,x2,y2,score,class] in network-input pixels, after confidence filter and NMS."""
+    pred = np.asarray(pred)
+    if pred.ndim != 3 or pred.shape[-1] < 6:
+        raise ValueError(f"expected decoded predictions (B, N, 5+nc), got shape {pred.shape}")
+    out: list[np.ndarray] = []
+    for p in pred:
+        cls_scores = p[:, 5:] * p[:, 4:5]
+        cls = cls_scores.argmax(1)
+        score = cls_scores[np.arange(len(p)), cls]
+        m = score > conf_thres
+        p, score, cls = p[m], score[m], cls[m]
+        if len(score) > max_candidates:
+            top = np.argsort(-score, kind="stable")[:max_candidates]
+            p, score, cls = p[top], score[top], cls[top]
+        boxes = xywh_to_xyxy(p[:, :4].astype(np.float64))
+        keep = batched_nms(boxes, score, cls, iou_thres, max_det)
+        out.append(
+            np.concatenate([boxes[keep], score[keep, None], cls[keep, None].astype(np.float64)], 1)
+            if len(keep) else np.zeros((0, 6))
+        )
+    return out

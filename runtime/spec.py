@@ -1,0 +1,34 @@
+"""Names and constants every stage agrees on. Defined once: the same strings are model output
+keys, ONNX output names, runtime result keys and report labels."""
+
+from __future__ import annotations
+
+TASK_DET = "det"
+TASK_DRIVABLE = "drivable"
+TASK_LANE = "lane"
+TASKS: tuple[str, ...] = (TASK_DET, TASK_DRIVABLE, TASK_LANE)
+SEG_TASKS: tuple[str, ...] = (TASK_DRIVABLE, TASK_LANE)
+
+# Detection after the class merge (METHOD.md, "Evaluation protocol").
+DET_CLASSES: tuple[str, ...] = ("vehicle",)
+# BDD100K categories merged into `vehicle`; every other category is dropped.
+VEHICLE_CATEGORIES: frozenset[str] = frozenset({"car", "bus", "truck", "train"})
+
+# Preprocessing of the YOLOP protocol: RGB, letterbox to 640x384, ImageNet mean/std.
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+DEFAULT_INPUT_HW: tuple[int, int] = (384, 640)
+PAD_VALUE = 114  # letterbox fill, per channel, in 0..255 image units
+
+# YOLOP anchors in pixels, per level (strides 8, 16, 32).
+YOLOP_STRIDES: tuple[int, ...] = (8, 16, 32)
+YOLOP_ANCHORS: tuple[tuple[tuple[float, float], ...], ...] = (
+    ((3, 9), (5, 11), (4, 20)),
+    ((7, 18), (6, 39), (12, 31)),
+    ((19, 50), (38, 81), (68, 157)),
+)
+
+# Detection post-processing defaults of the evaluation protocol.
+NMS_CONF = 0.001
+NMS_IOU = 0.6
+NMS_MAX_DET = 300
