@@ -137,14 +137,29 @@ def _parse(payload: Any, path: Path) -> Checkpoint:
                 f"supported (this mtc reads version {FORMAT_VERSION})"
             )
         model = payload["model"]
-        keep = ("pruning", "preprocess", "tasks", "class_names", "metrics", "provenance",
-                "train_state")
-        return Checkpoint(model["name"], model["config"], payload["state_dict"],
-                          **{k: payload[k] for k in keep if payload.get(k) is not None})
+        keep = (
+            "pruning",
+            "preprocess",
+            "tasks",
+            "class_names",
+            "metrics",
+            "provenance",
+            "train_state",
+        )
+        return Checkpoint(
+            model["name"],
+            model["config"],
+            payload["state_dict"],
+            **{k: payload[k] for k in keep if payload.get(k) is not None},
+        )
     sd = payload.get("state_dict") if isinstance(payload, dict) else None
     if isinstance(sd, dict) and "model.24.anchors" in sd:  # official hustvl/YOLOP
-        return Checkpoint("yolop", {"width": 1.0, "depth": 1.0, "num_classes": 1}, sd,
-                          provenance={"source": "hustvl/YOLOP official checkpoint"})
+        return Checkpoint(
+            "yolop",
+            {"width": 1.0, "depth": 1.0, "num_classes": 1},
+            sd,
+            provenance={"source": "hustvl/YOLOP official checkpoint"},
+        )
     keys = sorted(payload)[:6] if isinstance(payload, dict) else type(payload).__name__
     raise CheckpointError(
         f"{path} is not an mtc or YOLOP checkpoint (top-level keys: {keys}); expected "

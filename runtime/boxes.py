@@ -40,7 +40,23 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
 
 
-def nms(boxes: np.ndarray, scores: np.ndarray, iou_thres: float, max_det: int | None = None) -> np.ndarray:
+def box_iou_batched(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """`box_iou` per leading index: (..., N, 4) x (..., M, 4) -> (..., N, M). Lets the metrics
+    score many images in one call instead of one small call per image."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    area_a = (a[..., 2] - a[..., 0]).clip(0) * (a[..., 3] - a[..., 1]).clip(0)
+    area_b = (b[..., 2] - b[..., 0]).clip(0) * (b[..., 3] - b[..., 1]).clip(0)
+    lt = np.maximum(a[..., :, None, :2], b[..., None, :, :2])
+    rb = np.minimum(a[..., :, None, 2:], b[..., None, :, 2:])
+    inter = (rb - lt).clip(0).prod(-1)
+    union = area_a[..., :, None] + area_b[..., None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+
+
+def nms(
+    boxes: np.ndarray, scores: np.ndarray, iou_thres: float, max_det: int | None = None
+) -> np.ndarray:
     """Greedy NMS on xyxy boxes; returns kept indices, highest score first."""
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
@@ -63,7 +79,10 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_thres: float, max_det: int | 
 
 
 def batched_nms(
-    boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, iou_thres: float,
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    classes: np.ndarray,
+    iou_thres: float,
     max_det: int | None = None,
 ) -> np.ndarray:
     """Class-aware NMS by offsetting boxes per class (one greedy pass)."""
@@ -75,7 +94,10 @@ def batched_nms(
 
 
 def postprocess_detections(
-    pred: np.ndarray, conf_thres: float, iou_thres: float, max_det: int,
+    pred: np.ndarray,
+    conf_thres: float,
+    iou_thres: float,
+    max_det: int,
     max_candidates: int = 30000,
 ) -> list[np.ndarray]:
     """Decoded YOLO predictions (B, N, 5+nc: cx,cy,w,h,obj,cls...) -> per-image (K,6) arrays
@@ -97,6 +119,55 @@ def postprocess_detections(
         keep = batched_nms(boxes, score, cls, iou_thres, max_det)
         out.append(
             np.concatenate([boxes[keep], score[keep, None], cls[keep, None].astype(np.float64)], 1)
-            if len(keep) else np.zeros((0, 6))
+            if len(keep)
+            else np.zeros((0, 6))
         )
     return out
+
+
+# Up to this many candidates the dense variant below holds the whole IoU matrix (8 MB at 1024).
+DENSE_NMS_LIMIT = 1024
+
+
+def nms_dense(
+    boxes: np.ndarray, scores: np.ndarray, iou_thres: float, max_det: int | None = None
+) -> np.ndarray:
+    """Same result as `nms` (same order, ties, threshold), from one IoU matrix: the greedy pass
+    then costs one boolean OR per kept box instead of an IoU computation per kept box. Falls back
+    to `nms` above DENSE_NMS_LIMIT boxes, where the matrix would be too large."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    if len(boxes) > DENSE_NMS_LIMIT:
+        return nms(boxes, scores, iou_thres, max_det)
+    order = np.argsort(-np.asarray(scores, dtype=np.float64).reshape(-1), kind="stable")
+    x1, y1, x2, y2 = (np.ascontiguousarray(c) for c in boxes[order].T)
+    areas = (x2 - x1).clip(0) * (y2 - y1).clip(0)
+    # Same arithmetic as `nms`, on 2-D broadcasts of 1-D columns (fast; a [N, N, 2] is not).
+    w = (np.minimum(x2[:, None], x2[None, :]) - np.maximum(x1[:, None], x1[None, :])).clip(0)
+    h = (np.minimum(y2[:, None], y2[None, :]) - np.maximum(y1[:, None], y1[None, :])).clip(0)
+    inter = w * h
+    over = inter / np.maximum(areas[:, None] + areas[None, :] - inter, 1e-12) > iou_thres
+    removed = np.zeros(len(order), dtype=bool)
+    keep: list[int] = []
+    for i in range(len(order)):
+        if removed[i]:
+            continue
+        keep.append(i)
+        if max_det is not None and len(keep) >= max_det:
+            break
+        removed |= over[i]
+    return order[np.asarray(keep, dtype=np.int64)]
+
+
+def batched_nms_dense(
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    classes: np.ndarray,
+    iou_thres: float,
+    max_det: int | None = None,
+) -> np.ndarray:
+    """`batched_nms` with `nms_dense` (class offsets, one greedy pass)."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    if boxes.shape[0] == 0:
+        return np.zeros(0, dtype=np.int64)
+    offset = (np.asarray(classes, dtype=np.float64) * (boxes.max() + 1.0))[:, None]
+    return nms_dense(boxes + offset, scores, iou_thres, max_det)

@@ -72,8 +72,10 @@ def letterbox_image(
             f"image is {img.shape[1]}x{img.shape[0]}, letterbox expects {lb.src_w}x{lb.src_h}"
         )
     interp = cv2.INTER_AREA if lb.scale < 1 else cv2.INTER_LINEAR
-    resized = img if (lb.new_h, lb.new_w) == img.shape[:2] else cv2.resize(
-        img, (lb.new_w, lb.new_h), interpolation=interp
+    resized = (
+        img
+        if (lb.new_h, lb.new_w) == img.shape[:2]
+        else cv2.resize(img, (lb.new_w, lb.new_h), interpolation=interp)
     )
     if out is None:
         out = np.empty((lb.out_h, lb.out_w) + img.shape[2:], dtype=img.dtype)

@@ -102,11 +102,19 @@ class YOLOP(nn.Module):
         layers: list[nn.Module] = []
         chans: list[int] = []
         for i, (src, kind, *args) in enumerate(LAYOUT):
-            c_in = (chans[-1] if chans else 3) if src == -1 else chans[src] if isinstance(src, int) else None
+            c_in = (
+                (chans[-1] if chans else 3)
+                if src == -1
+                else chans[src]
+                if isinstance(src, int)
+                else None
+            )
             layer, c_out = self._make(kind, args, c_in, src, chans, width, depth, num_classes)
             layers.append(layer)
             chans.append(c_out)
-            self.froms.append(src if not isinstance(src, tuple) else [i - 1 if j == -1 else j for j in src])
+            self.froms.append(
+                src if not isinstance(src, tuple) else [i - 1 if j == -1 else j for j in src]
+            )
         self.model = nn.Sequential(*layers)
         self._init_weights()
 
@@ -187,7 +195,11 @@ class YOLOP(nn.Module):
                 x = cache[f] if isinstance(f, int) else [cache[j] for j in f]
             x = m(x)
             cache.append(x)
-        return {TASK_DET: cache[DET_IDX], TASK_DRIVABLE: cache[DRIVABLE_IDX], TASK_LANE: cache[LANE_IDX]}
+        return {
+            TASK_DET: cache[DET_IDX],
+            TASK_DRIVABLE: cache[DRIVABLE_IDX],
+            TASK_LANE: cache[LANE_IDX],
+        }
 
 
 @register_model("yolop")

@@ -79,13 +79,17 @@ def test_outputs_train_vs_eval_shapes():
 
 def test_640x384_has_15120_candidates():
     with torch.no_grad():
-        det = build_model("yolop", width=0.25, depth=0.33).eval()(torch.zeros(1, 3, 384, 640))["det"]
+        det = build_model("yolop", width=0.25, depth=0.33).eval()(torch.zeros(1, 3, 384, 640))[
+            "det"
+        ]
     assert det.shape == (1, 15120, 6)
 
 
 def test_registry_is_strict():
     assert "yolop" in list_models()
-    with pytest.raises(UnknownModelError, match=r"'yolp'.*registered models: .*yolop.*did you mean 'yolop'"):
+    with pytest.raises(
+        UnknownModelError, match=r"'yolp'.*registered models: .*yolop.*did you mean 'yolop'"
+    ):
         build_model("yolp")
     with pytest.raises(DuplicateModelError, match="already registered"):
         register_model("yolop")(lambda: None)

@@ -1,0 +1,152 @@
+"""`mtc-run`: run an exported artifact over frames and report per-frame latency.
+
+A thin layer: flags -> `CliConfig` (every flag is a field) -> `load_artifact` + `run`. User mistakes
+print one `error: ...` line and exit 2; Ctrl-C writes the partial report and exits 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
+
+from runtime.errors import MtcError
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+DEFAULT_REPORT = "out/latency.json"
+
+
+@dataclass(frozen=True)
+class CliConfig:
+    artifact: str
+    source: str
+    backend: str = "auto"
+    providers: str | None = None
+    memory: str = "auto"
+    verify_hash: bool = True
+    quiet: bool = False
+    run: Any = field(default=None)  # runtime.pipeline.RunConfig (imported lazily)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        print(f"error: {message} (see mtc-run --help)", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="mtc-run", description=__doc__.splitlines()[0].strip("`: "))
+    p.add_argument("artifact", help=".onnx or .engine (its sidecar <artifact>.json beside it)")
+    p.add_argument(
+        "--source",
+        required=True,
+        help="video file, camera index (0), rtsp/http URL, image folder or glob",
+    )
+    p.add_argument("--batch", type=int, default=1, help="frames per inference (default 1)")
+    p.add_argument("--target-fps", type=float, default=30.0, help="fps the verdicts test against")
+    p.add_argument("--warmup", type=int, default=2, help="warm-up batches before timing")
+    p.add_argument("--max-frames", type=int, default=None, help="stop after N frames")
+    p.add_argument(
+        "--report",
+        default=DEFAULT_REPORT,
+        help=f"latency JSON; .md and .png beside it (default {DEFAULT_REPORT})",
+    )
+    p.add_argument("--save", default=None, help="overlays: a folder of JPEGs, or a .mp4 file")
+    p.add_argument("--backend", default="auto", help="auto | onnxruntime | tensorrt")
+    p.add_argument(
+        "--providers",
+        default=None,
+        help="onnxruntime providers in order, e.g. tensorrt,cuda,cpu (default cpu)",
+    )
+    p.add_argument(
+        "--memory", default="auto", help="tensorrt device memory: auto | cuda-python | pycuda"
+    )
+    p.add_argument(
+        "--no-verify-hash",
+        action="store_true",
+        help="skip checking the artifact's sha256 against its sidecar",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar and no summary table")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> CliConfig:
+    from runtime.pipeline import RunConfig
+
+    run_cfg = RunConfig(
+        batch=args.batch,
+        target_fps=args.target_fps,
+        warmup=args.warmup,
+        max_frames=args.max_frames,
+        save=args.save,
+        report=args.report,
+        progress=not args.quiet,
+        keep_results=False,
+    )
+    return CliConfig(
+        artifact=args.artifact,
+        source=args.source,
+        backend=args.backend,
+        providers=args.providers,
+        memory=args.memory,
+        verify_hash=not args.no_verify_hash,
+        quiet=args.quiet,
+        run=run_cfg,
+    )
+
+
+def execute(cfg: CliConfig) -> Any:
+    """Load, run, close. Returns the RunResult (raises RunInterrupted on Ctrl-C)."""
+    from runtime.pipeline import load_artifact, run
+
+    backend = load_artifact(
+        cfg.artifact, cfg.backend, cfg.providers, verify_hash=cfg.verify_hash, memory=cfg.memory
+    )
+    with backend:
+        return run(backend, cfg.source, cfg.run)
+
+
+def _summary(result: Any, quiet: bool) -> None:
+    if not quiet:
+        info = result.report.info
+        print(
+            f"{info.artifact} on {info.device} | {info.backend} | batch {info.batch} | "
+            f"{info.precision} | {info.frames_processed} frames, stopped: {info.stop_reason}"
+        )
+        print(result.report.table())
+    for path in result.report_files:
+        print(f"wrote {path}")
+    if result.overlays is not None:
+        print(f"wrote {result.overlays}")
+
+
+def _format_warning(message: Any, category: Any, *args: Any, **kwargs: Any) -> str:
+    return f"warning: {message}\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    warnings.formatwarning = _format_warning
+    from runtime.pipeline import RunInterrupted
+
+    try:
+        result = execute(config_from_args(args))
+    except RunInterrupted as e:
+        _summary(e.result, args.quiet)
+        print("interrupted: partial report written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (MtcError, OSError) as e:  # OSError: unwritable --report / --save paths, full disk
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    _summary(result, args.quiet)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

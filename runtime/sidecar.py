@@ -1,0 +1,348 @@
+"""The artifact sidecar: everything the runtime needs to run an `.onnx` or `.engine` file.
+
+`student.onnx` is described by `student.onnx.json` beside it. The export writes it through this
+module and the runtime reads it back through this module, so the schema lives in one place: the
+dataclasses below. Reading validates every key against the annotations (a generic walk, so a new
+field needs no new parsing code) and names the offending key in the error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+import re
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from runtime.errors import MtcError
+from runtime.fileio import atomic_write_text, file_sha256
+from runtime.io_names import (
+    DET_LAYOUT_CXCYWH,
+    DET_LAYOUT_XYXY,
+    INPUT_NAME,
+    SEG_ARGMAX,
+    SEG_LOGITS,
+)
+from runtime.spec import (
+    DEFAULT_INPUT_HW,
+    DET_CLASSES,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    NMS_CONF,
+    NMS_IOU,
+    NMS_MAX_DET,
+    PAD_VALUE,
+    SEG_TASKS,
+    YOLOP_ANCHORS,
+    YOLOP_STRIDES,
+)
+
+SCHEMA_VERSION = 1
+# Artifact suffix -> sidecar `format`.
+SUFFIX_FORMATS: dict[str, str] = {".onnx": "onnx", ".engine": "engine", ".plan": "engine"}
+FORMATS = ("onnx", "engine")
+PRECISIONS = ("fp32", "fp16")
+FP16_PATHS = ("builder_flag", "strongly_typed_fp16_onnx")
+COLORS = ("RGB", "BGR")
+DET_LAYOUTS = (DET_LAYOUT_XYXY, DET_LAYOUT_CXCYWH)
+SEG_OUTPUT_KINDS = (SEG_ARGMAX, SEG_LOGITS)
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class SidecarError(MtcError):
+    """The sidecar is missing, unreadable, or does not match the schema."""
+
+
+class SidecarNotFoundError(SidecarError):
+    """No `<artifact>.json` beside the artifact."""
+
+
+class ArtifactHashError(SidecarError):
+    """The artifact's bytes are not the ones the sidecar describes."""
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    shape: tuple[int, ...]  # -1 = dynamic (batch)
+    dtype: str  # numpy dtype name: float32, float16, uint8, int32
+
+
+@dataclass(frozen=True)
+class InputInfo:
+    name: str = INPUT_NAME
+    shape: tuple[int, ...] = (-1, 3, *DEFAULT_INPUT_HW)
+    dtype: str = "float32"
+    layout: str = "NCHW"
+
+
+@dataclass(frozen=True)
+class BatchRange:
+    """The batch sizes the artifact accepts: an engine's optimisation profile, or what the ONNX was
+    exported for (min=opt=max when the batch dimension is fixed)."""
+
+    min: int = 1
+    opt: int = 1
+    max: int = 1
+
+
+@dataclass(frozen=True)
+class PreprocessInfo:
+    """input = ((rgb_uint8 * scale) - mean) / std after letterboxing to input_hw."""
+
+    input_hw: tuple[int, int] = DEFAULT_INPUT_HW
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    letterbox: bool = True
+    pad_value: int = PAD_VALUE
+    color: str = "RGB"
+    scale: float = 1.0 / 255.0
+
+
+@dataclass(frozen=True)
+class DetInfo:
+    decoded_in_graph: bool = True
+    nms_in_graph: bool = False
+    conf_thres: float = NMS_CONF
+    iou_thres: float = NMS_IOU
+    max_det: int = NMS_MAX_DET
+    anchors: tuple[tuple[tuple[float, float], ...], ...] = YOLOP_ANCHORS
+    strides: tuple[int, ...] = YOLOP_STRIDES
+    class_names: tuple[str, ...] = DET_CLASSES
+    layout: str = DET_LAYOUT_XYXY
+
+
+@dataclass(frozen=True)
+class SegInfo:
+    tasks: tuple[str, ...] = SEG_TASKS
+    output: str = SEG_ARGMAX
+
+
+@dataclass(frozen=True)
+class TensorRTInfo:
+    version: str
+    gpu: str
+    build_flags: tuple[str, ...] = ()
+    fp16_path: str | None = None
+    timing_cache: str | None = None
+    dla_core: int | None = None
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    params: int | None = None
+    flops: float | None = None
+    checkpoint_sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class CreatedBy:
+    mtc_version: str
+    time: str  # ISO 8601, UTC
+
+
+@dataclass(frozen=True)
+class Sidecar:
+    format: str
+    artifact: str
+    sha256: str
+    input: InputInfo
+    batch: BatchRange
+    outputs: tuple[TensorInfo, ...]
+    preprocess: PreprocessInfo
+    det: DetInfo | None
+    seg: SegInfo | None
+    precision: str
+    model: ModelInfo
+    created_by: CreatedBy
+    tensorrt: TensorRTInfo | None = None
+    source_onnx_sha256: str | None = None
+    schema_version: int = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        _check_semantics(self)
+
+    def output(self, name: str) -> TensorInfo | None:
+        return next((o for o in self.outputs if o.name == name), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Sidecar:
+        if not isinstance(data, dict):
+            raise SidecarError(f"sidecar must be a JSON object, got {type(data).__name__}")
+        version = data.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise SidecarError(
+                f"key 'schema_version' is {version!r}; this runtime reads schema {SCHEMA_VERSION}: "
+                "re-export the artifact with this mtc version, or upgrade mtc"
+            )
+        return _build(cls, data, "")
+
+    def write(self, path: str | os.PathLike[str]) -> Path:
+        """Write JSON to `path` atomically; `sidecar_path(artifact)` is the conventional path."""
+        return atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def for_artifact(cls, artifact: str | os.PathLike[str], **fields: Any) -> Sidecar:
+        """Fill in what the artifact itself determines (file name, sha256, format from the suffix,
+        creator and time); the export passes the rest."""
+        path = Path(artifact)
+        fields.setdefault("artifact", path.name)
+        fields.setdefault("sha256", file_sha256(path))
+        fields.setdefault("format", SUFFIX_FORMATS.get(path.suffix, path.suffix.lstrip(".")))
+        fields.setdefault("created_by", CreatedBy(_mtc_version(), _utc_now()))
+        return cls(**fields)
+
+
+def sidecar_path(artifact: str | os.PathLike[str]) -> Path:
+    """`x/student.onnx` -> `x/student.onnx.json` (the full artifact name, so `.onnx` and `.engine`
+    of the same stem never share a sidecar)."""
+    p = Path(artifact)
+    return p.with_name(p.name + ".json")
+
+
+def read_sidecar(artifact: str | os.PathLike[str], verify_hash: bool = True) -> Sidecar:
+    art = Path(artifact)
+    sc_path = sidecar_path(art)
+    if not sc_path.is_file():
+        raise SidecarNotFoundError(
+            f"no sidecar {sc_path} beside {art}: the runtime needs it (input size, preprocessing, "
+            "outputs); export the model with mtc-export, which writes it"
+        )
+    try:
+        data = json.loads(sc_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise SidecarError(f"sidecar {sc_path} is not valid JSON ({e}); re-export it") from None
+    try:
+        sc = Sidecar.from_dict(data)
+    except SidecarError as e:
+        raise SidecarError(f"sidecar {sc_path}: {e}") from None
+    if verify_hash:
+        actual = file_sha256(art)
+        if actual != sc.sha256:
+            raise ArtifactHashError(
+                f"sidecar says sha256 {sc.sha256} but {art} hashes to {actual}: the artifact was "
+                "rebuilt or replaced; re-export it or pass --no-verify-hash"
+            )
+    return sc
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    if not isinstance(data, dict):
+        raise SidecarError(f"key '{where}' must be an object, got {_describe(data)}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise SidecarError(
+            f"unknown key '{_join(where, unknown[0])}' (valid keys: {', '.join(fields)})"
+        )
+    kwargs = {}
+    for name in fields:
+        key = _join(where, name)
+        if name not in data:  # the writer writes every key, defaults are for constructing only
+            raise SidecarError(
+                f"missing key '{key}'; re-export the artifact to rewrite its sidecar"
+            )
+        kwargs[name] = _convert(hints[name], data[name], key)
+    return cls(**kwargs)
+
+
+def _convert(tp: Any, value: Any, key: str) -> Any:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _convert(inner[0], value, key)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key)  # type: ignore[arg-type]
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise SidecarError(f"key '{key}' must be a list, got {_describe(value)}")
+        variadic = len(args) == 2 and args[1] is Ellipsis
+        if not variadic and len(value) != len(args):
+            raise SidecarError(f"key '{key}' must have {len(args)} items, got {len(value)}")
+        item_types = [args[0]] * len(value) if variadic else list(args)
+        return tuple(
+            _convert(t, v, f"{key}[{i}]") for i, (t, v) in enumerate(zip(item_types, value))
+        )
+    return _scalar(tp, value, key)
+
+
+def _scalar(tp: Any, value: Any, key: str) -> Any:
+    is_bool = isinstance(value, bool)
+    ok = {
+        bool: is_bool,
+        int: isinstance(value, int) and not is_bool,
+        float: isinstance(value, (int, float)) and not is_bool,
+        str: isinstance(value, str),
+    }.get(tp)
+    if ok is None:
+        raise TypeError(f"sidecar schema uses unsupported type {tp!r} at {key}")
+    if not ok:
+        raise SidecarError(f"key '{key}' must be {tp.__name__}, got {_describe(value)}")
+    return float(value) if tp is float else value
+
+
+def _check_semantics(sc: Sidecar) -> None:
+    """Cross-field rules the types cannot say; messages name the key and the valid values."""
+    _one_of("format", sc.format, FORMATS)
+    _one_of("precision", sc.precision, PRECISIONS)
+    _one_of("input.layout", sc.input.layout, ("NCHW",))
+    _one_of("preprocess.color", sc.preprocess.color, COLORS)
+    if not _SHA256.match(sc.sha256):
+        raise SidecarError(f"key 'sha256' must be 64 lowercase hex digits, got {sc.sha256!r}")
+    if len(sc.input.shape) != 4:
+        raise SidecarError(f"key 'input.shape' must be [B, C, H, W], got {list(sc.input.shape)}")
+    if tuple(sc.input.shape[2:]) != tuple(sc.preprocess.input_hw):
+        raise SidecarError(
+            f"key 'preprocess.input_hw' is {list(sc.preprocess.input_hw)} but 'input.shape' has "
+            f"H, W = {list(sc.input.shape[2:])}; they must agree"
+        )
+    b = sc.batch
+    if not 1 <= b.min <= b.opt <= b.max:
+        raise SidecarError(f"key 'batch' needs 1 <= min <= opt <= max, got {dataclasses.asdict(b)}")
+    if sc.det is not None:
+        _one_of("det.layout", sc.det.layout, DET_LAYOUTS)
+    if sc.seg is not None:
+        _one_of("seg.output", sc.seg.output, SEG_OUTPUT_KINDS)
+    if sc.format == "engine" and sc.tensorrt is None:
+        raise SidecarError("key 'tensorrt' must describe the build (version, gpu) for an engine")
+    if sc.tensorrt is not None and sc.tensorrt.fp16_path is not None:
+        _one_of("tensorrt.fp16_path", sc.tensorrt.fp16_path, FP16_PATHS)
+
+
+def _one_of(key: str, value: str, valid: tuple[str, ...]) -> None:
+    if value not in valid:
+        raise SidecarError(f"key '{key}' is {value!r}; expected one of {', '.join(valid)}")
+
+
+def _join(where: str, name: str) -> str:
+    return f"{where}.{name}" if where else name
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 40 else text[:37] + '...'}"
+
+
+def _mtc_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("mtc")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def _utc_now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
