@@ -1,0 +1,68 @@
+"""Loader configuration: one frozen dataclass, validated once, so every consumer (training, eval,
+DDP workers) sees the same resolved values."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from compressor.data.augment import AugmentConfig
+from compressor.data.errors import DataConfigError
+from runtime.spec import DEFAULT_INPUT_HW
+
+LANE_LABEL_KINDS: tuple[str, ...] = ("wide", "thin")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """How samples are read and shaped.
+
+    Augmentation defaults are YOLOP's (hsv 0.015/0.7/0.4, flip 0.5, rotation 10 deg, translate 0.1,
+    scale 0.25, no shear); they only act when `augment` is True, i.e. for training.
+    """
+
+    input_hw: tuple[int, int] = DEFAULT_INPUT_HW
+    augment: bool = False
+    lane_labels: str = "wide"
+    skip_unlabeled: bool = True
+    hsv_h: float = 0.015
+    hsv_s: float = 0.7
+    hsv_v: float = 0.4
+    flip_prob: float = 0.5
+    degrees: float = 10.0
+    translate: float = 0.1
+    scale: float = 0.25
+    shear: float = 0.0
+    max_images: int | None = None
+    layout: str = "auto"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        hw = tuple(self.input_hw)
+        if len(hw) != 2 or min(int(v) for v in hw) <= 0:
+            raise DataConfigError(
+                f"input_hw must be two positive ints (height, width), got {self.input_hw!r}; "
+                f"e.g. (384, 640)"
+            )
+        object.__setattr__(self, "input_hw", (int(hw[0]), int(hw[1])))
+        if self.lane_labels not in LANE_LABEL_KINDS:
+            raise DataConfigError(
+                f"lane_labels must be one of {', '.join(LANE_LABEL_KINDS)}, got {self.lane_labels!r}"
+            )
+        if self.max_images is not None and self.max_images <= 0:
+            raise DataConfigError(
+                f"max_images must be a positive count or None (all images), got {self.max_images}"
+            )
+        self.augment_config.validate()
+
+    @property
+    def augment_config(self) -> AugmentConfig:
+        return AugmentConfig(
+            hsv_h=self.hsv_h,
+            hsv_s=self.hsv_s,
+            hsv_v=self.hsv_v,
+            flip_prob=self.flip_prob,
+            degrees=self.degrees,
+            translate=self.translate,
+            scale=self.scale,
+            shear=self.shear,
+        )

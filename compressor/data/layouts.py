@@ -1,0 +1,153 @@
+"""Readers for the two on-disk layouts of BDD100K, behind a strict registry.
+
+A reader knows where one layout keeps images, boxes and masks, and how its mask values encode
+"drivable" and "lane". Everything after that (class merge, letterbox, augmentation) is shared, so
+the same image loads to the same batch from either layout.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from compressor.data.errors import DataConfigError, DatasetNotFoundError, LabelError
+from runtime.spec import DET_CLASSES, VEHICLE_CATEGORIES
+
+IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png")
+VEHICLE_CLASS = DET_CLASSES.index("vehicle")
+
+
+@dataclass(frozen=True)
+class SampleRecord:
+    """One labelled image: paths plus its boxes after the class merge (original pixels)."""
+
+    name: str
+    image: Path
+    drivable: Path
+    lane: Path
+    boxes: np.ndarray  # (K, 4) float64 xyxy
+    classes: np.ndarray  # (K,) int64
+
+
+@dataclass(frozen=True)
+class Unlabeled:
+    image: Path
+    reason: str
+
+
+def merge_objects(objects: object, source: Path) -> tuple[np.ndarray, np.ndarray]:
+    """BDD objects -> vehicle boxes. Objects without box2d (lane/drivable polygons) are skipped;
+    categories outside VEHICLE_CATEGORIES are dropped (YOLOP's single-class merge)."""
+    if not isinstance(objects, list):
+        raise LabelError(f"{source}: expected a list of objects, got {type(objects).__name__}")
+    boxes: list[list[float]] = []
+    for i, obj in enumerate(objects):
+        if not isinstance(obj, dict) or "category" not in obj:
+            raise LabelError(f"{source}: object {i} has no 'category' key (got {obj!r:.80})")
+        box = obj.get("box2d")
+        if box is None or obj["category"] not in VEHICLE_CATEGORIES:
+            continue
+        try:
+            x1, y1, x2, y2 = (float(box[k]) for k in ("x1", "y1", "x2", "y2"))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise LabelError(
+                f"{source}: object {i} ({obj['category']}) has a bad box2d {box!r:.80}; "
+                f"expected numbers x1, y1, x2, y2 ({type(exc).__name__}: {exc})"
+            ) from None
+        x1, x2 = min(x1, x2), max(x1, x2)
+        y1, y2 = min(y1, y2), max(y1, y2)
+        if x2 > x1 and y2 > y1:
+            boxes.append([x1, y1, x2, y2])
+    arr = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    return arr, np.full(len(arr), VEHICLE_CLASS, dtype=np.int64)
+
+
+def read_json(path: Path) -> object:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as exc:
+        raise LabelError(f"{path}: malformed label JSON ({exc})") from None
+    except UnicodeDecodeError as exc:
+        raise LabelError(f"{path}: label file is not UTF-8 text ({exc})") from None
+
+
+def list_images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+class LayoutReader(ABC):
+    """One data-set layout. Construction checks the split's folders exist; `scan` lists samples."""
+
+    name: ClassVar[str]
+    tree: ClassVar[str]  # human description of the expected folders, for error messages
+
+    def __init__(self, root: Path, split: str, lane_labels: str) -> None:
+        self.root, self.split, self.lane_labels = Path(root), split, lane_labels
+        missing = [str(p) for p in self.required_dirs() if not p.is_dir()]
+        if missing:
+            raise DatasetNotFoundError(
+                f"{self.root} ({self.name} layout, split {split!r}) is missing "
+                f"{', '.join(missing)}; expected {self.tree}"
+            )
+
+    @classmethod
+    @abstractmethod
+    def detect(cls, root: Path) -> bool: ...
+
+    @abstractmethod
+    def required_dirs(self) -> list[Path]: ...
+
+    @abstractmethod
+    def scan(self, limit: int | None) -> tuple[list[SampleRecord], list[Unlabeled]]: ...
+
+    @staticmethod
+    @abstractmethod
+    def decode_drivable(raw: np.ndarray) -> np.ndarray: ...
+
+    @staticmethod
+    @abstractmethod
+    def decode_lane(raw: np.ndarray) -> np.ndarray: ...
+
+
+LAYOUTS: dict[str, type[LayoutReader]] = {}
+
+
+def register_layout(cls: type[LayoutReader]) -> type[LayoutReader]:
+    if cls.name in LAYOUTS:
+        raise DataConfigError(f"layout {cls.name!r} is already registered by {LAYOUTS[cls.name]}")
+    LAYOUTS[cls.name] = cls
+    return cls
+
+
+def get_layout(name: str) -> type[LayoutReader]:
+    if name not in LAYOUTS:
+        close = difflib.get_close_matches(name, list(LAYOUTS), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise DataConfigError(
+            f"unknown data layout {name!r}; expected 'auto' or one of {', '.join(LAYOUTS)}{hint}"
+        )
+    return LAYOUTS[name]
+
+
+def resolve_layout(root: Path, name: str) -> type[LayoutReader]:
+    """`auto` picks the first registered layout whose marker folders exist under root."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetNotFoundError(
+            f"data set root {root} does not exist or is not a folder; pass the folder that holds "
+            f"images/ (make one with `mtc-synth --out {root}`)"
+        )
+    if name != "auto":
+        return get_layout(name)
+    for cls in LAYOUTS.values():
+        if cls.detect(root):
+            return cls
+    expected = "; or ".join(f"{c.name}: {c.tree}" for c in LAYOUTS.values())
+    raise DatasetNotFoundError(f"{root} matches no known data layout; expected {expected}")
