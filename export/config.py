@@ -1,0 +1,175 @@
+"""Export options as frozen dataclasses. Every `mtc-export` flag is one field here, and defaults
+are resolved in one place (`resolve_*` below), so Python and the CLI cannot drift apart."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from export.errors import ExportConfigError
+from runtime.spec import NMS_CONF, NMS_IOU, NMS_MAX_DET, YOLOP_STRIDES
+
+SIMPLIFIERS: tuple[str, ...] = ("none", "onnxslim", "onnxsim")
+ENGINES: tuple[str, ...] = ("fp16", "fp32", "none")
+SEG_OUTPUT_CHOICES: tuple[str, ...] = ("argmax", "logits")
+TRT_TARGETS: tuple[str, ...] = ("10.3", "11")
+# TensorRT 10.3 (JetPack 6) parses opsets 9..20; 17 is the newest opset every exporter path here
+# and onnxconverter-common handle without surprises.
+DEFAULT_OPSET = 17
+MAX_STRIDE = max(YOLOP_STRIDES)
+
+
+@dataclass(frozen=True)
+class ParityTolerances:
+    """FP32 ONNX Runtime vs PyTorch. Float32 rounding error grows with the magnitude of the
+    activations, not with the value of one output element: on a width-0.25 YOLOP with real BN
+    statistics, PyTorch FP32 itself is 9e-3 px (boxes) and 2.6e-3 (logits of magnitude ~50) away
+    from a float64 run; on full-size YOLOP at 384x640 ORT vs PyTorch differ by up to 0.07 px
+    (boxes up to ~300 px). So boxes and logits are compared against `atol + rtol *
+    max|reference|` of that output. Scores live in [0, 1] but sit behind sigmoids of large
+    logits: measured up to 5e-4, so 2e-3 (far below any threshold that matters; a wrong decode
+    is off by pixels, not by these amounts). All N candidates are compared (the decode is
+    bounded, every row is meaningful). Defaults leave ~4x margin over the measurements."""
+
+    box_atol: float = 1e-4
+    box_rtol: float = 5e-4
+    score_atol: float = 2e-3
+    logits_atol: float = 1e-4
+    logits_rtol: float = 5e-4
+    # An argmax pixel may flip where PyTorch's top-two logits are closer than this (abs + rel
+    # to the largest |logit|): twice the logits tolerance, since both logits can move.
+    mask_tie_atol: float = 1e-5
+    mask_tie_rtol: float = 1e-3
+
+
+@dataclass(frozen=True)
+class Fp16Thresholds:
+    """FP16 ONNX vs FP32 ONNX. Loose on purpose: FP16 changes numbers, not decisions."""
+
+    min_mask_agreement_pct: float = 99.0
+    min_mean_iou: float = 0.95
+    max_score_delta: float = 0.05
+    # Boxes compared: the top-k FP32 candidates per image (index-aligned when NMS is outside);
+    # boxes under 1 px^2 are left out (their IoU is 0 even against themselves).
+    topk: int = 100
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """Everything `export_model` needs besides the model. `imgsz=None` takes the checkpoint's
+    input size; `name=None` takes the checkpoint's file stem; `trt_target=None` follows the
+    installed TensorRT, else 10.3 (JetPack 6)."""
+
+    output_dir: str = "export_out"
+    name: str | None = None
+    imgsz: tuple[int, int] | None = None
+    batch: int = 1
+    min_batch: int = 1
+    max_batch: int = 8
+    opset: int = DEFAULT_OPSET
+    nms_in_graph: bool = False
+    seg_output: str = "argmax"
+    conf_thres: float = NMS_CONF
+    iou_thres: float = NMS_IOU
+    max_det: int = NMS_MAX_DET
+    simplifier: str = "onnxslim"
+    fp16_onnx: bool = True
+    fp16_keep_resize_fp32: bool = False
+    engine: str = "fp16"
+    workspace_mib: int = 4096
+    opt_level: int = 3
+    timing_cache_dir: str | None = None
+    dla_core: int | None = None
+    trt_target: str | None = None
+    dry_run: bool = False
+    allow_lint_fail: bool = False
+    parity_batch_cap: int = 4
+    seed: int = 0
+    progress: bool = True
+    parity: ParityTolerances = field(default_factory=ParityTolerances)
+    fp16: Fp16Thresholds = field(default_factory=Fp16Thresholds)
+
+    def __post_init__(self) -> None:
+        _check_choice("simplifier", self.simplifier, SIMPLIFIERS)
+        _check_choice("engine", self.engine, ENGINES)
+        _check_choice("seg_output", self.seg_output, SEG_OUTPUT_CHOICES)
+        if self.trt_target is not None:
+            _check_choice("trt_target", self.trt_target, TRT_TARGETS)
+        if self.imgsz is not None:
+            check_imgsz(self.imgsz)
+        self._check_batches()
+        self._check_numbers()
+        if self.engine == "fp16" and self.trt_target == "11" and not self.fp16_onnx:
+            raise ExportConfigError(
+                "--engine fp16 for TensorRT 11 builds from the FP16 ONNX (strongly typed), but "
+                "--no-fp16-onnx was given; drop --no-fp16-onnx or use --engine fp32"
+            )
+
+    def _check_batches(self) -> None:
+        if self.min_batch < 1:
+            raise ExportConfigError(f"--min-batch must be >= 1, got {self.min_batch}")
+        if not self.min_batch <= self.batch <= self.max_batch:
+            raise ExportConfigError(
+                f"batch range must satisfy min <= opt <= max, got min-batch {self.min_batch}, "
+                f"batch {self.batch}, max-batch {self.max_batch}; e.g. --batch 1 --max-batch 8"
+            )
+        if self.parity_batch_cap < 1:
+            raise ExportConfigError(f"parity_batch_cap must be >= 1, got {self.parity_batch_cap}")
+
+    def _check_numbers(self) -> None:
+        if not 9 <= self.opset <= 20:
+            raise ExportConfigError(
+                f"--opset {self.opset} is outside 9..20, the range TensorRT 10.3 parses; "
+                f"use --opset {DEFAULT_OPSET}"
+            )
+        if self.nms_in_graph and self.opset < 11:
+            raise ExportConfigError("--nms-in-graph needs --opset >= 11 (NonMaxSuppression)")
+        if not 0.0 < self.conf_thres < 1.0 or not 0.0 < self.iou_thres <= 1.0:
+            raise ExportConfigError(
+                f"--conf must be in (0, 1) and --iou in (0, 1], got {self.conf_thres}, "
+                f"{self.iou_thres}"
+            )
+        if self.max_det < 1:
+            raise ExportConfigError(f"--max-det must be >= 1, got {self.max_det}")
+        if self.workspace_mib < 1:
+            raise ExportConfigError(f"--workspace must be >= 1 MiB, got {self.workspace_mib}")
+        if not 0 <= self.opt_level <= 5:
+            raise ExportConfigError(f"--opt-level must be in 0..5, got {self.opt_level}")
+        if self.dla_core is not None and self.dla_core < 0:
+            raise ExportConfigError(f"--dla-core must be >= 0, got {self.dla_core}")
+
+
+def _check_choice(flag: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ExportConfigError(f"{flag}={value!r} is not one of {', '.join(choices)}")
+
+
+def check_imgsz(imgsz: tuple[int, int] | list[int]) -> tuple[int, int]:
+    """(H, W), each a positive multiple of the largest stride: the detection grids and the
+    segmentation upsampling only line up then."""
+    hw = tuple(int(v) for v in imgsz)
+    if len(hw) != 2:
+        raise ExportConfigError(f"--imgsz takes two numbers H W, got {list(imgsz)}")
+    bad = [v for v in hw if v <= 0 or v % MAX_STRIDE]
+    if bad:
+        ok = [max(MAX_STRIDE, round(v / MAX_STRIDE) * MAX_STRIDE) for v in hw]
+        raise ExportConfigError(
+            f"--imgsz {hw[0]} {hw[1]}: both sides must be positive multiples of {MAX_STRIDE} "
+            f"(the largest detection stride); try --imgsz {ok[0]} {ok[1]}"
+        )
+    return hw[0], hw[1]
+
+
+def default_timing_cache_dir() -> Path:
+    """Per-user cache so every export on this machine reuses tactic timings."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "mtc" / "tensorrt_timing"
+
+
+def resolve_trt_target(cfg_target: str | None, installed_version: str | None) -> str:
+    """The op table to lint against: asked for, else the installed TensorRT, else JetPack 6."""
+    if cfg_target is not None:
+        return cfg_target
+    major = (installed_version or "").split(".")[0]
+    return "11" if major.isdigit() and int(major) >= 11 else "10.3"

@@ -1,0 +1,393 @@
+"""The main job on an embedded default: synthetic data -> teacher -> task-aware prune -> distill
+-> evaluate both -> export both -> torch-free runtime -> one report.
+
+It lives in `export` because `export` is the one package allowed to depend on both `compressor`
+(training, compression) and `runtime` (validating and timing what was built). Every stage is a
+call into the same public APIs the CLIs use; nothing here is demo-only logic except choosing
+sizes that fit a 2-core CPU in minutes.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import cv2
+
+from export.config import ExportConfig
+from export.demo_report import plot_latency, plot_metrics, write_overlays, write_report
+from export.errors import TensorRTUnavailableError
+from export.pipeline import ExportResult, export_model
+from runtime.errors import MtcError
+from runtime.pipeline import RunConfig, run
+from runtime.spec import DET_CLASSES
+
+
+class DemoConfigError(MtcError):
+    """A demo option outside its valid range."""
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """Defaults fit the whole pipeline in ~10 minutes on 2 CPU cores; `real()` gives real-size
+    settings for BDD100K."""
+
+    out: str = "demo_out"
+    data: str | None = None  # None: generate a synthetic data set under <out>/data
+    n_train: int = 320
+    n_val: int = 64
+    seed: int = 0
+    imgsz: tuple[int, int] = (192, 320)
+    width: float = 0.25
+    depth: float = 0.33
+    teacher_epochs: int = 12
+    distill_epochs: int = 6
+    batch: int = 8
+    ratio: float = 0.4
+    importance: str = "tci_gcp"
+    kd: bool = True
+    calib_batches: int = 8
+    engine: str = "auto"  # auto = fp16 where TensorRT is installed, else none
+    source: str | None = None  # extra frames (folder/glob/video) for overlays and latency
+    runtime_frames: int = 32
+    runtime_batches: tuple[int, ...] = (1, 4)
+    overlay_frames: int = 4
+    device: str = "auto"
+    workers: int = 2
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        problems = [
+            f"{name} must be {rule} (got {getattr(self, name)!r})"
+            for name, ok, rule in (
+                ("n_train", self.n_train >= 8, ">= 8"),
+                ("n_val", self.n_val >= 4, ">= 4"),
+                ("ratio", 0 < self.ratio < 1, "in (0, 1)"),
+                ("teacher_epochs", self.teacher_epochs >= 1, ">= 1"),
+                ("distill_epochs", self.distill_epochs >= 0, ">= 0"),
+                ("engine", self.engine in ("auto", "fp16", "fp32", "none"), "auto|fp16|fp32|none"),
+                ("runtime_frames", self.runtime_frames >= 1, ">= 1"),
+                ("imgsz", all(v > 0 and v % 32 == 0 for v in self.imgsz), "multiples of 32"),
+            )
+            if not ok
+        ]
+        if problems:
+            raise DemoConfigError("bad demo option: " + "; ".join(problems))
+
+    @classmethod
+    def real(cls, data: str, **overrides: Any) -> DemoConfig:
+        """Real BDD100K: the protocol's 640x384 input, full-width YOLOP teacher, more epochs."""
+        base: dict[str, Any] = dict(
+            data=data,
+            imgsz=(384, 640),
+            width=1.0,
+            depth=1.0,
+            teacher_epochs=240,
+            distill_epochs=50,
+            batch=24,
+            calib_batches=32,
+            runtime_frames=200,
+        )
+        base.update(overrides)
+        return cls(**base)
+
+    def resolved_engine(self) -> str:
+        if self.engine != "auto":
+            return self.engine
+        return "fp16" if importlib.util.find_spec("tensorrt") is not None else "none"
+
+
+@dataclass
+class DemoResult:
+    out: Path
+    report_md: Path
+    report_json: Path
+    data: dict = field(default_factory=dict)
+
+
+class _Demo:
+    def __init__(self, cfg: DemoConfig, log: Callable[[str], None]) -> None:
+        self.cfg, self.log = cfg, log
+        self.out = Path(cfg.out)
+        self.timings: dict[str, float] = {}
+
+    def stage(self, name: str, fn: Callable[[], Any]) -> Any:
+        self.log(f"\n=== {name} ===")
+        t0 = time.perf_counter()
+        result = fn()
+        self.timings[name] = time.perf_counter() - t0
+        self.log(f"--- {name}: {self.timings[name]:.0f} s")
+        return result
+
+    # -- stages ---------------------------------------------------------------------------
+    def data(self) -> Path:
+        if self.cfg.data:
+            return Path(self.cfg.data)
+        from compressor.data import SynthConfig, generate
+
+        root = self.out / "data"
+        if (root / "synth_manifest.json").is_file():
+            self.log(f"reusing synthetic data set in {root}")
+            return root
+        generate(
+            SynthConfig(
+                out=root, n_train=self.cfg.n_train, n_val=self.cfg.n_val, seed=self.cfg.seed
+            ),
+            progress=self.cfg.progress,
+        )
+        return root
+
+    def teacher(self, data: Path) -> Path:
+        from compressor.train import TrainConfig, train
+
+        c = self.cfg
+        res = train(
+            TrainConfig(
+                data=str(data),
+                out=str(self.out / "teacher"),
+                imgsz=c.imgsz,
+                epochs=c.teacher_epochs,
+                batch=c.batch,
+                width=c.width,
+                depth=c.depth,
+                seed=c.seed,
+                device=c.device,
+                workers=c.workers,
+                progress=c.progress,
+            )
+        )
+        best = res.best or res.last
+        if best is None:
+            raise DemoConfigError(f"teacher training wrote no checkpoint in {self.out / 'teacher'}")
+        return Path(best)
+
+    def compress(self, data: Path, teacher: Path) -> Any:
+        from compressor.compress import CompressConfig, compress
+        from compressor.pruning import PruneConfig
+
+        c = self.cfg
+        prune = PruneConfig(
+            ratio=c.ratio, importance=c.importance, calib_batches=c.calib_batches, seed=c.seed
+        )
+        return compress(
+            CompressConfig(
+                teacher=str(teacher),
+                data=str(data),
+                out=str(self.out / "student"),
+                imgsz=c.imgsz,
+                prune=prune,
+                kd=c.kd,
+                epochs=c.distill_epochs,
+                batch=c.batch,
+                seed=c.seed,
+                device=c.device,
+                workers=c.workers,
+                progress=c.progress,
+                overwrite=True,
+            )
+        )
+
+    def export(self, ckpt: Path, name: str) -> ExportResult:
+        cfg = ExportConfig(
+            output_dir=str(self.out / "export"),
+            name=name,
+            imgsz=self.cfg.imgsz,
+            batch=1,
+            max_batch=max(8, *self.cfg.runtime_batches),
+            engine=self.cfg.resolved_engine(),
+            progress=self.cfg.progress,
+        )
+        try:
+            return export_model(str(ckpt), cfg)
+        except TensorRTUnavailableError as e:  # asked for an engine where none can be built
+            self.log(f"engine not built: {e}")
+            return e.result  # type: ignore[attr-defined]
+
+    def latency(self, artifacts: dict[str, ExportResult], frames: str) -> list[dict]:
+        rows = []
+        for model, res in artifacts.items():
+            for kind in ("engine", "onnx", "onnx_fp16"):
+                path = res.artifact(kind)
+                if path is None:
+                    continue
+                batches = self.cfg.runtime_batches if kind != "onnx_fp16" else (1,)
+                for b in batches:
+                    report = self.out / "latency" / f"{model}_{kind}_b{b}.json"
+                    r = run(
+                        path,
+                        frames,
+                        RunConfig(
+                            batch=b,
+                            max_frames=self.cfg.runtime_frames,
+                            report=str(report),
+                            progress=self.cfg.progress,
+                            keep_results=False,
+                        ),
+                    )
+                    rows.append(
+                        {
+                            "model": model,
+                            "artifact": path.name,
+                            "artifact_kind": kind,
+                            "batch": b,
+                            "report": r.report.to_dict() | {"timeline_ms": []},
+                        }
+                    )
+        return rows
+
+    def overlays(self, artifacts: dict[str, ExportResult], frame_paths: list[Path]) -> list[Path]:
+        frames = [img for p in frame_paths if (img := cv2.imread(str(p))) is not None]
+        if not frames:
+            return []
+        results = {
+            m: run(_required(r, "onnx"), frames, RunConfig(progress=False)).results
+            for m, r in artifacts.items()
+        }
+        prefix = "overlay"
+        return write_overlays(
+            frames,
+            results["teacher"],
+            results["student"],
+            self.out / "overlays",
+            prefix,
+            tuple(DET_CLASSES),
+        )
+
+
+def _required(res: ExportResult, kind: str) -> Path:
+    path = res.artifact(kind)
+    if path is None:
+        raise DemoConfigError(f"export of {res.name} produced no {kind} artifact")
+    return path
+
+
+def _val_images(data: Path) -> tuple[str, list[Path]]:
+    for sub in ("images/val", "images/100k/val"):
+        d = data / sub
+        if d.is_dir():
+            return str(d), sorted(p for p in d.iterdir() if p.suffix.lower() in (".jpg", ".png"))
+    raise DemoConfigError(f"no validation images under {data} (expected images/val)")
+
+
+def _check_text(summary: dict, kind: str) -> str:
+    """One line per artifact: the parity / agreement numbers that vouch for it."""
+    if kind == "onnx":
+        outs = summary.get("parity", {}).get("outputs", {})
+        box, masks = outs.get("det.boxes", {}), [outs.get(t, {}) for t in ("drivable", "lane")]
+        return (
+            f"vs PyTorch: boxes max {box.get('value', float('nan')):.1e} px, "
+            f"mask pixels differing {sum(m.get('value', 0) for m in masks):g}"
+        )
+    if kind == "onnx_fp16":
+        f = summary.get("fp16", {}).get("onnxruntime", {})
+        agree = f.get("mask_agreement_pct", {})
+        return (
+            f"vs FP32: mask agreement {', '.join(f'{k} {v:.2f}%' for k, v in agree.items())}, "
+            f"matched-box IoU mean {f.get('mean_iou', float('nan')):.4f}"
+        )
+    return str(summary.get("engine", {}).get("status", ""))
+
+
+def _artifact_rows(artifacts: dict[str, ExportResult]) -> list[dict]:
+    return [
+        {
+            "model": model,
+            "name": Path(a["path"]).name,
+            "mb": a.get("size_bytes", 0) / 1e6,
+            "check": _check_text(res.summary, a["kind"]),
+        }
+        for model, res in artifacts.items()
+        for a in res.artifacts
+        if str(a["path"]).endswith((".onnx", ".engine"))
+    ]
+
+
+def _protocol_text(p: dict) -> str:
+    return (
+        f"Metrics in percent, deltas in points. Detection: {p.get('det_modes', ['?'])[0]} mode "
+        f"(NMS conf 0.001, IoU 0.6, max 300; boxes scored at original resolution). "
+        f"Segmentation: {p.get('seg_aggregation', '?')}; lane labels "
+        f"{p.get('lane_labels_text', '?')}."
+    )
+
+
+def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> DemoResult:
+    """Run every stage, then write <out>/report.md and report.json (+ PNGs, overlays)."""
+    d = _Demo(cfg, log)
+    d.out.mkdir(parents=True, exist_ok=True)
+    data = d.stage("data", d.data)
+    teacher = d.stage("train teacher", lambda: d.teacher(data))
+    comp = d.stage("prune + distill + evaluate", lambda: d.compress(data, teacher))
+    arts = {
+        "teacher": d.stage("export teacher", lambda: d.export(teacher, "teacher")),
+        "student": d.stage("export student", lambda: d.export(comp.checkpoint, "student")),
+    }
+    val_dir, val_paths = _val_images(data)
+    latency = d.stage("runtime latency", lambda: d.latency(arts, val_dir))
+    source = cfg.source
+    if source:
+        latency += d.stage(
+            "runtime on --source", lambda: d.latency({"student": arts["student"]}, source)
+        )
+    extra = (
+        sorted(Path(cfg.source).glob("*.jpg")) if cfg.source and Path(cfg.source).is_dir() else []
+    )
+    overlays = d.stage(
+        "overlays", lambda: d.overlays(arts, val_paths[: cfg.overlay_frames] + extra)
+    )
+    report = comp.report
+    engine = cfg.resolved_engine()
+    payload = {
+        "settings": asdict(cfg),
+        "imgsz": list(cfg.imgsz),
+        "data": {
+            "root": str(data),
+            "description": "synthetic BDD100K-layout data set" if not cfg.data else f"{data}",
+            "note": "Synthetic data: numbers show the pipeline works, they are not a claim about "
+            "BDD100K accuracy."
+            if not cfg.data
+            else "",
+        },
+        "size": {
+            "teacher_params": report["teacher"]["params"],
+            "student_params": report["student"]["params"],
+            "param_reduction": report["params_reduction"],
+            "teacher_gflops": report["teacher"]["flops"] / 1e9,
+            "student_gflops": report["student"]["flops"] / 1e9,
+            "flops_reduction": report["flops_reduction"],
+        },
+        "metrics": {
+            "teacher": report["teacher"]["metrics"],
+            "student": report["student"]["metrics"],
+            "protocol": _protocol_text(report["eval_protocol"]),
+        },
+        "compress_report": str(comp.paths.get("markdown", "")),
+        "artifacts": _artifact_rows(arts),
+        "engine_note": (
+            f"TensorRT engines built ({engine})."
+            if engine != "none"
+            else "No TensorRT on this machine: engines were not built; the ONNX artifacts, "
+            "sidecars and a ready trtexec command are in export/."
+        ),
+        "latency": latency,
+        "overlays": [str(p) for p in overlays],
+        "machine": f"{platform.processor() or platform.machine()}, {platform.system()}",
+        "timings": d.timings,
+    }
+    plot_metrics(
+        payload["metrics"]["teacher"], payload["metrics"]["student"], d.out / "metrics.png"
+    )
+    if latency:
+        plot_latency(latency, d.out / "latency.png")
+    md, js = write_report(d.out, payload)
+    log(f"\nreport: {md}")
+    return DemoResult(d.out, md, js, payload)
+
+
+def with_overrides(cfg: DemoConfig, **kw: Any) -> DemoConfig:
+    return replace(cfg, **{k: v for k, v in kw.items() if v is not None})

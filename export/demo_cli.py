@@ -1,0 +1,76 @@
+"""`mtc-demo`: the whole pipeline, one command (thin layer over `export.demo.run_demo`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from compressor.cli.common import run_cli
+from export.demo import DemoConfig, run_demo, with_overrides
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="mtc-demo",
+        description="Synthetic (or real, --data) BDD100K -> teacher -> task-aware prune -> "
+        "distill -> evaluate -> export (ONNX, FP16 ONNX, engine where TensorRT exists) -> "
+        "torch-free runtime -> <out>/report.md",
+    )
+    p.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
+    p.add_argument(
+        "--data",
+        help="a real BDD100K root (YOLOP or official layout): real-size "
+        "settings (640x384, full YOLOP); default: generate a synthetic set",
+    )
+    p.add_argument("--source", help="extra frames (folder, glob or video) for overlays/latency")
+    p.add_argument(
+        "--engine",
+        choices=("auto", "fp16", "fp32", "none"),
+        default=None,
+        help="TensorRT engine (auto: fp16 where TensorRT is installed)",
+    )
+    p.add_argument("--n-train", type=int, help="synthetic train images (default 320)")
+    p.add_argument("--n-val", type=int, help="synthetic val images (default 64)")
+    p.add_argument("--teacher-epochs", type=int)
+    p.add_argument("--distill-epochs", type=int)
+    p.add_argument("--ratio", type=float, help="parameter reduction target (default 0.4)")
+    p.add_argument("--importance", help="random|l1|taylor_sum|tci|tci_gcp (default tci_gcp)")
+    p.add_argument("--no-kd", action="store_true", help="prune without distillation")
+    p.add_argument("--imgsz", type=int, nargs=2, metavar=("H", "W"))
+    p.add_argument("--device", help="auto|cpu|cuda|cuda:N")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    a = build_parser().parse_args(argv)
+    overrides = dict(
+        out=a.out,
+        source=a.source,
+        engine=a.engine,
+        n_train=a.n_train,
+        n_val=a.n_val,
+        teacher_epochs=a.teacher_epochs,
+        distill_epochs=a.distill_epochs,
+        ratio=a.ratio,
+        importance=a.importance,
+        imgsz=tuple(a.imgsz) if a.imgsz else None,
+        device=a.device,
+        seed=a.seed,
+        kd=False if a.no_kd else None,
+        progress=False if a.quiet else None,
+    )
+    base = DemoConfig.real(a.data) if a.data else DemoConfig()
+    result = run_demo(with_overrides(base, **overrides))
+    print(f"done: {result.report_md}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    sys.exit(run_cli(_main, argv))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""The deploy wrapper: what the exported graph computes on top of the model.
+
+The model's eval output stays as it is for training and evaluation code; the wrapper turns it
+into what a vehicle computer wants to receive: boxes as x1 y1 x2 y2 + score + class in input
+pixels (anchors and strides are already baked into the model's decode), optionally NMS in the
+graph, and uint8 argmax masks (8x fewer device-to-host bytes than float32 logits of 2 classes)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from export.deploy_nms import nms_fixed
+from runtime.io_names import DET_COUNT, DET_OUTPUT, DRIVABLE_OUTPUT, LANE_OUTPUT
+from runtime.spec import NMS_CONF, NMS_IOU, NMS_MAX_DET, SEG_TASKS, TASK_DET
+
+
+@dataclass(frozen=True)
+class DeploySpec:
+    nms_in_graph: bool = False
+    seg_argmax: bool = True
+    conf_thres: float = NMS_CONF
+    iou_thres: float = NMS_IOU
+    max_det: int = NMS_MAX_DET
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        """Graph outputs, in order; the same strings are runtime result keys."""
+        det = (DET_OUTPUT, DET_COUNT) if self.nms_in_graph else (DET_OUTPUT,)
+        return det + (DRIVABLE_OUTPUT, LANE_OUTPUT)
+
+
+def decoded_to_xyxy(pred: torch.Tensor) -> torch.Tensor:
+    """[B, N, 5+nc] (cx cy w h obj cls...) -> [B, N, 6] (x1 y1 x2 y2 score class); score is
+    obj * best class probability, as in `runtime.boxes.postprocess_detections`."""
+    half = pred[..., 2:4] / 2
+    x1y1 = pred[..., 0:2] - half
+    x2y2 = pred[..., 0:2] + half
+    cls_scores = pred[..., 5:] * pred[..., 4:5]
+    if cls_scores.shape[-1] == 1:
+        score = cls_scores
+        cls = torch.zeros_like(score)
+    else:
+        score_max, idx = cls_scores.max(-1, keepdim=True)
+        score, cls = score_max, idx.to(pred.dtype)
+    return torch.cat((x1y1, x2y2, score, cls), -1)
+
+
+class DeployWrapper(nn.Module):
+    """forward(images) -> tuple in `spec.output_names` order (ONNX export wants a tuple)."""
+
+    def __init__(self, model: nn.Module, spec: DeploySpec):
+        super().__init__()
+        self.model = model.eval()
+        self.spec = spec
+
+    def raw(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The model's own eval outputs (decoded det, seg logits): the parity reference."""
+        return self.model(images)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self.finish(self.raw(images))
+
+    def finish(self, out: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        """Raw model outputs -> graph outputs; split from `forward` so parity can keep the
+        logits of the same pass (to excuse argmax ties) without running the model twice."""
+        det = decoded_to_xyxy(out[TASK_DET])
+        heads: tuple[torch.Tensor, ...]
+        if self.spec.nms_in_graph:
+            nc = out[TASK_DET].shape[-1] - 5
+            s = self.spec
+            heads = nms_fixed(det, nc, s.iou_thres, s.conf_thres, s.max_det)
+        else:
+            heads = (det,)
+        segs = tuple(self._seg(out[t]) for t in SEG_TASKS)
+        return heads + segs
+
+    def _seg(self, logits: torch.Tensor) -> torch.Tensor:
+        if not self.spec.seg_argmax:
+            return logits
+        return logits.argmax(1).to(torch.uint8)

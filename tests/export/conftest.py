@@ -1,0 +1,58 @@
+"""Shared fixtures: a tiny YOLOP checkpoint with real BN statistics (random-init BN makes the
+seg logits ~1e-8, where every pixel is a tie and parity would prove nothing), exported once per
+session in the two graph layouts the tests inspect."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from compressor import build_model, save_checkpoint
+from compressor.checkpoint import default_preprocess
+from export.config import ExportConfig, Fp16Thresholds
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+IMGSZ = (64, 128)
+# Random weights are far more FP16-sensitive than trained ones (measured on this model: masks
+# 97-99 %, matched-box IoU 0.6-0.93); these bounds hold for it, the defaults are for real models.
+RANDOM_MODEL_FP16 = Fp16Thresholds(
+    min_mask_agreement_pct=95.0, min_mean_iou=0.5, max_score_delta=1.0
+)
+
+
+def calibrated_tiny_yolop() -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = build_model("yolop", width=0.25, depth=0.33)
+    model.train()
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = None  # cumulative average: two passes give stable statistics
+            m.reset_running_stats()
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for _ in range(2):
+            model(torch.randn(4, 3, *IMGSZ, generator=g))
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("ckpt") / "student.pt"
+    save_checkpoint(path, calibrated_tiny_yolop(), preprocess=default_preprocess(IMGSZ))
+    return path
+
+
+def small_config(out: Path, **kw) -> ExportConfig:
+    base = dict(
+        output_dir=str(out),
+        max_batch=2,
+        progress=False,
+        fp16=RANDOM_MODEL_FP16,
+        timing_cache_dir=str(out.parent / "timing"),
+    )
+    base.update(kw)
+    return ExportConfig(**base)

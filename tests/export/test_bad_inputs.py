@@ -1,0 +1,98 @@
+"""User mistakes through the CLI: one `error: ...` line on stderr, exit 2, nothing written."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from export.cli import main
+
+
+def _run(capsys, *argv):
+    rc = main([*map(str, argv), "--no-progress"])
+    cap = capsys.readouterr()
+    return rc, cap.out, cap.err
+
+
+def _one_error_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
+def test_corrupt_checkpoint(tmp_path, capsys):
+    bad = tmp_path / "broken.pt"
+    bad.write_bytes(b"\x80\x04not really a pickle")
+    rc, out, err = _run(capsys, bad, "-o", tmp_path / "out")
+    assert rc == 2 and "is not a readable checkpoint" in _one_error_line(err)
+    assert not (tmp_path / "out").exists()
+
+
+def test_checkpoint_that_is_not_ours(tmp_path, capsys):
+    foreign = tmp_path / "resnet.pt"
+    torch.save({"fc.weight": torch.zeros(2, 2)}, foreign)
+    rc, out, err = _run(capsys, foreign, "-o", tmp_path / "out")
+    assert rc == 2 and "is not an mtc or YOLOP checkpoint" in _one_error_line(err)
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_checkpoint(tmp_path, capsys):
+    rc, _, err = _run(capsys, tmp_path / "nope.pt", "-o", tmp_path / "out")
+    assert rc == 2 and "does not exist" in _one_error_line(err)
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (
+            ["--imgsz", "100", "200"],
+            "both sides must be positive multiples of 32 (the largest "
+            "detection stride); try --imgsz 96 192",
+        ),
+        (["--batch", "4", "--max-batch", "2"], "min-batch 1, batch 4, max-batch 2"),
+        (["--min-batch", "3", "--max-batch", "2"], "must satisfy min <= opt <= max"),
+        (["--opset", "21"], "outside 9..20"),
+        (["--engine", "fp16", "--trt-target", "11", "--no-fp16-onnx"], "drop --no-fp16-onnx"),
+        (["--engine", "int8"], "argument --engine: invalid choice: 'int8'"),
+    ],
+)
+def test_bad_options(tiny_ckpt, tmp_path, capsys, argv, expected):
+    rc, _, err = _run(capsys, tiny_ckpt, "-o", tmp_path / "out", *argv)
+    assert rc == 2 and expected in _one_error_line(err)
+    assert not (tmp_path / "out").exists()
+
+
+def test_unwritable_output_path(tiny_ckpt, tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    rc, _, err = _run(capsys, tiny_ckpt, "-o", blocker / "out")
+    line = _one_error_line(err)
+    assert rc == 2 and f"cannot create output folder {blocker / 'out'}" in line
+    assert "pass a writable -o DIR" in line
+
+
+def test_lint_only_on_a_crafted_onnx(tmp_path, capsys):
+    import onnx
+    from onnx import TensorProto, helper
+
+    g = helper.make_graph(
+        [
+            helper.make_node("Relu", ["x"], ["r"], name="ok"),
+            helper.make_node("Unique", ["r"], ["y"], name="uniq"),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None])],
+    )
+    path = tmp_path / "bad.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
+    rc, out, err = _run(capsys, path, "--lint-only", "-o", tmp_path / "rep")
+    assert rc == 2
+    assert "TensorRT 10.3 lint: FAIL" in out
+    assert (
+        "error: [op-support] node 'uniq' (Unique): not supported by the onnx-tensorrt parser" in out
+    )
+    assert "error: [static-shape]" not in out or "'y'" in out
+    assert (tmp_path / "rep" / "bad.lint.json").is_file()
+    rc11, out11, _ = _run(capsys, path, "--lint-only", "--trt-target", "11", "-o", tmp_path / "rep")
+    assert rc11 == 2 and "TensorRT 11 lint: FAIL" in out11 and "unverified" in out11

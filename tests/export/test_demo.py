@@ -1,0 +1,61 @@
+"""The main job end to end (slow) and its option checks (fast)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from export.demo import DemoConfig, DemoConfigError, run_demo
+from export.demo_cli import main
+
+
+def test_bad_options_fail_before_any_work(tmp_path):
+    with pytest.raises(DemoConfigError, match=r"ratio must be in \(0, 1\) \(got 1.5\)"):
+        DemoConfig(out=str(tmp_path), ratio=1.5)
+    with pytest.raises(DemoConfigError, match="imgsz must be multiples of 32"):
+        DemoConfig(imgsz=(100, 320))
+    assert not any(tmp_path.iterdir())
+
+
+def test_cli_reports_user_errors_in_one_line(capsys, tmp_path):
+    with pytest.raises(SystemExit) as e:
+        main(["--out", str(tmp_path / "o"), "--ratio", "0"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: bad demo option: ratio")
+
+
+def test_real_data_settings_follow_the_protocol():
+    cfg = DemoConfig.real("/data/bdd100k")
+    assert cfg.imgsz == (384, 640) and cfg.width == 1.0 and cfg.depth == 1.0
+
+
+@pytest.mark.slow
+def test_demo_end_to_end_tiny(tmp_path):
+    cfg = DemoConfig(
+        out=str(tmp_path / "demo"),
+        n_train=16,
+        n_val=8,
+        teacher_epochs=1,
+        distill_epochs=1,
+        imgsz=(96, 160),
+        runtime_frames=8,
+        calib_batches=2,
+        batch=4,
+        progress=False,
+        workers=0,
+        engine="none",
+    )
+    res = run_demo(cfg, log=lambda _m: None)
+    data = json.loads(res.report_json.read_text())
+    assert data["size"]["param_reduction"] >= 0.40
+    assert data["size"]["student_params"] < data["size"]["teacher_params"]
+    kinds = {(r["model"], r["artifact_kind"], r["batch"]) for r in data["latency"]}
+    assert ("student", "onnx", 4) in kinds and ("teacher", "onnx_fp16", 1) in kinds
+    names = {a["name"] for a in data["artifacts"]}
+    assert {"teacher.onnx", "student.onnx", "student_fp16.onnx"} <= names
+    md = res.report_md.read_text()
+    assert "| parameters |" in md and "det mAP@0.5" in md and "overlays/overlay_000.jpg" in md
+    for png in ("metrics.png", "latency.png", "overlays/overlay_000.jpg"):
+        assert (res.out / png).stat().st_size > 1000

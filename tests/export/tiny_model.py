@@ -1,0 +1,40 @@
+"""A small non-YOLOP multi-task model: proves the export takes any model that meets the
+contract (dict of det / drivable / lane), and keeps pipeline tests that do not need YOLOP's
+exact graph fast. `unsupported_op=True` adds an ONNX `Det` node, which TensorRT cannot parse."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class TinyMultiTask(nn.Module):
+    def __init__(self, unsupported_op: bool = False):
+        super().__init__()
+        torch.manual_seed(0)
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, 8, 3, 2, 1),
+            nn.ReLU(),
+            nn.Conv2d(8, 16, 3, 2, 1),
+            nn.ReLU(),
+            nn.Conv2d(16, 16, 3, 2, 1),
+            nn.ReLU(),
+        )
+        self.det_head = nn.Conv2d(16, 6, 1)
+        self.seg_head = nn.Conv2d(16, 4, 1)
+        self.unsupported_op = unsupported_op
+        self.model_name = "tiny-multitask"
+        self.config = {"unsupported_op": unsupported_op}
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        f = self.stem(x)
+        b, _, h, w = f.shape
+        p = self.det_head(f).sigmoid().permute(0, 2, 3, 1).reshape(b, h * w, 6)
+        gy, gx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+        grid = torch.stack((gx, gy), -1).reshape(1, h * w, 2).to(p.dtype)
+        det = torch.cat(((p[..., :2] + grid) * 8, p[..., 2:4] * 64, p[..., 4:]), -1)
+        if self.unsupported_op:
+            det = det + 1e-6 * torch.linalg.det(f[:, :2, :2, :2].mean(1)).view(b, 1, 1)
+        seg = F.interpolate(self.seg_head(f), scale_factor=8.0, mode="nearest")
+        return {"det": det, "drivable": seg[:, :2], "lane": seg[:, 2:]}
