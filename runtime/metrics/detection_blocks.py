@@ -63,15 +63,20 @@ def _padded(start: np.ndarray, count: np.ndarray, width: int) -> tuple[np.ndarra
 
 
 def match_candidates(
-    iou: np.ndarray, block: Block, t_min: float, matcher: Callable[[np.ndarray], np.ndarray]
+    iou: np.ndarray,
+    block: Block,
+    thresholds: np.ndarray,
+    matcher: Callable[[np.ndarray], np.ndarray],
 ) -> tuple[np.ndarray, np.ndarray]:
     """Run `matcher` ((U, C, G) IoUs -> (U, C, T) bool) on the detections that reach some gt
-    at `t_min`, kept in order; returns their indices and (n, T) results."""
+    at the lowest threshold, kept in order; returns their indices and (n, T) results (T columns
+    even when nothing matches, so callers can index with them unconditionally)."""
+    t_min = float(np.min(thresholds))
     cand = (iou >= t_min).any(axis=2)
     n_cand = cand.sum(axis=1)
     width = int(n_cand.max(initial=0))
     if width == 0:
-        return np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=bool)
+        return np.zeros(0, dtype=np.int64), np.zeros((0, np.size(thresholds)), dtype=bool)
     perm = np.argsort(~cand, axis=1, kind="stable")[:, :width]
     iou_c = np.take_along_axis(iou, perm[:, :, None], axis=1)
     idx_c = np.take_along_axis(block.det, perm, axis=1)

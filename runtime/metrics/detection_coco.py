@@ -67,7 +67,7 @@ def _match_all(
     for block in unit_blocks(d_unit, g_unit, _BLOCK_ELEMENTS):
         iou = _coco_iou(d_xywh[block.det], g_xywh[block.gt])
         iou[~block.pair_ok] = PAD_IOU
-        idx, matched = match_candidates(iou, block, thr.min(), partial(_lockstep, thr=thr))
+        idx, matched = match_candidates(iou, block, thr, partial(_lockstep, thr=thr))
         match[:, idx] = matched.T
     return match
 

@@ -98,7 +98,7 @@ def _true_positives(
         iou = box_iou_batched(d_box[block.det], g_box[block.gt])
         same = d_cls[block.det][:, :, None] == g_cls[block.gt][:, None, :]
         iou[~(block.pair_ok & same)] = PAD_IOU
-        idx, matched = match_candidates(iou, block, thr.min(), lambda x: matcher(x, thr))
+        idx, matched = match_candidates(iou, block, thr, lambda x: matcher(x, thr))
         tp[idx] = matched
     return keep, tp
 

@@ -102,3 +102,12 @@ def test_runtime_metrics_does_not_import_torch():
     code = "import sys, runtime.metrics; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("mode", ["coco", "yolop", "yolop_repo"])
+def test_no_detection_overlaps_any_gt(mode):
+    # Regression: an undertrained model whose boxes touch no ground truth at all.
+    ev = DetectionEvaluator(mode)
+    ev.update([[100, 100, 110, 110]], [0.9], [0], [[0, 0, 10, 10]], [0])
+    res = ev.compute()
+    assert res["map50"] == 0.0 and res["recall"] == 0.0 and res["num_gt"] == 1

@@ -1,0 +1,87 @@
+"""`mtc-eval`: score a checkpoint under YOLOP's protocol; prints a table, writes JSON + Markdown.
+
+    mtc-eval out/teacher/best.pt --data DIR --split val --imgsz 384 640 --batch 8 \\
+        --det-mode yolop --seg-mode global --lane-labels thin --out report.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from compressor.cli.common import parse_pair, run_cli
+from compressor.train.config import DET_MODES, LANE_LABELS, SEG_MODES
+from compressor.train.eval_checkpoint import EvalJob, evaluate_checkpoint, write_eval_report
+from compressor.train.evaluate import EvalConfig
+from compressor.train.report import eval_text
+
+S = argparse.SUPPRESS
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mtc-eval", description=__doc__.split("\n\n")[0])
+    p.add_argument("checkpoint", help="checkpoint (.pt) written by mtc-train / mtc-compress")
+    p.add_argument("--data", required=True, help="data set root (YOLOP or BDD100K layout)")
+    p.add_argument("--split", default=S)
+    p.add_argument(
+        "--imgsz",
+        nargs=2,
+        type=int,
+        metavar=("H", "W"),
+        default=S,
+        help="input size (default: the checkpoint's)",
+    )
+    p.add_argument("--batch", type=int, default=S)
+    p.add_argument(
+        "--lane-labels",
+        dest="lane_labels",
+        choices=LANE_LABELS,
+        default=S,
+        help="thin = YOLOP's evaluation labels, wide = the training ones",
+    )
+    p.add_argument("--max-images", dest="max_images", type=int, default=S)
+    p.add_argument("--workers", type=int, default=S)
+    p.add_argument("--device", default=S)
+    p.add_argument("--det-mode", dest="det_mode", choices=DET_MODES, default=S)
+    p.add_argument("--seg-mode", dest="seg_mode", choices=SEG_MODES, default=S)
+    p.add_argument("--conf", dest="conf_thres", type=float, default=S)
+    p.add_argument("--iou", dest="iou_thres", type=float, default=S)
+    p.add_argument("--max-det", dest="max_det", type=int, default=S)
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=S)
+    p.add_argument(
+        "--out",
+        default=S,
+        help="report JSON (default: <checkpoint>.eval.json); the Markdown report goes beside it",
+    )
+    return p
+
+
+def job_from_args(args: argparse.Namespace) -> tuple[EvalJob, Path]:
+    given = vars(args)
+    eval_keys = set(EvalConfig.__dataclass_fields__)
+    ecfg = EvalConfig(**{k: v for k, v in given.items() if k in eval_keys})
+    rest = {k: v for k, v in given.items() if k not in eval_keys and k != "out"}
+    if "imgsz" in rest:
+        rest["imgsz"] = parse_pair(rest["imgsz"], "--imgsz")
+    job = EvalJob(eval=ecfg, **rest)
+    out = Path(given.get("out") or Path(job.checkpoint).with_suffix(".eval.json"))
+    return job, out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_cli(_main, argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    job, out = job_from_args(build_parser().parse_args(argv))
+    report = evaluate_checkpoint(job)
+    json_path, md_path = write_eval_report(report, out, f"Evaluation of {job.checkpoint}")
+    print(eval_text(report))
+    print(f"report: {json_path} and {md_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""`mtc-train`: train a multi-task model (alone or under torchrun). Every flag is a TrainConfig
+(or LossConfig) field; defaults live in the dataclasses, not here.
+
+    mtc-train --data DIR --model yolop --width 0.25 --depth 0.33 --imgsz 192 320 --epochs 20 \\
+        --batch 8 -o out/teacher
+    mtc-train --resume out/teacher/last.pt            # continue exactly where it stopped
+    torchrun --nproc_per_node 2 -m compressor.cli.train --data DIR ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from compressor.cli.common import run_cli
+from compressor.train import TrainConfig, resume_config, train
+from compressor.train.config import (
+    BEST_METRICS,
+    DET_MODES,
+    LANE_LABELS,
+    LR_SCHEDULES,
+    OPTIMIZERS,
+    SEG_MODES,
+)
+from compressor.train.report import eval_text
+
+S = argparse.SUPPRESS  # only flags the user gave reach the config: defaults stay in one place
+
+# (flag, config field, argparse options); loss.* fields go to the nested LossConfig.
+FLAGS: list[tuple[str, str, dict]] = [
+    ("--data", "data", {"help": "data set root (YOLOP or BDD100K layout)"}),
+    ("-o", "out", {"help": "output folder (last.pt, best.pt, metrics.json/md)"}),
+    ("--imgsz", "imgsz", {"nargs": 2, "type": int, "metavar": ("H", "W"), "help": "input size"}),
+    ("--epochs", "epochs", {"type": int}),
+    ("--batch", "batch", {"type": int, "help": "batch size per process"}),
+    ("--model", "model", {"help": "registered model name"}),
+    ("--width", "width", {"type": float}),
+    ("--depth", "depth", {"type": float}),
+    ("--num-classes", "num_classes", {"type": int}),
+    ("--init", "init", {"help": "start from this checkpoint's weights (new run)"}),
+    ("--resume", "resume", {"help": "continue the run saved in this last.pt"}),
+    ("--overwrite", "overwrite", {"action": "store_true", "help": "start over in a used -o"}),
+    ("--optimizer", "optimizer", {"choices": OPTIMIZERS}),
+    ("--lr", "lr", {"type": float}),
+    ("--momentum", "momentum", {"type": float, "help": "SGD momentum / AdamW beta1"}),
+    ("--weight-decay", "weight_decay", {"type": float}),
+    ("--warmup-epochs", "warmup_epochs", {"type": float}),
+    ("--lr-schedule", "lr_schedule", {"choices": LR_SCHEDULES}),
+    ("--lr-final", "lr_final", {"type": float, "help": "final lr as a fraction of --lr"}),
+    ("--ema", "ema", {"action": argparse.BooleanOptionalAction}),
+    ("--ema-decay", "ema_decay", {"type": float}),
+    ("--ema-tau", "ema_tau", {"type": float}),
+    ("--amp", "amp", {"action": argparse.BooleanOptionalAction, "help": "mixed precision (GPU)"}),
+    ("--grad-clip", "grad_clip", {"type": float, "help": "max grad norm, 0 = off"}),
+    ("--augment", "augment", {"action": argparse.BooleanOptionalAction}),
+    ("--train-lane-labels", "train_lane_labels", {"choices": LANE_LABELS}),
+    ("--val-lane-labels", "val_lane_labels", {"choices": LANE_LABELS}),
+    ("--max-train-images", "max_train_images", {"type": int}),
+    ("--max-val-images", "max_val_images", {"type": int}),
+    ("--workers", "workers", {"type": int}),
+    ("--eval-every", "eval_every", {"type": int, "help": "epochs between validations"}),
+    ("--det-mode", "det_mode", {"choices": DET_MODES}),
+    ("--seg-mode", "seg_mode", {"choices": SEG_MODES}),
+    ("--best-metric", "best_metric", {"choices": BEST_METRICS}),
+    ("--save-every", "save_every", {"type": int, "help": "also save last.pt every N steps"}),
+    (
+        "--stop-after-epochs",
+        "stop_after_epochs",
+        {"type": int, "help": "end this session after N epochs"},
+    ),
+    ("--seed", "seed", {"type": int}),
+    ("--device", "device", {"help": "auto, cpu, cuda, cuda:N"}),
+    ("--progress", "progress", {"action": argparse.BooleanOptionalAction}),
+    ("--det-weight", "loss.det_weight", {"type": float}),
+    ("--drivable-weight", "loss.drivable_weight", {"type": float}),
+    ("--lane-weight", "loss.lane_weight", {"type": float}),
+    ("--box-gain", "loss.box_gain", {"type": float}),
+    ("--obj-gain", "loss.obj_gain", {"type": float}),
+    ("--cls-gain", "loss.cls_gain", {"type": float}),
+    ("--level-balance", "loss.level_balance", {"nargs": "+", "type": float}),
+    ("--anchor-threshold", "loss.anchor_threshold", {"type": float}),
+    ("--drivable-gain", "loss.drivable_gain", {"type": float}),
+    ("--lane-bce-gain", "loss.lane_bce_gain", {"type": float}),
+    ("--lane-tversky-gain", "loss.lane_tversky_gain", {"type": float}),
+    ("--lane-pos-weight", "loss.lane_pos_weight", {"type": float}),
+    ("--tversky-alpha", "loss.tversky_alpha", {"type": float}),
+    ("--tversky-beta", "loss.tversky_beta", {"type": float}),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="mtc-train",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    for flag, dest, opts in FLAGS:
+        names = [flag, "--out"] if flag == "-o" else [flag]
+        if "type" in opts and "metavar" not in opts:
+            opts = {**opts, "metavar": dest.split(".")[-1].upper()}
+        p.add_argument(*names, dest=dest.replace(".", "__"), default=S, **opts)
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    given = {k.replace("__", "."): v for k, v in vars(args).items()}
+    loss = {k.split(".", 1)[1]: v for k, v in given.items() if k.startswith("loss.")}
+    top = {k: v for k, v in given.items() if not k.startswith("loss.")}
+    if "resume" in top:
+        if loss:
+            top["loss"] = loss  # refused by for_resume with a message naming the field
+        return resume_config(top.pop("resume"), **top)
+    base = TrainConfig.__dataclass_fields__["loss"].default_factory()
+    if loss:
+        top["loss"] = {**{f: getattr(base, f) for f in base.__dataclass_fields__}, **loss}
+    return TrainConfig(**top)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_cli(_main, argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    cfg = config_from_args(build_parser().parse_args(argv))
+    result = train(cfg)
+    if result.rank != 0:
+        return 0
+    if result.metrics is not None:
+        print(eval_text(result.metrics))
+    print(
+        f"last: {result.last}  best: {result.best}  ({result.epochs_done} epochs, "
+        f"{result.steps} steps)  report: {result.out_dir / 'metrics.json'}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""Building what a run needs from its config: data sets and loaders, the model (new, from an
+init checkpoint, or from the checkpoint being resumed) and the checkpoint fields it carries."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from torch import nn
+from torch.utils.data import DataLoader
+
+from compressor.checkpoint import Checkpoint, CheckpointError, default_preprocess, load_checkpoint
+from compressor.data import BddDataset, DataConfig, make_loader
+from compressor.models import build_model
+from compressor.train.config import RESUME_OVERRIDABLE, TrainConfig, TrainConfigError
+from compressor.train.ddp import DistContext
+from compressor.train.sampler import EpochSampler
+from compressor.train.state import read_train_state
+
+
+@dataclass
+class ModelSource:
+    """The model to train and the checkpoint fields (pruning record etc.) it must be saved with."""
+
+    model: nn.Module
+    fields: dict = field(default_factory=dict)
+    resume_state: dict | None = None
+
+
+def resume_config(path: str | Path, **overrides: object) -> TrainConfig:
+    """The config a checkpoint was trained with, with `overrides` (only RESUME_OVERRIDABLE)."""
+    _, ckpt = load_checkpoint(path)
+    saved = TrainConfig.from_dict(read_train_state(ckpt, str(path))["config"])
+    return saved.for_resume(resume=str(path), **overrides)
+
+
+def _check_resume_config(cfg: TrainConfig, saved: dict, path: str) -> None:
+    now = cfg.to_dict()
+    diff = [k for k in now if k not in RESUME_OVERRIDABLE and k in saved and saved[k] != now[k]]
+    if diff:
+        shown = ", ".join(f"{k}: {saved[k]!r} -> {now[k]!r}" for k in diff[:4])
+        raise TrainConfigError(
+            f"resuming {path} with different settings ({shown}); a resumed run keeps the settings "
+            f"it started with — drop those flags (only {', '.join(RESUME_OVERRIDABLE)} may change)"
+        )
+
+
+def _check_init_architecture(cfg: TrainConfig, ckpt: Checkpoint, path: str) -> None:
+    """With --init the checkpoint defines the model; a model flag that was set (differs from
+    its default) and disagrees with the checkpoint is a mistake, not something to ignore."""
+    defaults = TrainConfig.__dataclass_fields__
+    have = {"model": ckpt.model_name, **ckpt.model_config}
+    wanted = {k: getattr(cfg, k) for k in ("model", "width", "depth", "num_classes")}
+    bad = [k for k, v in wanted.items() if v != defaults[k].default and k in have and have[k] != v]
+    if bad:
+        shown = ", ".join(f"{k}={wanted[k]!r} (checkpoint: {have[k]!r})" for k in bad)
+        raise CheckpointError(
+            f"--init {path} is a different model than asked for: {shown}; drop those flags to "
+            "train the checkpoint's architecture, or pass matching values"
+        )
+
+
+def _carried_fields(ckpt: Checkpoint) -> dict:
+    return {"pruning": ckpt.pruning, "tasks": ckpt.tasks, "class_names": ckpt.class_names}
+
+
+def load_model(cfg: TrainConfig, model: nn.Module | None, extra: dict | None) -> ModelSource:
+    """Resume > init checkpoint > given model > a new built-in model."""
+    src = ModelSource(model) if model is not None else None
+    path = cfg.resume or cfg.init
+    if path:
+        loaded, ckpt = load_checkpoint(path, model=model)
+        if model is None and not cfg.resume:
+            _check_init_architecture(cfg, ckpt, path)
+        src = ModelSource(loaded, _carried_fields(ckpt))
+        if cfg.resume:
+            state = read_train_state(ckpt, cfg.resume)
+            _check_resume_config(cfg, state.get("config", {}), cfg.resume)
+            src.resume_state = state
+            src.fields["provenance"] = ckpt.provenance
+    if src is None:
+        src = ModelSource(
+            build_model(cfg.model, width=cfg.width, depth=cfg.depth, num_classes=cfg.num_classes)
+        )
+    src.fields["preprocess"] = default_preprocess(cfg.imgsz)
+    src.fields.update(extra or {})
+    if not (hasattr(src.model, "model_name") or "model_name" in src.fields):
+        raise CheckpointError(
+            f"{type(src.model).__name__} has no model_name/config; pass model_name= and "
+            "model_config= in init_checkpoint_fields so its checkpoints can be rebuilt"
+        )
+    return src
+
+
+def check_out_dir(cfg: TrainConfig) -> None:
+    """Refuse to start a new run over another run's checkpoints (resume it or pick a folder)."""
+    last = Path(cfg.out) / "last.pt"
+    if last.is_file() and not cfg.resume and not cfg.overwrite:
+        raise TrainConfigError(
+            f"{cfg.out} already holds a training run ({last}); continue it with --resume {last}, "
+            "choose another -o, or pass --overwrite to start over"
+        )
+
+
+@dataclass
+class Data:
+    train: BddDataset
+    sampler: EpochSampler
+    loader: DataLoader
+    val_loader: DataLoader | None
+
+
+def build_data(cfg: TrainConfig, ctx: DistContext) -> Data:
+    """Training loader on every rank (sharded); validation loader on rank 0 only."""
+    train_cfg = DataConfig(
+        input_hw=cfg.imgsz,
+        augment=cfg.augment,
+        lane_labels=cfg.train_lane_labels,
+        max_images=cfg.max_train_images,
+        seed=cfg.seed,
+    )
+    train = BddDataset(cfg.data, "train", train_cfg)
+    sampler = EpochSampler(len(train), shuffle=True, seed=cfg.seed, rank=ctx.rank, world=ctx.world)
+    if cfg.batch > sampler.per_rank():
+        where = f" per process ({ctx.world} processes)" if ctx.distributed else ""
+        raise TrainConfigError(
+            f"batch {cfg.batch} is larger than the {sampler.per_rank()} training images"
+            f"{where} in {cfg.data}; use --batch {sampler.per_rank()} or less, or add images"
+        )
+    loader = make_loader(
+        train, cfg.batch, shuffle=False, workers=cfg.workers, sampler=sampler, seed=cfg.seed
+    )
+    # Every rank opens the val split so a missing one fails everywhere (not a hang on rank 1).
+    val_cfg = DataConfig(
+        input_hw=cfg.imgsz,
+        augment=False,
+        lane_labels=cfg.val_lane_labels,
+        max_images=cfg.max_val_images,
+    )
+    val = BddDataset(cfg.data, "val", val_cfg)
+    val_loader = (
+        make_loader(val, cfg.batch, shuffle=False, workers=cfg.workers) if ctx.is_main else None
+    )
+    return Data(train, sampler, loader, val_loader)
