@@ -10,6 +10,7 @@ sizes that fit a 2-core CPU in minutes.
 from __future__ import annotations
 
 import importlib.util
+import os
 import platform
 import time
 from collections.abc import Callable
@@ -39,15 +40,16 @@ class DemoConfig:
 
     out: str = "demo_out"
     data: str | None = None  # None: generate a synthetic data set under <out>/data
-    n_train: int = 320
-    n_val: int = 64
+    n_train: int = 256
+    n_val: int = 48
     seed: int = 0
     imgsz: tuple[int, int] = (192, 320)
     width: float = 0.25
     depth: float = 0.33
     teacher_epochs: int = 12
-    distill_epochs: int = 6
+    distill_epochs: int = 5
     batch: int = 8
+    augment: bool = False  # off: measured better on the small synthetic set (bench_teacher)
     ratio: float = 0.4
     importance: str = "tci_gcp"
     kd: bool = True
@@ -58,7 +60,10 @@ class DemoConfig:
     runtime_batches: tuple[int, ...] = (1, 4)
     overlay_frames: int = 4
     device: str = "auto"
-    workers: int = 2
+    workers: int = 1
+    # torch threads; None = cores - 1 (min 1): on a 2-core box two OpenMP threads fighting the
+    # data-loader worker made training steps ~20x slower (measured), one thread does not.
+    threads: int | None = None
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -90,6 +95,7 @@ class DemoConfig:
             teacher_epochs=240,
             distill_epochs=50,
             batch=24,
+            augment=True,
             calib_batches=32,
             runtime_frames=200,
         )
@@ -153,6 +159,8 @@ class _Demo:
                 imgsz=c.imgsz,
                 epochs=c.teacher_epochs,
                 batch=c.batch,
+                augment=c.augment,
+                eval_every=max(1, c.teacher_epochs // 3),
                 width=c.width,
                 depth=c.depth,
                 seed=c.seed,
@@ -318,6 +326,9 @@ def _protocol_text(p: dict) -> str:
 
 def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> DemoResult:
     """Run every stage, then write <out>/report.md and report.json (+ PNGs, overlays)."""
+    import torch
+
+    torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 2) - 1))
     d = _Demo(cfg, log)
     d.out.mkdir(parents=True, exist_ok=True)
     data = d.stage("data", d.data)

@@ -30,8 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="TensorRT engine (auto: fp16 where TensorRT is installed)",
     )
-    p.add_argument("--n-train", type=int, help="synthetic train images (default 320)")
-    p.add_argument("--n-val", type=int, help="synthetic val images (default 64)")
+    p.add_argument("--n-train", type=int, help="synthetic train images (default 256)")
+    p.add_argument("--n-val", type=int, help="synthetic val images (default 48)")
     p.add_argument("--teacher-epochs", type=int)
     p.add_argument("--distill-epochs", type=int)
     p.add_argument("--ratio", type=float, help="parameter reduction target (default 0.4)")

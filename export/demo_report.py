@@ -49,7 +49,7 @@ def metrics_table(teacher: dict, student: dict) -> list[str]:
 
 def latency_table(latency: list[dict]) -> list[str]:
     rows = [
-        "| model | artifact | backend | precision | batch | p50 ms/frame | p99 ms/frame | fps "
+        "| model | artifact | backend | precision | batch | p50 frame latency ms | p99 frame latency ms | fps "
         "| latency-bound | throughput-bound |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -196,8 +196,10 @@ def write_report(out: Path, data: dict) -> tuple[Path, Path]:
         "",
         *latency_table(data["latency"]),
         "",
-        f"Machine: {data['machine']}. CPU timings on a shared machine are noisy: compare rows "
-        "measured in this one run, not across runs.",
+        f"Machine: {data['machine']}. A frame's latency is the end-to-end time of the batch it "
+        "rode in (preprocess + inference + postprocess), so batching trades latency for "
+        "throughput. CPU timings on a shared machine are noisy: compare rows measured in this "
+        "one run, not across runs.",
         "",
         "![latency](latency.png)",
         "",

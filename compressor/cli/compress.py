@@ -1,0 +1,156 @@
+"""`mtc-compress`: task-aware safe pruning + head-agnostic feature distillation of a teacher
+checkpoint; writes the student checkpoint and a teacher-vs-student report. Every flag is a
+CompressConfig / PruneConfig / DistillConfig field; defaults live in the dataclasses.
+
+    mtc-compress --teacher out/teacher/best.pt --data data/synth --ratio 0.4 \\
+        --importance tci+gcp --kd --epochs 10 --calib-batches 8 --imgsz 192 320 -o out/compress
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from compressor.cli.common import parse_pair, run_cli
+from compressor.compress import CompressConfig, compress
+from compressor.distill import FEATURE_LOSSES, DistillConfig
+from compressor.distill.config import ADAPTER_INITS
+from compressor.pruning import PruneConfig
+from compressor.pruning.config import AGGREGATES, CONFLICT_MODES, NORMALIZERS, RESCALES, TARGETS
+from runtime.errors import MtcError
+
+S = argparse.SUPPRESS
+BOOL = argparse.BooleanOptionalAction
+
+# (flag, config field, argparse options); prune.* / distill.* go to the nested configs.
+FLAGS: list[tuple[str, str, dict]] = [
+    ("--teacher", "teacher", {"required": True, "help": "teacher checkpoint (.pt)"}),
+    ("--data", "data", {"required": True, "help": "data set root (YOLOP or BDD100K layout)"}),
+    ("-o", "out", {"help": "output folder (student.pt, report.json/md, widths.png)"}),
+    ("--imgsz", "imgsz", {"nargs": 2, "type": int, "metavar": ("H", "W")}),
+    ("--ratio", "prune.ratio", {"type": float, "help": "fraction of params (or FLOPs) to remove"}),
+    ("--target", "prune.target", {"choices": TARGETS}),
+    (
+        "--importance",
+        "prune.importance",
+        {"help": "random | l1 | taylor_sum | tci | tci_gcp (alias tci+gcp)"},
+    ),
+    ("--calib-batches", "prune.calib_batches", {"type": int}),
+    ("--calib-batch", "calib_batch", {"type": int, "help": "images per calibration batch"}),
+    ("--normalize", "prune.normalize", {"choices": NORMALIZERS}),
+    ("--aggregate", "prune.aggregate", {"choices": AGGREGATES}),
+    (
+        "--task-weight",
+        "prune.task_weights",
+        {"action": "append", "metavar": "TASK=W", "help": "for --aggregate weighted (repeat)"},
+    ),
+    ("--conflict-lambda", "prune.conflict_lambda", {"type": float}),
+    ("--conflict-mode", "prune.conflict_mode", {"choices": CONFLICT_MODES}),
+    ("--group-rescale", "prune.group_rescale", {"choices": RESCALES}),
+    ("--safe-top-q", "prune.safe_top_q", {"type": float}),
+    ("--round-to", "prune.round_to", {"type": int}),
+    ("--min-width", "prune.min_width", {"type": int}),
+    (
+        "--protect",
+        "prune.protected",
+        {
+            "action": "append",
+            "metavar": "MODULE",
+            "help": "never prune this module's outputs (repeat)",
+        },
+    ),
+    ("--protect-outputs", "prune.protect_outputs", {"action": BOOL}),
+    ("--iterative-steps", "prune.iterative_steps", {"type": int}),
+    ("--step-epochs", "step_epochs", {"type": int, "help": "fine-tune epochs between steps"}),
+    ("--flops-imgsz", "prune.flops_input_hw", {"nargs": 2, "type": int, "metavar": ("H", "W")}),
+    ("--kd", "kd", {"action": BOOL, "help": "distil (default) or plain fine-tune"}),
+    ("--taps", "distill.taps", {"nargs": "+", "help": "feature_info tap names (default: all)"}),
+    ("--kd-loss", "distill.loss", {"choices": FEATURE_LOSSES}),
+    ("--kd-weight", "distill.kd_weight", {"type": float}),
+    ("--kd-normalize", "distill.normalize", {"action": BOOL}),
+    ("--adapter-bn", "distill.adapter_bn", {"action": BOOL}),
+    ("--adapter-init", "distill.adapter_init", {"choices": ADAPTER_INITS}),
+    ("--epochs", "epochs", {"type": int, "help": "student training epochs (0 = prune only)"}),
+    ("--batch", "batch", {"type": int}),
+    ("--lr", "lr", {"type": float}),
+    ("--optimizer", "optimizer", {"choices": ("adamw", "sgd")}),
+    ("--max-train-images", "max_train_images", {"type": int}),
+    ("--max-val-images", "max_val_images", {"type": int}),
+    ("--det-mode", "det_mode", {"choices": ("yolop", "coco", "both")}),
+    ("--seg-mode", "seg_mode", {"choices": ("global", "per_batch")}),
+    ("--val-lane-labels", "val_lane_labels", {"choices": ("thin", "wide")}),
+    ("--workers", "workers", {"type": int}),
+    ("--device", "device", {"help": "auto, cpu, cuda, cuda:N"}),
+    ("--seed", "seed", {"type": int}),
+    ("--overwrite", "overwrite", {"action": "store_true"}),
+    ("--progress", "progress", {"action": BOOL}),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="mtc-compress",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    for flag, dest, opts in FLAGS:
+        names = [flag, "--out"] if flag == "-o" else [flag]
+        p.add_argument(*names, dest=dest.replace(".", "__"), default=S, **opts)
+    return p
+
+
+def _task_weights(items: list[str]) -> tuple[tuple[str, float], ...]:
+    pairs = []
+    for item in items:
+        task, sep, value = item.partition("=")
+        try:
+            pairs.append((task, float(value)))
+        except ValueError:
+            sep = ""
+        if not sep or not task:
+            raise MtcError(f"--task-weight got {item!r}; expected TASK=WEIGHT, e.g. det=2.0")
+    return tuple(pairs)
+
+
+def config_from_args(args: argparse.Namespace) -> CompressConfig:
+    given = {k.replace("__", "."): v for k, v in vars(args).items()}
+    nested: dict[str, dict] = {"prune": {}, "distill": {}}
+    top = {}
+    for key, value in given.items():
+        head, _, leaf = key.partition(".")
+        if leaf:
+            nested[head][leaf] = value
+        else:
+            top[key] = value
+    p = nested["prune"]
+    if "task_weights" in p:
+        p["task_weights"] = _task_weights(p["task_weights"])
+    if "flops_input_hw" in p:
+        p["flops_input_hw"] = parse_pair(p["flops_input_hw"], "--flops-imgsz")
+    if "imgsz" in top:
+        top["imgsz"] = parse_pair(top["imgsz"], "--imgsz")
+    return CompressConfig(prune=PruneConfig(**p), distill=DistillConfig(**nested["distill"]), **top)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_cli(_main, argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    cfg = config_from_args(build_parser().parse_args(argv))
+    result = compress(cfg)
+    r = result.report
+    print(
+        f"params {r['teacher']['params']:,} -> {r['student']['params']:,} "
+        f"({-r['params_reduction']:+.1%}), GFLOPs {r['teacher']['flops'] / 1e9:.3f} -> "
+        f"{r['student']['flops'] / 1e9:.3f} ({-r['flops_reduction']:+.1%})"
+    )
+    deltas = ", ".join(f"{k} {v:+.1f}" for k, v in r["deltas_points"].items())
+    print(f"metric deltas (points): {deltas}")
+    print(f"student: {result.checkpoint}  report: {result.paths['markdown']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

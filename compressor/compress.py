@@ -1,0 +1,316 @@
+"""The compression job behind `mtc-compress`: calibrate -> prune -> distill (or fine-tune) ->
+evaluate teacher and student on the same val split -> student checkpoint + report.
+
+Everything a user can get wrong (ratio, protected names, taps, an unreachable target, missing
+data or teacher) is checked before the first calibration batch runs."""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from compressor.checkpoint import default_preprocess, load_checkpoint, save_checkpoint
+from compressor.data import BddDataset, DataConfig, make_loader
+from compressor.distill import DistillConfig, distill
+from compressor.distill.taps import tap_modules
+from compressor.flops import count_cost
+from compressor.losses import YolopLoss
+from compressor.pruning import PruneConfig, prune
+from compressor.train import EvalConfig, TrainConfig, evaluate, train
+from compressor.train.report import HEADLINE, write_json
+from runtime.errors import MtcError
+from runtime.fileio import atomic_write_text
+
+# Final prediction convs of the built-in models (their output channels are the anchor layout /
+# the class maps). The generic output rule finds them too; naming them makes the intent visible.
+DEFAULT_PROTECTED: dict[str, tuple[str, ...]] = {
+    "yolop": ("model.24.m.0", "model.24.m.1", "model.24.m.2", "model.33", "model.42"),
+}
+
+
+class CompressConfigError(MtcError):
+    """A compression option outside its valid range, or an output folder already used."""
+
+
+@dataclass(frozen=True)
+class CompressConfig:
+    """One mtc-compress run. `imgsz` None = the teacher checkpoint's input size. The student is
+    trained for `epochs` with KD when `kd` (else plain fine-tuning); 0 = prune only.
+    `step_epochs`: fine-tune epochs between iterative pruning steps."""
+
+    teacher: str
+    data: str
+    out: str = "runs/compress"
+    imgsz: tuple[int, int] | None = None
+    prune: PruneConfig = field(default_factory=PruneConfig)
+    kd: bool = True
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    epochs: int = 10
+    step_epochs: int = 1
+    batch: int = 8
+    lr: float = 1e-3
+    optimizer: str = "adamw"
+    calib_batch: int = 2
+    max_train_images: int | None = None
+    max_val_images: int | None = None
+    det_mode: str = "yolop"
+    seg_mode: str = "global"
+    val_lane_labels: str = "thin"
+    workers: int = 2
+    device: str = "auto"
+    seed: int = 0
+    overwrite: bool = False
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.imgsz is not None:
+            hw = tuple(int(v) for v in self.imgsz)
+            if len(hw) != 2 or min(hw) <= 0 or any(v % 32 for v in hw):
+                raise CompressConfigError(
+                    f"imgsz must be two positive multiples of 32 (height width), got {self.imgsz}"
+                )
+            object.__setattr__(self, "imgsz", hw)
+        for name in ("epochs", "step_epochs", "workers"):
+            if getattr(self, name) < 0:
+                raise CompressConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("batch", "calib_batch"):
+            if getattr(self, name) < 1:
+                raise CompressConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise CompressConfigError(f"lr must be > 0, got {self.lr}")
+        EvalConfig(det_mode=self.det_mode, seg_mode=self.seg_mode)  # validates both
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["prune"], d["distill"] = self.prune.to_dict(), self.distill.to_dict()
+        d["imgsz"] = list(self.imgsz) if self.imgsz else None
+        return d
+
+
+@dataclass
+class CompressResult:
+    student: nn.Module
+    checkpoint: Path
+    report: dict
+    paths: dict[str, Path]
+
+
+def _check_out(cfg: CompressConfig) -> Path:
+    out = Path(cfg.out)
+    if (out / "student.pt").exists() and not cfg.overwrite:
+        raise CompressConfigError(
+            f"{out} already holds a compression run ({out / 'student.pt'}); choose another -o or "
+            "pass --overwrite"
+        )
+    return out
+
+
+def _loaders(cfg: CompressConfig, hw: tuple[int, int]):
+    calib = BddDataset(cfg.data, "train", DataConfig(input_hw=hw, max_images=cfg.max_train_images))
+    val = BddDataset(
+        cfg.data,
+        "val",
+        DataConfig(input_hw=hw, lane_labels=cfg.val_lane_labels, max_images=cfg.max_val_images),
+    )
+    calib_loader = make_loader(calib, cfg.calib_batch, shuffle=True, workers=0, seed=cfg.seed)
+    return calib_loader, make_loader(val, cfg.batch, shuffle=False, workers=cfg.workers)
+
+
+def _train_cfg(cfg: CompressConfig, hw, out: Path, epochs: int) -> TrainConfig:
+    return TrainConfig(
+        data=cfg.data,
+        out=str(out),
+        imgsz=hw,
+        epochs=epochs,
+        batch=cfg.batch,
+        lr=cfg.lr,
+        optimizer=cfg.optimizer,
+        warmup_epochs=min(1.0, epochs / 2),
+        max_train_images=cfg.max_train_images,
+        max_val_images=cfg.max_val_images,
+        workers=cfg.workers,
+        det_mode=cfg.det_mode,
+        seg_mode=cfg.seg_mode,
+        val_lane_labels=cfg.val_lane_labels,
+        eval_every=0,
+        seed=cfg.seed,
+        device=cfg.device,
+        progress=cfg.progress,
+        overwrite=True,
+    )
+
+
+def _finetune_between_steps(cfg: CompressConfig, hw, out: Path):
+    if cfg.step_epochs == 0:
+        return None
+
+    def finetune(model: nn.Module, step: int) -> None:
+        train(_train_cfg(cfg, hw, out / f"step{step}", cfg.step_epochs), model=model)
+
+    return finetune
+
+
+def _train_student(cfg, hw, teacher, student, record, out: Path) -> tuple[nn.Module, dict]:
+    if cfg.epochs == 0:
+        return student, {"trained": False}
+    tcfg = _train_cfg(cfg, hw, out / "train", cfg.epochs)
+    fields = {"pruning": record}
+    if cfg.kd:
+        res = distill(
+            teacher, student, None, cfg.distill, train_cfg=tcfg, init_checkpoint_fields=fields
+        )
+        taps = [asdict(t) for t in res.extension.student_taps]
+        return res.student, {"trained": True, "kd": True, "taps": taps, "history": res.history}
+    res = train(tcfg, model=student, init_checkpoint_fields=fields)
+    return res.deploy_model, {"trained": True, "kd": False, "history": res.history}
+
+
+def compress(cfg: CompressConfig) -> CompressResult:
+    """Run the whole job; see the module docstring."""
+    t0 = time.perf_counter()
+    out = _check_out(cfg)
+    teacher, tckpt = load_checkpoint(cfg.teacher)
+    hw = cfg.imgsz or tuple(tckpt.preprocess.get("input_hw") or (384, 640))
+    calib_loader, val_loader = _loaders(cfg, hw)
+    if cfg.kd and cfg.epochs > 0:
+        tap_modules(teacher, cfg.distill.taps)  # unknown tap names fail here, before any work
+    protected = DEFAULT_PROTECTED.get(tckpt.model_name, ())
+    student = copy.deepcopy(teacher)
+    loss_fn = YolopLoss.for_model(teacher)
+    flops_hw = tuple(cfg.prune.flops_input_hw or hw)
+    pcfg = replace(cfg.prune, flops_input_hw=flops_hw)
+    pruned = prune(
+        student,
+        loss_fn,
+        calib_loader,
+        pcfg,
+        protected=protected,
+        finetune=_finetune_between_steps(cfg, hw, out),
+        progress=cfg.progress,
+        example_inputs=torch.zeros(1, 3, *hw),
+    )
+    t_prune = time.perf_counter() - t0
+    student, train_info = _train_student(cfg, hw, teacher, student, pruned.record, out)
+    ecfg = EvalConfig(det_mode=cfg.det_mode, seg_mode=cfg.seg_mode, progress=cfg.progress)
+    t_eval = evaluate(teacher, val_loader, ecfg)
+    s_eval = evaluate(student, val_loader, ecfg)
+    ckpt_path = out / "student.pt"
+    save_checkpoint(
+        ckpt_path,
+        student,
+        pruning=pruned.record,
+        metrics=s_eval["summary"],
+        preprocess=default_preprocess(hw),
+        tasks=tckpt.tasks,
+        class_names=tckpt.class_names,
+        provenance={
+            "stage": "compress",
+            "teacher": str(cfg.teacher),
+            "teacher_sha256": tckpt.sha256,
+            "data": cfg.data,
+        },
+    )
+    report = _report(
+        cfg, (hw, flops_hw), teacher, student, tckpt, (t_eval, s_eval), pruned, train_info
+    )
+    report["timings_s"] = {"prune": round(t_prune, 2), "total": round(time.perf_counter() - t0, 2)}
+    paths = _write_report(out, report, pruned.report)
+    return CompressResult(student, ckpt_path, report, {"checkpoint": ckpt_path, **paths})
+
+
+def _model_facts(model: nn.Module, hw, summary: dict) -> dict:
+    cost = count_cost(model, hw)
+    return {"params": cost.params, "flops": cost.flops, "metrics": summary}
+
+
+def _report(cfg, sizes, teacher, student, tckpt, evals, pruned, train_info) -> dict:
+    (hw, flops_hw), (t_eval, s_eval) = sizes, evals
+    teacher_facts = _model_facts(teacher, flops_hw, t_eval["summary"])
+    student_facts = _model_facts(student, flops_hw, s_eval["summary"])
+    keys = [k for k, _ in HEADLINE if k in t_eval["summary"] and k in s_eval["summary"]]
+    deltas = {k: round(100 * (s_eval["summary"][k] - t_eval["summary"][k]), 3) for k in keys}
+    return {
+        "teacher": {"checkpoint": str(cfg.teacher), "sha256": tckpt.sha256, **teacher_facts},
+        "student": {"checkpoint": str(Path(cfg.out) / "student.pt"), **student_facts},
+        "deltas_points": deltas,
+        "params_reduction": round(1 - student_facts["params"] / teacher_facts["params"], 6),
+        "flops_reduction": round(1 - student_facts["flops"] / teacher_facts["flops"], 6),
+        "input_hw": list(hw),
+        "flops_input_hw": list(flops_hw),
+        "eval_protocol": t_eval["protocol"],
+        "val_images": t_eval["num_images"],
+        "pruning": pruned.report.to_dict(),
+        "training": train_info,
+        "settings": cfg.to_dict(),
+    }
+
+
+def _markdown(report: dict, prune_md: str) -> str:
+    t, s, d = report["teacher"], report["student"], report["deltas_points"]
+    h, w = report["input_hw"]
+    fh, fw = report["flops_input_hw"]
+    lines = [
+        "# Compression report",
+        "",
+        f"Teacher `{t['checkpoint']}` -> student `{s['checkpoint']}`; both evaluated on the same "
+        f"{report['val_images']} val images at {w}x{h}.",
+        "",
+        "| | teacher | student | delta |",
+        "|---|---:|---:|---:|",
+        f"| parameters | {t['params']:,} | {s['params']:,} | {-report['params_reduction']:+.1%} |",
+        f"| GFLOPs @ {fw}x{fh} | {t['flops'] / 1e9:.3f} | {s['flops'] / 1e9:.3f} | "
+        f"{-report['flops_reduction']:+.1%} |",
+    ]
+    for key, label in HEADLINE:
+        if key in d:
+            lines.append(
+                f"| {label} | {100 * t['metrics'][key]:.1f} | "
+                f"{100 * s['metrics'][key]:.1f} | {d[key]:+.1f} |"
+            )
+    p = report["eval_protocol"]
+    tr = report["training"]
+    how = (
+        ("distilled (KD)" if tr.get("kd") else "fine-tuned") if tr.get("trained") else "not trained"
+    )
+    set_ = report["settings"]
+    lines += [
+        "",
+        f"Metrics in percent, deltas in points. Detection mode {p['det_modes'][0]}; seg "
+        f"metrics from {p['seg_aggregation']}; lane labels {p['lane_labels_text']}.",
+        "",
+        "## Pruning",
+        "",
+        prune_md,
+        "![per-layer widths](widths.png)",
+        "",
+        "## Student training",
+        "",
+        f"Student {how} for {set_['epochs']} epochs (lr {set_['lr']}, batch {set_['batch']})"
+        + (f"; taps: {', '.join(x['name'] for x in tr.get('taps', []))}." if tr.get("kd") else "."),
+        "",
+        "## Settings",
+        "",
+        "```json",
+        _json_block(set_),
+        "```",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _json_block(obj: dict) -> str:
+    import json
+
+    return json.dumps(obj, indent=2)
+
+
+def _write_report(out: Path, report: dict, prune_report) -> dict[str, Path]:
+    paths = {"json": out / "report.json", "markdown": out / "report.md", "plot": out / "widths.png"}
+    write_json(paths["json"], report)
+    atomic_write_text(paths["markdown"], _markdown(report, prune_report.to_markdown()))
+    prune_report.plot_widths(paths["plot"], title="Per-layer output widths")
+    return paths

@@ -1,0 +1,129 @@
+"""PruneConfig: every choice of the pruning method, including each *(ours)* option of METHOD.md,
+so the ablation is a matter of config. Validated on construction: a bad value fails before any
+model is traced or any batch is read."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import asdict, dataclass
+
+from compressor.pruning.errors import PruneConfigError
+from runtime.spec import DEFAULT_INPUT_HW
+
+IMPORTANCES: tuple[str, ...] = ("random", "l1", "taylor_sum", "tci", "tci_gcp")
+ALIASES = {"tci+gcp": "tci_gcp", "taylor": "taylor_sum", "magnitude": "l1"}
+NORMALIZERS = ("mean", "max", "l2")
+AGGREGATES = ("max", "mean", "sum", "weighted")
+CONFLICT_MODES = ("multiplicative", "additive")
+RESCALES = ("aggregate", "score", "none")
+TARGETS = ("params", "flops")
+
+
+def _choice(value: str, valid: tuple[str, ...], field: str) -> None:
+    if value not in valid:
+        close = difflib.get_close_matches(str(value), valid, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise PruneConfigError(f"{field} {value!r} is not one of {', '.join(valid)}{hint}")
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    """Task-aware safe pruning settings (defaults = METHOD.md's spec).
+
+    ratio: fraction of the target quantity (params or FLOPs) to remove, in (0, 1).
+    importance: random | l1 | taylor_sum | tci | tci_gcp ("tci+gcp" accepted).
+    normalize: per-task normalisation within a group (mean | max | l2).
+    aggregate: how per-task importances combine (max | mean | sum | weighted with task_weights).
+    conflict_lambda / conflict_mode: S = I * (1 - lambda C) (multiplicative) or I - lambda C.
+    group_rescale: aggregate | score | none — how tci/tci_gcp scores are made comparable across
+        groups before the global ranking (see importance.rescale).
+    safe_top_q: a channel in the top q of any task's normalised importance within its group is
+        never pruned (tci, tci_gcp); 0 disables.
+    round_to / min_width: every pruned width is a multiple of round_to and >= min_width.
+    protected: extra module names never pruned (their output channels stay); protect_outputs also
+        freezes every layer whose output channels reach a model output (prediction convs).
+    iterative_steps: 1 = one-shot; K = K prune steps (re-calibrating each time) with the caller's
+        fine-tune callback in between.
+    flops_input_hw: (H, W) FLOPs are counted at; None = the example input's size.
+    """
+
+    ratio: float = 0.4
+    target: str = "params"
+    importance: str = "tci_gcp"
+    calib_batches: int = 32
+    normalize: str = "mean"
+    aggregate: str = "max"
+    task_weights: tuple[tuple[str, float], ...] = ()
+    conflict_lambda: float = 0.5
+    conflict_mode: str = "multiplicative"
+    group_rescale: str = "aggregate"
+    safe_top_q: float = 0.1
+    round_to: int = 8
+    min_width: int = 8
+    protected: tuple[str, ...] = ()
+    protect_outputs: bool = True
+    iterative_steps: int = 1
+    flops_input_hw: tuple[int, int] | None = DEFAULT_INPUT_HW
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "importance", ALIASES.get(self.importance, self.importance))
+        object.__setattr__(self, "protected", tuple(self.protected))
+        object.__setattr__(self, "task_weights", tuple(tuple(p) for p in self.task_weights))
+        self._validate_numbers()
+        _choice(self.importance, IMPORTANCES, "importance")
+        _choice(self.normalize, NORMALIZERS, "normalize")
+        _choice(self.aggregate, AGGREGATES, "aggregate")
+        _choice(self.conflict_mode, CONFLICT_MODES, "conflict_mode")
+        _choice(self.group_rescale, RESCALES, "group_rescale")
+        _choice(self.target, TARGETS, "target")
+        if self.aggregate == "weighted" and not self.task_weights:
+            raise PruneConfigError(
+                "aggregate='weighted' needs task_weights, e.g. (('det', 2.0), ('lane', 1.0)); "
+                "got none"
+            )
+        if any(w < 0 for _, w in self.task_weights):
+            raise PruneConfigError(f"task_weights must be >= 0, got {dict(self.task_weights)}")
+
+    def _validate_numbers(self) -> None:
+        if not 0.0 < self.ratio < 1.0:
+            raise PruneConfigError(
+                f"ratio must be in (0, 1) (the fraction of {self.target} to remove), got "
+                f"{self.ratio}; e.g. 0.4 removes 40%"
+            )
+        checks = [
+            (self.calib_batches >= 1, f"calib_batches must be >= 1, got {self.calib_batches}"),
+            (self.round_to >= 1, f"round_to must be >= 1, got {self.round_to}"),
+            (self.min_width >= 1, f"min_width must be >= 1, got {self.min_width}"),
+            (
+                self.iterative_steps >= 1,
+                f"iterative_steps must be >= 1, got {self.iterative_steps}",
+            ),
+            (0.0 <= self.safe_top_q < 1.0, f"safe_top_q must be in [0, 1), got {self.safe_top_q}"),
+            (
+                self.conflict_lambda >= 0,
+                f"conflict_lambda must be >= 0, got {self.conflict_lambda}",
+            ),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise PruneConfigError(msg)
+        hw = self.flops_input_hw
+        if hw is not None and (len(hw) != 2 or min(hw) <= 0):
+            raise PruneConfigError(f"flops_input_hw must be (H, W) > 0 or None, got {hw}")
+
+    @property
+    def task_aware(self) -> bool:
+        """Importances that score each task separately (and so apply the safe rule)."""
+        return self.importance in ("tci", "tci_gcp")
+
+    @property
+    def needs_gradients(self) -> bool:
+        return self.importance in ("taylor_sum", "tci", "tci_gcp")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["task_weights"] = dict(self.task_weights)
+        d["protected"] = list(self.protected)
+        d["flops_input_hw"] = list(self.flops_input_hw) if self.flops_input_hw else None
+        return d

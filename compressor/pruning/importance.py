@@ -1,0 +1,240 @@
+"""Channel importances. An importance is one callable: ChannelGroup -> GroupScores (higher =
+keep, plus the channels the safe rule forbids pruning). A strict registry maps the config names
+(random, l1, taylor_sum, tci, tci_gcp) to factories, so a new criterion is a new function.
+
+Every score is normalised within its group, which is what makes one global ranking across
+groups meaningful."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from compressor.pruning.calibrate import CalibrationStats
+from compressor.pruning.config import PruneConfig
+from compressor.pruning.errors import PruneConfigError
+from compressor.pruning.group import ELEM, ChannelGroup, channel_sums
+
+
+def _safe_div(x: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    """x / d, 0 where d == 0. No epsilon: gradient-based numbers can be far below any fixed
+    epsilon (1e-12 and smaller), and clamping would silently rescale them."""
+    d = d.expand_as(x) if d.dim() else d.expand(x.shape)
+    return torch.where(d > 0, x / torch.where(d > 0, d, torch.ones_like(d)), torch.zeros_like(x))
+
+
+@dataclass
+class GroupScores:
+    """score: [n] (higher = more important); safe: [n] bool, never pruned. per_task / conflict
+    are kept for inspection and tests (None for importances without them)."""
+
+    score: torch.Tensor
+    safe: torch.Tensor
+    per_task: torch.Tensor | None = None
+    conflict: torch.Tensor | None = None
+
+
+Importance = Callable[[ChannelGroup], GroupScores]
+
+
+@dataclass
+class ImportanceContext:
+    cfg: PruneConfig
+    modules: dict[str, nn.Module]
+    stats: CalibrationStats | None
+
+
+_REGISTRY: dict[str, Callable[[ImportanceContext], Importance]] = {}
+
+
+def register_importance(name: str):
+    def deco(factory: Callable[[ImportanceContext], Importance]):
+        if name in _REGISTRY:
+            raise PruneConfigError(f"importance {name!r} is already registered")
+        _REGISTRY[name] = factory
+        return factory
+
+    return deco
+
+
+def list_importances() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def build_importance(ctx: ImportanceContext) -> Importance:
+    name = ctx.cfg.importance
+    if name not in _REGISTRY:
+        raise PruneConfigError(
+            f"unknown importance {name!r}; valid: {', '.join(list_importances())}"
+        )
+    return _REGISTRY[name](ctx)
+
+
+def normalize(x: torch.Tensor, how: str) -> torch.Tensor:
+    """Scale the last dim so its mean (or max, or L2 norm) is 1; an all-zero row stays zero."""
+    if how == "mean":
+        d = x.mean(-1, keepdim=True)
+    elif how == "max":
+        d = x.amax(-1, keepdim=True)
+    else:
+        d = x.norm(dim=-1, keepdim=True)
+    return _safe_div(x, d)
+
+
+def _none_safe(n: int) -> torch.Tensor:
+    return torch.zeros(n, dtype=torch.bool)
+
+
+@register_importance("random")
+def random_importance(ctx: ImportanceContext) -> Importance:
+    def score(group: ChannelGroup) -> GroupScores:
+        gen = torch.Generator().manual_seed(ctx.cfg.seed * 1_000_003 + group.index)
+        return GroupScores(torch.rand(group.size, generator=gen), _none_safe(group.size))
+
+    return score
+
+
+@register_importance("l1")
+def l1_importance(ctx: ImportanceContext) -> Importance:
+    """Magnitude baseline: L1 norm of each channel's conv/linear weights across the group."""
+
+    def per_slice(s):
+        if s.kind == ELEM:
+            return None
+        m = ctx.modules[s.module]
+        return channel_sums(m, s.kind, {"weight": m.weight.detach().abs()})
+
+    def score(group: ChannelGroup) -> GroupScores:
+        raw = group.gather(per_slice)
+        return GroupScores(normalize(raw, ctx.cfg.normalize), _none_safe(group.size))
+
+    return score
+
+
+def _need_stats(ctx: ImportanceContext) -> CalibrationStats:
+    if ctx.stats is None:
+        raise PruneConfigError(f"importance {ctx.cfg.importance!r} needs calibration statistics")
+    return ctx.stats
+
+
+def _taylor_terms(stats: CalibrationStats, group: ChannelGroup) -> torch.Tensor:
+    """[T, B, n]: sum over the channel's parameters of w * dL_t/dw, per task and batch."""
+    return group.gather(lambda s: stats.taylor.get((s.module, s.kind)))
+
+
+@register_importance("taylor_sum")
+def taylor_sum_importance(ctx: ImportanceContext) -> Importance:
+    """Baseline: Taylor importance of the summed loss (tasks not told apart)."""
+    stats = _need_stats(ctx)
+
+    def score(group: ChannelGroup) -> GroupScores:
+        raw = _taylor_terms(stats, group).sum(0).abs().mean(0)
+        return GroupScores(normalize(raw, ctx.cfg.normalize), _none_safe(group.size))
+
+    return score
+
+
+def task_weights(ctx: ImportanceContext, tasks: tuple[str, ...]) -> torch.Tensor:
+    given = dict(ctx.cfg.task_weights)
+    unknown = sorted(set(given) - set(tasks))
+    if unknown:
+        raise PruneConfigError(
+            f"task_weights names {unknown}, which the loss does not return; tasks: {list(tasks)}"
+        )
+    return torch.tensor([float(given.get(t, 1.0)) for t in tasks])
+
+
+def aggregate(per_task: torch.Tensor, how: str, weights: torch.Tensor) -> torch.Tensor:
+    """Combine normalised per-task importances [T, n] into one [n]."""
+    if how == "max":
+        return per_task.amax(0)
+    if how == "mean":
+        return per_task.mean(0)
+    if how == "sum":
+        return per_task.sum(0)
+    return (weights[:, None] * per_task).sum(0)
+
+
+def safe_mask(per_task: torch.Tensor, q: float) -> torch.Tensor:
+    """Channels in the top q of any task that uses the group (an all-zero task row is a task
+    this group does not serve, so it protects nothing)."""
+    n = per_task.shape[-1]
+    safe = _none_safe(n)
+    if q <= 0:
+        return safe
+    k = max(1, math.ceil(q * n))
+    for row in per_task:
+        if float(row.max()) > 0:
+            safe[torch.topk(row, k).indices] = True
+    return safe
+
+
+def conflict(gram: torch.Tensor) -> torch.Tensor:
+    """C(c) = mean over task pairs of max(0, -cos(g_s(c), g_t(c))), from [T, T, n] dot products."""
+    n_tasks = gram.shape[0]
+    if n_tasks < 2:
+        return torch.zeros(gram.shape[-1])
+    gram = gram.double()  # squared gradients underflow float32 products on small layers
+    norm = torch.stack([gram[t, t] for t in range(n_tasks)]).clamp_min(0).sqrt()
+    terms = []
+    for s in range(n_tasks):
+        for t in range(s + 1, n_tasks):
+            cos = _safe_div(gram[s, t], norm[s] * norm[t])
+            terms.append((-cos).clamp(0, 1))
+    return torch.stack(terms).mean(0).float()
+
+
+def rescale(score: torch.Tensor, agg: torch.Tensor, cfg: PruneConfig) -> torch.Tensor:
+    """Make scores of different groups comparable for the global ranking. The max over T tasks
+    of per-task-normalised values grows with the number of tasks a group serves, so without
+    this, groups one task uses alone (a detection neck, a seg head) look less important than
+    shared ones and lose more channels *(ours)*. 'aggregate' divides by the group norm of the
+    aggregated importance (the conflict penalty still moves scores across groups); 'score'
+    normalises the final score (it only reorders within a group); 'none' = METHOD.md literally."""
+    if cfg.group_rescale == "aggregate":
+        return _safe_div(score, _norm(agg, cfg.normalize))
+    if cfg.group_rescale == "score":
+        return _safe_div(score, _norm(score.clamp_min(0), cfg.normalize))
+    return score
+
+
+def _norm(x: torch.Tensor, how: str) -> torch.Tensor:
+    if how == "mean":
+        return x.mean()
+    if how == "max":
+        return x.amax()
+    return x.norm()
+
+
+def _task_aware(ctx: ImportanceContext, with_conflict: bool) -> Importance:
+    stats, cfg = _need_stats(ctx), ctx.cfg
+    weights = task_weights(ctx, stats.tasks)
+
+    def score(group: ChannelGroup) -> GroupScores:
+        per_task = normalize(_taylor_terms(stats, group).abs().mean(1), cfg.normalize)
+        agg = aggregate(per_task, cfg.aggregate, weights)
+        imp, c = agg, None
+        if with_conflict:
+            c = conflict(group.gather(lambda s: stats.gram.get((s.module, s.kind))))
+            lam = cfg.conflict_lambda
+            imp = agg * (1 - lam * c) if cfg.conflict_mode == "multiplicative" else agg - lam * c
+        imp = rescale(imp, agg, cfg)
+        return GroupScores(imp, safe_mask(per_task, cfg.safe_top_q), per_task, c)
+
+    return score
+
+
+@register_importance("tci")
+def tci_importance(ctx: ImportanceContext) -> Importance:
+    """Task-aware Taylor channel importance: per task, normalised, aggregated; safe rule."""
+    return _task_aware(ctx, with_conflict=False)
+
+
+@register_importance("tci_gcp")
+def tci_gcp_importance(ctx: ImportanceContext) -> Importance:
+    """TCI with the gradient-conflict penalty."""
+    return _task_aware(ctx, with_conflict=True)

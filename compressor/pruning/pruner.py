@@ -1,0 +1,286 @@
+"""`prune`: task-aware structural pruning of any multi-task model.
+
+graph (DepGraph groups, protected layers) -> calibration (per-task gradients) -> importance
+(scores per group) -> plan (global ranking, round_to, min width, exact target search) ->
+execution (Torch-Pruning removes the channels: a real, smaller network) -> record + report.
+With iterative_steps = K the loop runs K times towards ratio * k / K, re-calibrating on the
+pruned model, with the caller's fine-tune callback between steps."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, replace
+
+import torch
+from torch import nn
+
+from compressor.flops import count_cost
+from compressor.pruning.calibrate import LossFn, batch_images, calibrate
+from compressor.pruning.config import PruneConfig
+from compressor.pruning.cost import CostModel
+from compressor.pruning.errors import CalibrationError, ImpossibleTargetError, PruningGraphError
+from compressor.pruning.graph import PruneGraph
+from compressor.pruning.group import ChannelGroup
+from compressor.pruning.importance import GroupScores, ImportanceContext, build_importance
+from compressor.pruning.plan import Planner
+from compressor.pruning.record import RECORD_FORMAT, RECORD_VERSION, KeepTracker
+from compressor.pruning.report import PruneReport, StepReport
+
+FinetuneFn = Callable[[nn.Module, int], None]
+
+
+@dataclass
+class PruneResult:
+    """The pruned model (same object, pruned in place), the JSON-able pruning record for the
+    checkpoint, and the report."""
+
+    model: nn.Module
+    record: dict
+    report: PruneReport
+
+
+def _example_input(example_inputs: torch.Tensor | None, batches: Iterable) -> torch.Tensor:
+    if example_inputs is not None:
+        return example_inputs[:1]
+    for batch in batches:
+        return batch_images(batch)[:1]
+    raise CalibrationError("no calibration batches and no example_inputs: nothing to trace with")
+
+
+def _structural_floor(graph: PruneGraph, cost: CostModel, cfg: PruneConfig) -> tuple[int, int]:
+    """(params, MACs) with every prunable group at its minimum allowed width."""
+    no_safe = {
+        g.index: GroupScores(torch.zeros(g.size), torch.zeros(g.size, dtype=torch.bool))
+        for g in graph.groups
+    }
+    planner = Planner(graph.groups, no_safe, cost, cfg.round_to, cfg.min_width)
+    p = planner.plan_at(planner.n_candidates)
+    return p.params, p.macs
+
+
+def _impossible(cfg: PruneConfig, best_ratio: float, why: str) -> ImpossibleTargetError:
+    return ImpossibleTargetError(
+        f"cannot remove {cfg.ratio:.1%} of {cfg.target}: {why} at most {best_ratio:.1%} can be "
+        f"removed (round_to {cfg.round_to}, min_width {cfg.min_width}); lower the ratio, lower "
+        "min_width, or protect fewer layers"
+    )
+
+
+class _Session:
+    """State of one prune() call across its iterative steps."""
+
+    def __init__(self, model, loss_fn, batches, cfg, example, protected, progress):
+        self.model, self.loss_fn, self.batches, self.cfg = model, loss_fn, batches, cfg
+        self.example, self.progress = example, progress
+        self.protected = tuple(cfg.protected) + tuple(protected)
+        self.hw = tuple(cfg.flops_input_hw) if cfg.flops_input_hw else tuple(example.shape[-2:])
+        self.tracker = KeepTracker(model)
+        self.before_widths = self.tracker.snapshot()
+        cost0 = count_cost(model, self.hw, in_channels=example.shape[1])
+        self.params0, self.macs0 = cost0.params, cost0.macs
+        self.graph, self.cost = self._build(cost0)
+        self.steps: list[StepReport] = []
+
+    def _build(self, cost=None) -> tuple[PruneGraph, CostModel]:
+        graph = PruneGraph(self.model, self.example, self.protected, self.cfg.protect_outputs)
+        cost = cost or count_cost(self.model, self.hw, in_channels=self.example.shape[1])
+        return graph, CostModel(self.model, graph.groups, cost.layers)
+
+    def check_reachable(self) -> None:
+        params, macs = _structural_floor(self.graph, self.cost, self.cfg)
+        reached = params if self.cfg.target == "params" else macs
+        base = self.params0 if self.cfg.target == "params" else self.macs0
+        if reached > (1 - self.cfg.ratio) * base:
+            raise _impossible(self.cfg, 1 - reached / base, "with the protected layers fixed,")
+
+    def scores(self, step: int, timings: dict) -> tuple[dict[int, GroupScores], object]:
+        stats = None
+        t0 = time.perf_counter()
+        if self.cfg.needs_gradients:
+            keys = sorted({(s.module, s.kind) for g in self.graph.groups for s in g.slices})
+            stats = calibrate(
+                self.model,
+                self.loss_fn,
+                self.batches,
+                self.graph.modules_in_groups(),
+                keys,
+                self.cfg.calib_batches,
+                conflict=self.cfg.importance == "tci_gcp",
+                progress=self.progress,
+            )
+        t1 = time.perf_counter()
+        cfg = self.cfg
+        if cfg.iterative_steps > 1 and cfg.importance == "random":
+            cfg = replace(cfg, seed=cfg.seed + step)
+        imp = build_importance(ImportanceContext(cfg, self.graph.modules_in_groups(), stats))
+        scores = {g.index: imp(g) for g in self.graph.groups}
+        timings.update(calibrate=t1 - t0, score=time.perf_counter() - t1)
+        return scores, stats
+
+    def step(self, k: int) -> None:
+        t0 = time.perf_counter()
+        timings: dict[str, float] = {}
+        if k > 1:
+            self.graph, self.cost = self._build()
+        timings["graph"] = time.perf_counter() - t0
+        scores, stats = self.scores(k, timings)
+        t1 = time.perf_counter()
+        ratio = self.cfg.ratio * k / self.cfg.iterative_steps
+        base = self.params0 if self.cfg.target == "params" else self.macs0
+        planner = Planner(
+            self.graph.groups, scores, self.cost, self.cfg.round_to, self.cfg.min_width
+        )
+        plan = planner.search(int((1 - ratio) * base), self.cfg.target)
+        if plan is None:
+            best = planner.plan_at(planner.n_candidates)
+            reached = best.params if self.cfg.target == "params" else best.macs
+            raise _impossible(
+                self.cfg,
+                1 - reached / base,
+                f"with the safe rule (top {self.cfg.safe_top_q:.0%} per task kept),",
+            )
+        t2 = time.perf_counter()
+        removed = self._execute(plan)
+        self._check_runs()
+        t3 = time.perf_counter()
+        timings.update(plan=t2 - t1, execute=t3 - t2)
+        params = sum(p.numel() for p in self.model.parameters())
+        macs = count_cost(self.model, self.hw, in_channels=self.example.shape[1]).macs
+        self.steps.append(
+            StepReport(
+                step=k,
+                target_ratio=ratio,
+                params=params,
+                macs=macs,
+                predicted_params=plan.params,
+                groups_pruned=len(plan.masks),
+                channels_removed=removed,
+                calib_batches=stats.batches if stats else 0,
+                tasks=list(stats.tasks) if stats else [],
+                mean_losses=stats.mean_losses if stats else {},
+                seconds=round(time.perf_counter() - t0, 3),
+                timings={key: round(v, 3) for key, v in timings.items()},
+            )
+        )
+
+    def _execute(self, plan) -> int:
+        removed = 0
+        for g in self.graph.groups:
+            channels = plan.channels(g.index)
+            if channels:
+                self.tracker.apply(self.graph.execute(g, channels))
+                removed += len(channels)
+        return removed
+
+    def _check_runs(self) -> None:
+        was = self.model.training
+        try:
+            self.model.eval()
+            with torch.no_grad():
+                self.model(self.example)
+        except RuntimeError as e:
+            raise PruningGraphError(
+                f"the pruned model no longer runs ({str(e).splitlines()[0]}); a layer's channel "
+                "coupling was not traced correctly: protect it (protected=...) and retry"
+            ) from None
+        finally:
+            self.model.train(was)
+
+
+def _widths_table(model: nn.Module, before: dict[str, tuple[int, int]]) -> list[dict]:
+    rows = []
+    for name, m in model.named_modules():
+        if isinstance(m, nn.modules.conv._ConvNd | nn.Linear) and name in before:
+            after = m.out_channels if isinstance(m, nn.modules.conv._ConvNd) else m.out_features
+            rows.append(
+                {"layer": name, "type": type(m).__name__, "before": before[name][0], "after": after}
+            )
+    return rows
+
+
+def prune(
+    model: nn.Module,
+    loss_fn: LossFn | None,
+    batches: Iterable,
+    cfg: PruneConfig | None = None,
+    example_inputs: torch.Tensor | None = None,
+    protected: Sequence[str] = (),
+    finetune: FinetuneFn | None = None,
+    progress: bool = True,
+) -> PruneResult:
+    """Prune `model` in place (deep-copy it first to keep the original).
+
+    model: any nn.Module whose forward(images) returns a dict (or tuple) of task outputs.
+    loss_fn: (outputs, batch) -> {task: scalar loss}; may be None for random / l1.
+    batches: calibration batches (dicts with 'images', or tensors); re-iterable for K > 1 steps.
+    protected: module names whose output channels never change (added to cfg.protected).
+    finetune: called as finetune(model, step) between iterative steps.
+    """
+    cfg = cfg or PruneConfig()
+    t0 = time.perf_counter()
+    if cfg.needs_gradients and loss_fn is None:
+        raise CalibrationError(f"importance {cfg.importance!r} needs a per-task loss_fn; got None")
+    session = _Session(
+        model, loss_fn, batches, cfg, _example_input(example_inputs, batches), protected, progress
+    )
+    session.check_reachable()
+    for k in range(1, cfg.iterative_steps + 1):
+        session.step(k)
+        if finetune is not None and k < cfg.iterative_steps:
+            finetune(model, k)
+    return _finish(session, time.perf_counter() - t0)
+
+
+def _finish(session: _Session, seconds: float) -> PruneResult:
+    cfg, model = session.cfg, session.model
+    last = session.steps[-1]
+    report = PruneReport(
+        importance=cfg.importance,
+        target=cfg.target,
+        target_ratio=cfg.ratio,
+        params_before=session.params0,
+        params_after=last.params,
+        macs_before=session.macs0,
+        macs_after=last.macs,
+        flops_input_hw=list(session.hw),
+        widths=_widths_table(model, session.before_widths),
+        frozen=[asdict(f) for f in session.graph.frozen],
+        steps=session.steps,
+        groups_total=len(session.graph.groups),
+        seconds=round(seconds, 3),
+    )
+    record = {
+        "format": RECORD_FORMAT,
+        "version": RECORD_VERSION,
+        "config": cfg.to_dict(),
+        "protected": list(session.protected),
+        "params": [session.params0, last.params],
+        "macs": [session.macs0, last.macs],
+        "flops_input_hw": list(session.hw),
+        "achieved_ratio": round(report.achieved_ratio, 6),
+        "layers": session.tracker.to_record(session.before_widths),
+    }
+    return PruneResult(model, record, report)
+
+
+def group_scores(
+    model: nn.Module,
+    loss_fn: LossFn | None,
+    batches: Iterable,
+    cfg: PruneConfig,
+    example_inputs: torch.Tensor | None = None,
+    protected: Sequence[str] = (),
+) -> tuple[list[ChannelGroup], dict]:
+    """Scores without pruning (for inspection, tests and plots)."""
+    session = _Session(
+        model,
+        loss_fn,
+        batches,
+        cfg,
+        _example_input(example_inputs, batches),
+        protected,
+        progress=False,
+    )
+    scores, _ = session.scores(1, {})
+    return session.graph.groups, scores

@@ -1,0 +1,118 @@
+"""The pruning report: params and FLOPs before/after, target vs achieved, per-layer widths,
+frozen groups with their reasons, per-step calibration facts; as a dict (JSON), Markdown and a
+PNG of per-layer widths."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from runtime.fileio import atomic_path
+
+
+@dataclass
+class StepReport:
+    step: int
+    target_ratio: float
+    params: int
+    macs: int
+    predicted_params: int
+    groups_pruned: int
+    channels_removed: int
+    calib_batches: int
+    tasks: list[str]
+    mean_losses: dict[str, float]
+    seconds: float
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class PruneReport:
+    importance: str
+    target: str
+    target_ratio: float
+    params_before: int
+    params_after: int
+    macs_before: int
+    macs_after: int
+    flops_input_hw: list[int]
+    widths: list[dict]  # {"layer", "type", "before", "after"} in model order (conv/linear outs)
+    frozen: list[dict]
+    steps: list[StepReport] = field(default_factory=list)
+    groups_total: int = 0
+    seconds: float = 0.0
+
+    @property
+    def params_ratio(self) -> float:
+        return 1.0 - self.params_after / max(1, self.params_before)
+
+    @property
+    def flops_ratio(self) -> float:
+        return 1.0 - self.macs_after / max(1, self.macs_before)
+
+    @property
+    def achieved_ratio(self) -> float:
+        return self.params_ratio if self.target == "params" else self.flops_ratio
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.update(
+            params_ratio=round(self.params_ratio, 6),
+            flops_ratio=round(self.flops_ratio, 6),
+            achieved_ratio=round(self.achieved_ratio, 6),
+            flops_before=2 * self.macs_before,
+            flops_after=2 * self.macs_after,
+        )
+        return d
+
+    def to_markdown(self) -> str:
+        h, w = self.flops_input_hw
+        changed = [r for r in self.widths if r["before"] != r["after"]]
+        lines = [
+            f"Importance **{self.importance}**, target: remove {self.target_ratio:.1%} of "
+            f"{self.target}; achieved {self.achieved_ratio:.2%}.",
+            "",
+            "| | before | after | change |",
+            "|---|---:|---:|---:|",
+            f"| parameters | {self.params_before:,} | {self.params_after:,} | "
+            f"{-self.params_ratio:+.2%} |",
+            f"| GFLOPs @ {w}x{h} | {2 * self.macs_before / 1e9:.3f} | "
+            f"{2 * self.macs_after / 1e9:.3f} | {-self.flops_ratio:+.2%} |",
+            "",
+            f"{len(changed)} of {len(self.widths)} conv/linear layers narrowed; "
+            f"{len(self.frozen)} channel groups left untouched of {self.groups_total + len(self.frozen)}.",
+        ]
+        if self.frozen:
+            lines += ["", "| frozen group | layers | channels | why |", "|---|---|---:|---|"]
+            lines += [
+                f"| `{f['root']}` | {', '.join(f.get('layers', ()))} | {f['size']} | {f['reason']} |"
+                for f in self.frozen
+            ]
+        return "\n".join(lines) + "\n"
+
+    def plot_widths(self, path: str | os.PathLike, title: str = "Per-layer widths") -> Path:
+        """Bar chart of output widths before/after, one bar pair per conv/linear layer."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        rows = self.widths
+        fig, ax = plt.subplots(figsize=(max(8, 0.12 * len(rows) + 2), 4.5))
+        xs = range(len(rows))
+        ax.bar(xs, [r["before"] for r in rows], color="#c8c8c8", label="before", width=0.9)
+        ax.bar(xs, [r["after"] for r in rows], color="#1f77b4", label="after", width=0.6)
+        ax.set_xlabel("layer (model order)")
+        ax.set_ylabel("output channels")
+        ax.set_title(f"{title}: params {-self.params_ratio:+.1%}, FLOPs {-self.flops_ratio:+.1%}")
+        step = max(1, len(rows) // 30)
+        ax.set_xticks(list(xs)[::step], [r["layer"] for r in rows][::step], rotation=90, fontsize=6)
+        ax.legend()
+        fig.tight_layout()
+        try:
+            with atomic_path(path) as tmp:
+                fig.savefig(tmp, dpi=110, format="png")
+        finally:
+            plt.close(fig)
+        return Path(path)

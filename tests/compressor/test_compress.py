@@ -1,0 +1,167 @@
+"""mtc-compress end to end on the synthetic set (tiny teacher, 64x128): student checkpoint that
+rebuilds, teacher-vs-student report (JSON, Markdown, PNG) with consistent deltas, and every bad
+input a one-line error before any work."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from compressor import build_model, load_checkpoint, save_checkpoint
+from compressor.checkpoint import default_preprocess
+from compressor.cli.compress import main
+from compressor.flops import count_params
+
+HW = (64, 128)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def teacher_ckpt(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("teacher") / "teacher.pt"
+    save_checkpoint(
+        path, build_model("yolop", width=0.25, depth=0.33), preprocess=default_preprocess(HW)
+    )
+    return path
+
+
+def args(teacher, data, out, *extra):
+    return [
+        "--teacher",
+        str(teacher),
+        "--data",
+        str(data),
+        "-o",
+        str(out),
+        "--imgsz",
+        "64",
+        "128",
+        "--calib-batches",
+        "2",
+        "--batch",
+        "2",
+        "--workers",
+        "0",
+        "--no-progress",
+        "--max-train-images",
+        "4",
+        "--max-val-images",
+        "2",
+        *extra,
+    ]
+
+
+def test_compress_cli_end_to_end(teacher_ckpt, synth_dataset, tmp_path, capsys):
+    out = tmp_path / "c"
+    code = main(
+        args(
+            teacher_ckpt,
+            synth_dataset,
+            out,
+            "--ratio",
+            "0.4",
+            "--importance",
+            "tci+gcp",
+            "--kd",
+            "--epochs",
+            "1",
+            "--taps",
+            "neck_s8",
+            "neck_s16",
+        )
+    )
+    assert code == 0, capsys.readouterr().err
+    printed = capsys.readouterr().out
+    assert "params" in printed and "student:" in printed
+    for name in ("student.pt", "report.json", "report.md", "widths.png"):
+        assert (out / name).is_file(), name
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["params_reduction"] >= 0.4
+    assert rep["pruning"]["importance"] == "tci_gcp" and rep["pruning"]["achieved_ratio"] >= 0.4
+    assert rep["training"]["kd"] is True
+    assert [t["name"] for t in rep["training"]["taps"]] == ["neck_s8", "neck_s16"]
+    t, s = rep["teacher"]["metrics"], rep["student"]["metrics"]
+    assert set(rep["deltas_points"]) >= {"det_map50", "det_recall", "drivable_miou", "lane_iou"}
+    for k, d in rep["deltas_points"].items():
+        assert d == pytest.approx(100 * (s[k] - t[k]), abs=1e-3), k
+    assert rep["val_images"] == 2 and rep["eval_protocol"]["lane_labels"] == "thin"
+    student, ckpt = load_checkpoint(out / "student.pt")
+    assert count_params(student) == rep["student"]["params"]
+    assert ckpt.pruning["layers"] and ckpt.provenance["stage"] == "compress"
+    assert ckpt.metrics == s and ckpt.preprocess["input_hw"] == list(HW)
+    md = (out / "report.md").read_text()
+    assert "| | teacher | student | delta |" in md and "widths.png" in md and "mAP50" in md
+    assert (out / "widths.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_prune_only_without_kd(teacher_ckpt, synth_dataset, tmp_path):
+    out = tmp_path / "p"
+    assert (
+        main(
+            args(
+                teacher_ckpt,
+                synth_dataset,
+                out,
+                "--no-kd",
+                "--epochs",
+                "0",
+                "--importance",
+                "l1",
+                "--target",
+                "flops",
+                "--ratio",
+                "0.3",
+            )
+        )
+        == 0
+    )
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["training"] == {"trained": False}
+    assert rep["flops_reduction"] >= 0.3
+    # FLOPs are counted at the protocol's 640x384 in both the pruning and the final report
+    assert rep["pruning"]["flops_input_hw"] == rep["flops_input_hw"] == [384, 640]
+    assert rep["flops_reduction"] == pytest.approx(rep["pruning"]["flops_ratio"], abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--ratio", "1.2"], "ratio must be in (0, 1)"),
+        (["--protect", "model.99"], "protected layer 'model.99' matches no module"),
+        (["--taps", "neck_s4"], "tap 'neck_s4' does not exist"),
+        (["--ratio", "0.95", "--min-width", "16"], "at most"),
+        (["--task-weight", "det:2"], "expected TASK=WEIGHT"),
+        (["--imgsz", "60", "128"], "multiples of 32"),
+        (["--kd-loss", "mse", "--importance", "tcii"], "did you mean 'tci'"),
+    ],
+)
+def test_bad_input_is_one_line_before_any_work(
+    teacher_ckpt, synth_dataset, tmp_path, capsys, extra, message
+):
+    out = tmp_path / "bad"
+    code = main(args(teacher_ckpt, synth_dataset, out, "--epochs", "1", *extra))
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("error: ") and message in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert not (out / "student.pt").exists() and not (out / "train").exists()
+
+
+def test_missing_teacher_and_used_output_folder(teacher_ckpt, synth_dataset, tmp_path, capsys):
+    assert main(args(tmp_path / "none.pt", synth_dataset, tmp_path / "o")) == 2
+    assert "does not exist" in capsys.readouterr().err
+    used = tmp_path / "used"
+    used.mkdir()
+    (used / "student.pt").write_bytes(b"x")
+    assert main(args(teacher_ckpt, synth_dataset, used)) == 2
+    assert "--overwrite" in capsys.readouterr().err
