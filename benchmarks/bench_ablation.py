@@ -9,7 +9,7 @@ point of the teacher, drivable mIoU within 0.5, lane IoU within 1.0, and a mean 
 at least as good as every baseline. The synthetic set says nothing about BDD100K accuracy.
 
     PYTHONPATH=. python benchmarks/bench_ablation.py --teacher out/bench_teacher/best.pt \\
-        --data out/bench_teacher_data --epochs 5
+        --data out/bench_teacher_data --epochs 8
     PYTHONPATH=. python benchmarks/bench_ablation.py --epochs 1 --importances tci_gcp l1   # quick
 """
 
@@ -46,7 +46,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=ROOT / "out" / "bench_ablation")
     p.add_argument("--imgsz", type=int, nargs=2, default=(192, 320))
     p.add_argument("--ratio", type=float, default=0.4)
-    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--calib-batches", type=int, default=8)

@@ -84,6 +84,14 @@ class CompressConfig:
         if self.lr <= 0:
             raise CompressConfigError(f"lr must be > 0, got {self.lr}")
         EvalConfig(det_mode=self.det_mode, seg_mode=self.seg_mode)  # validates both
+        for name, value, valid in (
+            ("optimizer", self.optimizer, ("adamw", "sgd")),
+            ("val_lane_labels", self.val_lane_labels, ("thin", "wide")),
+        ):
+            if value not in valid:
+                raise CompressConfigError(
+                    f"{name} must be one of {', '.join(valid)}, got {value!r}"
+                )
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -199,12 +207,24 @@ def compress(cfg: CompressConfig) -> CompressResult:
     ecfg = EvalConfig(det_mode=cfg.det_mode, seg_mode=cfg.seg_mode, progress=cfg.progress)
     t_eval = evaluate(teacher, val_loader, ecfg)
     s_eval = evaluate(student, val_loader, ecfg)
-    ckpt_path = out / "student.pt"
+    ckpt_path = _save_student(cfg, out, student, pruned.record, s_eval["summary"], hw, tckpt)
+    report = _report(
+        cfg, (hw, flops_hw), teacher, student, tckpt, (t_eval, s_eval), pruned, train_info
+    )
+    report["timings_s"] = {"prune": round(t_prune, 2), "total": round(time.perf_counter() - t0, 2)}
+    paths = _write_report(out, report, pruned.report)
+    return CompressResult(student, ckpt_path, report, {"checkpoint": ckpt_path, **paths})
+
+
+def _save_student(cfg, out: Path, student, record: dict, metrics: dict, hw, tckpt) -> Path:
+    """The student checkpoint: pruned weights + the pruning record (so load_checkpoint rebuilds
+    the pruned architecture), preprocessing at the run's input size, metrics and provenance."""
+    path = out / "student.pt"
     save_checkpoint(
-        ckpt_path,
+        path,
         student,
-        pruning=pruned.record,
-        metrics=s_eval["summary"],
+        pruning=record,
+        metrics=metrics,
         preprocess=default_preprocess(hw),
         tasks=tckpt.tasks,
         class_names=tckpt.class_names,
@@ -215,12 +235,7 @@ def compress(cfg: CompressConfig) -> CompressResult:
             "data": cfg.data,
         },
     )
-    report = _report(
-        cfg, (hw, flops_hw), teacher, student, tckpt, (t_eval, s_eval), pruned, train_info
-    )
-    report["timings_s"] = {"prune": round(t_prune, 2), "total": round(time.perf_counter() - t0, 2)}
-    paths = _write_report(out, report, pruned.report)
-    return CompressResult(student, ckpt_path, report, {"checkpoint": ckpt_path, **paths})
+    return path
 
 
 def _model_facts(model: nn.Module, hw, summary: dict) -> dict:

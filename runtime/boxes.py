@@ -85,12 +85,13 @@ def batched_nms(
     iou_thres: float,
     max_det: int | None = None,
 ) -> np.ndarray:
-    """Class-aware NMS by offsetting boxes per class (one greedy pass)."""
+    """Class-aware NMS by offsetting boxes per class (one greedy pass). Same result as `nms`;
+    runs the dense variant, which is faster up to DENSE_NMS_LIMIT boxes and falls back above."""
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     if boxes.shape[0] == 0:
         return np.zeros(0, dtype=np.int64)
     offset = (np.asarray(classes, dtype=np.float64) * (boxes.max() + 1.0))[:, None]
-    return nms(boxes + offset, scores, iou_thres, max_det)
+    return nms_dense(boxes + offset, scores, iou_thres, max_det)
 
 
 def postprocess_detections(
@@ -156,18 +157,3 @@ def nms_dense(
             break
         removed |= over[i]
     return order[np.asarray(keep, dtype=np.int64)]
-
-
-def batched_nms_dense(
-    boxes: np.ndarray,
-    scores: np.ndarray,
-    classes: np.ndarray,
-    iou_thres: float,
-    max_det: int | None = None,
-) -> np.ndarray:
-    """`batched_nms` with `nms_dense` (class offsets, one greedy pass)."""
-    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    if boxes.shape[0] == 0:
-        return np.zeros(0, dtype=np.int64)
-    offset = (np.asarray(classes, dtype=np.float64) * (boxes.max() + 1.0))[:, None]
-    return nms_dense(boxes + offset, scores, iou_thres, max_det)

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from runtime.boxes import batched_nms_dense, postprocess_detections
+from runtime.boxes import batched_nms, postprocess_detections
 from runtime.errors import MtcError
 from runtime.geometry import Letterbox, boxes_from_letterbox, unletterbox_mask
 from runtime.io_names import DET_COUNT, DET_LAYOUT_CXCYWH, DET_LAYOUT_XYXY, DET_OUTPUT, SEG_LOGITS
@@ -53,7 +53,7 @@ def _rows_xyxy(det: np.ndarray, info: DetInfo) -> np.ndarray:
     d = det[det[:, 4] > info.conf_thres].astype(np.float64)
     if len(d) > MAX_NMS_CANDIDATES:
         d = d[np.argsort(-d[:, 4], kind="stable")[:MAX_NMS_CANDIDATES]]
-    keep = batched_nms_dense(d[:, :4], d[:, 4], d[:, 5], info.iou_thres, info.max_det)
+    keep = batched_nms(d[:, :4], d[:, 4], d[:, 5], info.iou_thres, info.max_det)
     return d[keep]
 
 

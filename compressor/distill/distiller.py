@@ -22,7 +22,7 @@ from compressor.distill.adapters import adapter_key, build_adapters, fit_adapter
 from compressor.distill.config import DistillConfig, DistillConfigError
 from compressor.distill.losses import build_feature_loss
 from compressor.distill.taps import Tap, TapMismatchError, capture, check_alignment, probe_taps
-from compressor.pruning.calibrate import batch_images
+from compressor.pruning.calibrate import batch_images, to_device
 from compressor.train.extension import TrainExtension
 
 
@@ -140,6 +140,8 @@ def _fit(student, ext, loss_fn, batches, cfg: DistillConfig, progress: bool) -> 
     params = [p for m in (student, ext) for p in m.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     history = []
+    device = next(student.parameters()).device
+    ext.to(device)
     ext.attach(student)
     try:
         for epoch in range(cfg.epochs):
@@ -150,6 +152,7 @@ def _fit(student, ext, loss_fn, batches, cfg: DistillConfig, progress: bool) -> 
             for batch in tqdm(
                 batches, desc=f"distill {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False
             ):
+                batch = to_device(batch, device)
                 images = batch_images(batch)
                 outputs = student(images)
                 terms = {**loss_fn(outputs, batch), **ext(images, outputs)}

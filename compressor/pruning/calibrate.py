@@ -54,7 +54,7 @@ def batch_images(batch: object) -> torch.Tensor:
     return batch
 
 
-def _to_device(batch: object, device: torch.device) -> object:
+def to_device(batch: object, device: torch.device) -> object:
     if isinstance(batch, torch.Tensor):
         return batch.to(device)
     if isinstance(batch, Mapping):
@@ -145,6 +145,26 @@ def _calibration_mode(model: nn.Module) -> dict[nn.Module, bool]:
     return modes
 
 
+def _run_batches(model, loss_fn, batches, acc: _Accumulator):
+    """One forward and one autograd.grad per task for each batch; returns (tasks, count, loss
+    sums)."""
+    device = next(model.parameters()).device
+    tasks: tuple[str, ...] | None = None
+    loss_sums: dict[str, float] = {}
+    n = 0
+    for batch in batches:
+        batch = to_device(batch, device)
+        with torch.enable_grad():
+            losses = loss_fn(model(batch_images(batch)), batch)
+            tasks = _check_losses(losses, tasks)
+            for t, task in enumerate(tasks):
+                acc.add(t, len(tasks), losses[task].reshape(()), retain=t < len(tasks) - 1)
+        for task in tasks:
+            loss_sums[task] = loss_sums.get(task, 0.0) + float(losses[task].detach())
+        n += 1
+    return tasks, n, loss_sums
+
+
 def calibrate(
     model: nn.Module,
     loss_fn: LossFn,
@@ -159,10 +179,6 @@ def calibrate(
     acc = _Accumulator(modules, sorted(set(keys)), conflict)
     flags = {p: p.requires_grad for p in acc.params.values()}
     modes = _calibration_mode(model)
-    device = next(model.parameters()).device
-    tasks: tuple[str, ...] | None = None
-    loss_sums: dict[str, float] = {}
-    n = 0
     try:
         for p in flags:
             p.requires_grad_(True)
@@ -173,16 +189,7 @@ def calibrate(
             disable=not progress,
             leave=False,
         )
-        for batch in bar:
-            batch = _to_device(batch, device)
-            with torch.enable_grad():
-                losses = loss_fn(model(batch_images(batch)), batch)
-                tasks = _check_losses(losses, tasks)
-                for t, task in enumerate(tasks):
-                    acc.add(t, len(tasks), losses[task].reshape(()), retain=t < len(tasks) - 1)
-            for task in tasks:
-                loss_sums[task] = loss_sums.get(task, 0.0) + float(losses[task].detach())
-            n += 1
+        tasks, n, loss_sums = _run_batches(model, loss_fn, bar, acc)
     finally:
         for p, f in flags.items():
             p.requires_grad_(f)

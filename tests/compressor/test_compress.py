@@ -165,3 +165,147 @@ def test_missing_teacher_and_used_output_folder(teacher_ckpt, synth_dataset, tmp
     (used / "student.pt").write_bytes(b"x")
     assert main(args(teacher_ckpt, synth_dataset, used)) == 2
     assert "--overwrite" in capsys.readouterr().err
+
+
+def test_every_flag_lands_in_its_config_field():
+    from compressor.cli.compress import build_parser, config_from_args
+
+    argv = [
+        "--teacher",
+        "t.pt",
+        "--data",
+        "d",
+        "-o",
+        "o",
+        "--imgsz",
+        "192",
+        "320",
+        "--ratio",
+        "0.3",
+        "--target",
+        "flops",
+        "--importance",
+        "tci+gcp",
+        "--calib-batches",
+        "4",
+        "--calib-batch",
+        "3",
+        "--normalize",
+        "max",
+        "--aggregate",
+        "weighted",
+        "--task-weight",
+        "det=2",
+        "--task-weight",
+        "lane=0.5",
+        "--conflict-lambda",
+        "0.7",
+        "--conflict-mode",
+        "additive",
+        "--group-rescale",
+        "none",
+        "--safe-top-q",
+        "0.2",
+        "--round-to",
+        "16",
+        "--min-width",
+        "16",
+        "--protect",
+        "a.b",
+        "--protect",
+        "c",
+        "--no-protect-outputs",
+        "--iterative-steps",
+        "2",
+        "--step-epochs",
+        "0",
+        "--flops-imgsz",
+        "192",
+        "320",
+        "--no-kd",
+        "--taps",
+        "neck_s8",
+        "--kd-loss",
+        "cosine",
+        "--kd-weight",
+        "0.5",
+        "--no-kd-normalize",
+        "--no-adapter-bn",
+        "--adapter-init",
+        "random",
+        "--epochs",
+        "3",
+        "--batch",
+        "4",
+        "--lr",
+        "0.002",
+        "--optimizer",
+        "sgd",
+        "--max-train-images",
+        "10",
+        "--max-val-images",
+        "5",
+        "--det-mode",
+        "both",
+        "--seg-mode",
+        "per_batch",
+        "--val-lane-labels",
+        "wide",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+        "--seed",
+        "3",
+        "--overwrite",
+        "--no-progress",
+    ]
+    cfg = config_from_args(build_parser().parse_args(argv))
+    p, d = cfg.prune, cfg.distill
+    assert (cfg.teacher, cfg.data, cfg.out, cfg.imgsz) == ("t.pt", "d", "o", (192, 320))
+    assert (p.ratio, p.target, p.importance, p.calib_batches) == (0.3, "flops", "tci_gcp", 4)
+    assert (p.normalize, p.aggregate, p.task_weights) == (
+        "max",
+        "weighted",
+        (("det", 2.0), ("lane", 0.5)),
+    )
+    assert (p.conflict_lambda, p.conflict_mode, p.group_rescale, p.safe_top_q) == (
+        0.7,
+        "additive",
+        "none",
+        0.2,
+    )
+    assert (p.round_to, p.min_width, p.protected, p.protect_outputs) == (
+        16,
+        16,
+        ("a.b", "c"),
+        False,
+    )
+    assert (p.iterative_steps, p.flops_input_hw) == (2, (192, 320))
+    assert (d.taps, d.loss, d.kd_weight, d.normalize, d.adapter_bn, d.adapter_init) == (
+        ("neck_s8",),
+        "cosine",
+        0.5,
+        False,
+        False,
+        "random",
+    )
+    assert (cfg.kd, cfg.epochs, cfg.step_epochs, cfg.batch, cfg.lr, cfg.optimizer) == (
+        False,
+        3,
+        0,
+        4,
+        0.002,
+        "sgd",
+    )
+    assert (cfg.calib_batch, cfg.max_train_images, cfg.max_val_images) == (3, 10, 5)
+    assert (cfg.det_mode, cfg.seg_mode, cfg.val_lane_labels) == ("both", "per_batch", "wide")
+    assert (cfg.workers, cfg.device, cfg.seed, cfg.overwrite, cfg.progress) == (
+        0,
+        "cpu",
+        3,
+        True,
+        False,
+    )
+    defaults = config_from_args(build_parser().parse_args(argv[:6]))
+    assert defaults.prune == type(p)() and defaults.distill == type(d)()

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from runtime.boxes import batched_nms, batched_nms_dense, nms_dense
+from runtime.boxes import batched_nms, nms, nms_dense
 from runtime.geometry import boxes_from_letterbox, letterbox_params
 from runtime.io_names import DET_LAYOUT_CXCYWH, SEG_LOGITS
 from runtime.postprocess import OutputMismatchError, Postprocessor
@@ -125,7 +125,9 @@ def test_dense_nms_equals_the_reference_nms(seed):
     boxes = np.column_stack([xy, xy + rng.uniform(5, 60, (n, 2))])
     scores = rng.choice([0.3, 0.5, 0.7, 0.9], n)  # many ties: order must match too
     classes = rng.integers(0, 3, n)
+    offset = boxes + (classes * (boxes.max() + 1.0))[:, None]
     for thr, max_det in [(0.45, None), (0.6, 20), (0.0, None)]:
-        want = batched_nms(boxes, scores, classes, thr, max_det)
-        np.testing.assert_array_equal(batched_nms_dense(boxes, scores, classes, thr, max_det), want)
+        want = nms(offset, scores, thr, max_det)  # the reference greedy loop
+        np.testing.assert_array_equal(nms_dense(offset, scores, thr, max_det), want)
+        np.testing.assert_array_equal(batched_nms(boxes, scores, classes, thr, max_det), want)
     np.testing.assert_array_equal(nms_dense(boxes[:0], scores[:0], 0.5), np.zeros(0, np.int64))
