@@ -77,7 +77,16 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--json", type=Path, default=Path("benchmarks/results/latency.json"))
+    ap.add_argument(
+        "--torch-threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads (2 on a busy 2-core box thrashed: ~20x slower)",
+    )
     a = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(a.torch_threads)
     report = json.loads((a.demo_out / "report.json").read_text())
     hw = tuple(report["imgsz"])
     rows = []

@@ -65,6 +65,54 @@ def random_batches(n: int, bs: int, hw: tuple[int, int], seed: int = 0) -> list[
     return out
 
 
+def summarize(args, cfg: PruneConfig, rep, total: float, hw) -> dict:
+    step = rep.steps[-1]
+    timings = dict(step.timings)
+    timings["setup"] = round(total - sum(timings.values()), 3)  # tracing, FLOPs probes, checks
+    return {
+        "model": "yolop width 1 depth 1",
+        "input_hw": list(hw),
+        "calib_batches": args.batches,
+        "batch": args.batch,
+        "importance": cfg.importance,
+        "threads": args.threads,
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "seconds_total": round(total, 2),
+        "seconds_by_stage": timings,
+        "seconds_per_calib_batch": round(timings["calibrate"] / args.batches, 3),
+        "budget_s": BUDGET_S,
+        "within_budget": total < BUDGET_S,
+        "params": [rep.params_before, rep.params_after],
+        "params_ratio": round(rep.params_ratio, 4),
+        "gflops": [round(2 * rep.macs_before / 1e9, 3), round(2 * rep.macs_after / 1e9, 3)],
+        "flops_ratio": round(rep.flops_ratio, 4),
+        "groups_pruned": step.groups_pruned,
+        "channels_removed": step.channels_removed,
+    }
+
+
+def show(r: dict) -> None:
+    hw = r["input_hw"]
+    print(
+        f"full-size YOLOP prune ({r['importance']}, {r['calib_batches']} x {r['batch']} images "
+        f"at {hw[1]}x{hw[0]}, {r['threads']} threads)"
+    )
+    for k, v in r["seconds_by_stage"].items():
+        print(f"  {k:10s} {v:8.2f} s")
+    total = r["seconds_total"]
+    print(
+        f"  {'total':10s} {total:8.2f} s   (budget {BUDGET_S:.0f} s: "
+        f"{'OK' if total < BUDGET_S else 'OVER'})"
+    )
+    (p0, p1), (g0, g1) = r["params"], r["gflops"]
+    print(
+        f"  params {p0:,} -> {p1:,} ({-r['params_ratio']:+.1%}), GFLOPs {g0} -> {g1} "
+        f"({-r['flops_ratio']:+.1%})"
+    )
+
+
 def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
@@ -79,44 +127,8 @@ def main() -> None:
     t0 = time.perf_counter()
     res = prune(student, YolopLoss.for_model(teacher), batches, cfg, progress=True)
     total = time.perf_counter() - t0
-    rep = res.report
-    step = rep.steps[-1]
-    result = {
-        "model": "yolop width 1 depth 1",
-        "input_hw": list(hw),
-        "calib_batches": args.batches,
-        "batch": args.batch,
-        "importance": cfg.importance,
-        "threads": args.threads,
-        "cpu": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "seconds_total": round(total, 2),
-        "seconds_by_stage": step.timings,
-        "seconds_per_calib_batch": round(step.timings["calibrate"] / args.batches, 3),
-        "budget_s": BUDGET_S,
-        "within_budget": total < BUDGET_S,
-        "params": [rep.params_before, rep.params_after],
-        "params_ratio": round(rep.params_ratio, 4),
-        "gflops": [round(2 * rep.macs_before / 1e9, 3), round(2 * rep.macs_after / 1e9, 3)],
-        "flops_ratio": round(rep.flops_ratio, 4),
-        "groups_pruned": step.groups_pruned,
-        "channels_removed": step.channels_removed,
-    }
-    print(
-        f"full-size YOLOP prune ({cfg.importance}, {args.batches} x {args.batch} images at "
-        f"{hw[1]}x{hw[0]}, {args.threads} threads)"
-    )
-    for k, v in step.timings.items():
-        print(f"  {k:10s} {v:8.2f} s")
-    print(
-        f"  {'total':10s} {total:8.2f} s   (budget {BUDGET_S:.0f} s: "
-        f"{'OK' if total < BUDGET_S else 'OVER'})"
-    )
-    print(
-        f"  params {rep.params_before:,} -> {rep.params_after:,} ({-rep.params_ratio:+.1%}), "
-        f"GFLOPs {result['gflops'][0]} -> {result['gflops'][1]} ({-rep.flops_ratio:+.1%})"
-    )
+    result = summarize(args, cfg, res.report, total, hw)
+    show(result)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.json}")

@@ -7,6 +7,7 @@ data or teacher) is checked before the first calibration batch runs."""
 from __future__ import annotations
 
 import copy
+import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -204,6 +205,8 @@ def compress(cfg: CompressConfig) -> CompressResult:
     )
     t_prune = time.perf_counter() - t0
     student, train_info = _train_student(cfg, hw, teacher, student, pruned.record, out)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 evaluates and writes
+        return CompressResult(student, out / "student.pt", {}, {})
     ecfg = EvalConfig(det_mode=cfg.det_mode, seg_mode=cfg.seg_mode, progress=cfg.progress)
     t_eval = evaluate(teacher, val_loader, ecfg)
     s_eval = evaluate(student, val_loader, ecfg)

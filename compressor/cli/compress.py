@@ -141,6 +141,8 @@ def _main(argv: Sequence[str] | None) -> int:
     cfg = config_from_args(build_parser().parse_args(argv))
     result = compress(cfg)
     r = result.report
+    if not r:  # a non-zero rank under torchrun: rank 0 reports
+        return 0
     print(
         f"params {r['teacher']['params']:,} -> {r['student']['params']:,} "
         f"({-r['params_reduction']:+.1%}), GFLOPs {r['teacher']['flops'] / 1e9:.3f} -> "

@@ -10,8 +10,8 @@ model and data the trainer does not know, through a plain loop over given batche
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.distributed as dist
@@ -182,6 +182,7 @@ def distill(
     *,
     batches: Iterable | None = None,
     train_cfg=None,
+    taps: Sequence[str] | None = None,
     example_inputs: torch.Tensor | None = None,
     init_checkpoint_fields: dict | None = None,
     progress: bool = True,
@@ -190,9 +191,12 @@ def distill(
 
     Give `train_cfg` (a compressor.train.TrainConfig) to run the full training loop (DDP, resume,
     checkpoints; loss_fn None = YolopLoss), or `batches` (a re-iterable of dicts with 'images'
-    or tensors) with a per-task `loss_fn` for any model. Taps, adapters and the KD loss come from
-    `cfg`; teacher/student taps are checked before any training step."""
+    or tensors) with a per-task `loss_fn` for any model. Taps (`taps=` overrides cfg.taps),
+    adapters and the KD loss come from `cfg`; teacher/student taps are checked before any
+    training step."""
     cfg = cfg or DistillConfig()
+    if taps is not None:
+        cfg = replace(cfg, taps=tuple(taps))
     if (batches is None) == (train_cfg is None):
         raise DistillConfigError(
             "give exactly one of batches= (plain loop) or train_cfg= (compressor.train.train)"

@@ -309,3 +309,30 @@ def test_every_flag_lands_in_its_config_field():
     )
     defaults = config_from_args(build_parser().parse_args(argv[:6]))
     assert defaults.prune == type(p)() and defaults.distill == type(d)()
+
+
+def test_iterative_steps_fine_tune_in_between(teacher_ckpt, synth_dataset, tmp_path):
+    out = tmp_path / "it"
+    code = main(
+        args(
+            teacher_ckpt,
+            synth_dataset,
+            out,
+            "--iterative-steps",
+            "2",
+            "--step-epochs",
+            "1",
+            "--epochs",
+            "0",
+            "--importance",
+            "tci",
+        )
+    )
+    assert code == 0
+    rep = json.loads((out / "report.json").read_text())
+    steps = rep["pruning"]["steps"]
+    assert [s["target_ratio"] for s in steps] == [0.2, 0.4]
+    assert all(s["calib_batches"] == 2 for s in steps)  # re-calibrated on the pruned model
+    assert (out / "step1" / "last.pt").is_file()  # the fine-tune between the two steps ran
+    assert not (out / "step2").exists()  # ... and only between steps
+    assert rep["params_reduction"] >= 0.4

@@ -155,7 +155,8 @@ def test_distill_prune_export_onnx_parity(pair, tmp_path):
         teacher,
         student,
         loss_fn,
-        DistillConfig(taps=("down", "res", "attn"), epochs=3, lr=2e-3),
+        DistillConfig(epochs=3, lr=2e-3),
+        taps=("down", "res", "attn"),  # module paths: this model declares no feature_info
         batches=make_batches(),
         progress=False,
     )

@@ -258,3 +258,35 @@ def test_report_markdown_and_plot(pruned, tmp_path):
     d = res.report.to_dict()
     assert d["flops_before"] == 2 * d["macs_before"]
     assert len(d["widths"]) == sum(isinstance(m, torch.nn.Conv2d) for m in res.model.modules())
+
+
+@pytest.mark.slow
+def test_full_size_yolop_prunes_to_target_and_rebuilds(tmp_path):
+    torch.manual_seed(0)
+    teacher = build_model("yolop")
+    hw = (384, 640)
+    g = torch.Generator().manual_seed(0)
+    batches = [
+        {
+            "images": torch.randn(1, 3, *hw, generator=g),
+            "targets": torch.tensor([[0.0, 0.0, 320.0, 200.0, 40.0, 30.0]]),
+            "drivable": (torch.rand(1, *hw, generator=g) > 0.5).long(),
+            "lane": (torch.rand(1, *hw, generator=g) > 0.9).long(),
+        }
+        for _ in range(2)
+    ]
+    student = copy.deepcopy(teacher)
+    res = prune(
+        student, YolopLoss.for_model(teacher), batches, PruneConfig(calib_batches=2), progress=False
+    )
+    assert res.report.params_ratio >= 0.4 and res.report.flops_input_hw == [384, 640]
+    for name, rec in res.record["layers"].items():
+        if rec["type"] == "Conv2d" and rec["out"][0] != rec["out"][1]:
+            assert rec["out"][1] % 8 == 0, name
+    path = tmp_path / "s.pt"
+    save_checkpoint(path, student, pruning=res.record)
+    loaded, _ = load_checkpoint(path)
+    student.eval()
+    loaded.eval()
+    x = torch.randn(1, 3, *hw)
+    assert torch.equal(student(x)["lane"], loaded(x)["lane"])
