@@ -1,39 +1,56 @@
 """Ablation of the compression method on the synthetic set: importance in {random, l1,
 taylor_sum, tci, tci_gcp} x {no KD, KD}, same teacher, same parameter ratio, same seeds, same
 epochs. Each run is one `compress()` (calibrate -> prune -> fine-tune or distil -> evaluate
-teacher and student on the same val split). Prints a table of deltas vs the teacher (points)
-and writes benchmarks/results/ablation.json.
+teacher and student on the val split); the student and the teacher are then also scored on a
+held-out split that nothing was tuned on (the teacher's best epoch and the default KD taps were
+both chosen by val numbers). Prints tables of deltas vs the teacher (points, mean +- std over
+seeds) and writes benchmarks/results/ablation.json.
 
 Targets (METHOD.md) for tci_gcp + KD at >= 40% fewer parameters: mAP50 and recall within 1.0
 point of the teacher, drivable mIoU within 0.5, lane IoU within 1.0, and a mean task delta
 at least as good as every baseline. The synthetic set says nothing about BDD100K accuracy.
 
     PYTHONPATH=. python benchmarks/bench_ablation.py --teacher out/bench_teacher/best.pt \\
-        --data out/bench_teacher_data --epochs 8
+        --data out/bench_teacher_data --epochs 8 --seeds 0 1 2
     PYTHONPATH=. python benchmarks/bench_ablation.py --epochs 1 --importances tci_gcp l1   # quick
+
+Every finished run leaves `<out>/rows/<run>_s<seed>.json`; a rerun skips those (`--redo` to run
+them again), so two processes can share the table (e.g. `--kd-modes no_kd` in one and
+`--kd-modes kd` in the other, one thread each) and `--merge-only` then writes the JSON from the
+row files that match the arguments. `--control` adds `teacher_finetuned`: the unpruned teacher
+trained on the students' schedule, to separate the effect of the extra epochs from the
+compression's (`--importances` with no names runs only that).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shutil
+import statistics
 import time
 from pathlib import Path
 
 import torch
 
-from compressor.compress import CompressConfig, compress
+from compressor.checkpoint import load_checkpoint
+from compressor.compress import CompressConfig, compress, finetune_config
+from compressor.data import BddDataset, DataConfig, make_loader
 from compressor.data.synth import SynthConfig, generate
 from compressor.distill import DistillConfig
 from compressor.pruning import IMPORTANCES, PruneConfig
 from compressor.train import TrainConfig, train
+from compressor.train.eval_checkpoint import EvalJob, evaluate_checkpoint
+from compressor.train.evaluate import EvalConfig, evaluate, summarize
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAD = ("det_map50", "drivable_miou", "lane_iou")  # one headline metric per task
 COLUMNS = ("det_map50", "det_recall", "drivable_miou", "lane_iou")
 TARGETS = {"det_map50": -1.0, "det_recall": -1.0, "drivable_miou": -0.5, "lane_iou": -1.0}
+SPLITS = ("val", "holdout")
+CONTROL = "teacher_finetuned"  # not a baseline: the unpruned teacher on the students' schedule
 
 
 def parse_args() -> argparse.Namespace:
@@ -43,6 +60,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--data", type=Path, default=ROOT / "out" / "bench_teacher_data")
     p.add_argument("--n-train", type=int, default=300)
     p.add_argument("--n-val", type=int, default=60)
+    p.add_argument("--holdout", type=Path, default=ROOT / "out" / "bench_holdout_data")
+    p.add_argument("--n-holdout", type=int, default=200)
     p.add_argument("--out", type=Path, default=ROOT / "out" / "bench_ablation")
     p.add_argument("--imgsz", type=int, nargs=2, default=(192, 320))
     p.add_argument("--ratio", type=float, default=0.4)
@@ -50,9 +69,16 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--calib-batches", type=int, default=8)
-    p.add_argument("--importances", nargs="+", default=list(IMPORTANCES))
+    p.add_argument("--importances", nargs="*", default=list(IMPORTANCES))
     p.add_argument("--kd-modes", nargs="+", default=["no_kd", "kd"], choices=["no_kd", "kd"])
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--kd-weight", type=float, default=None, help="default: DistillConfig's")
+    p.add_argument("--kd-loss", default=None, help="default: DistillConfig's")
+    p.add_argument("--taps", nargs="+", default=None, help="default: the model's default taps")
+    p.add_argument("--tag", default="", help="suffix of the run names (variants of a setting)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--control", action="store_true", help="add the teacher_finetuned row")
+    p.add_argument("--redo", action="store_true", help="rerun rows that already have a file")
+    p.add_argument("--merge-only", action="store_true", help="only merge existing row files")
     p.add_argument("--workers", type=int, default=1)
     # one thread: on a shared 2-core machine two OpenMP threads can run 10-60x slower
     p.add_argument("--threads", type=int, default=1)
@@ -61,12 +87,16 @@ def parse_args() -> argparse.Namespace:
 
 
 def ensure_data(args: argparse.Namespace) -> None:
-    if (args.data / "images" / "val").is_dir():
-        return
-    generate(
-        SynthConfig(out=args.data, n_train=args.n_train, n_val=args.n_val, seed=0, overwrite=True),
-        progress=True,
-    )
+    if not (args.data / "images" / "val").is_dir():
+        generate(
+            SynthConfig(out=args.data, n_train=args.n_train, n_val=args.n_val, seed=0),
+            progress=True,
+        )
+    if not (args.holdout / "images" / "val").is_dir():  # another seed: unseen scenes
+        generate(
+            SynthConfig(out=args.holdout, n_train=0, n_val=args.n_holdout, seed=1_000_003),
+            progress=True,
+        )
 
 
 def ensure_teacher(args: argparse.Namespace) -> Path:
@@ -74,7 +104,10 @@ def ensure_teacher(args: argparse.Namespace) -> Path:
     dst = args.out / "teacher.pt"
     args.out.mkdir(parents=True, exist_ok=True)
     if args.teacher is not None:
-        shutil.copyfile(args.teacher, dst)
+        if not dst.is_file() or dst.read_bytes() != args.teacher.read_bytes():
+            tmp = dst.with_suffix(f".{os.getpid()}.tmp")  # two processes may share the table
+            shutil.copyfile(args.teacher, tmp)
+            tmp.replace(dst)
         return dst
     if not dst.is_file():
         res = train(
@@ -87,7 +120,7 @@ def ensure_teacher(args: argparse.Namespace) -> Path:
                 epochs=args.teacher_epochs,
                 batch=args.batch,
                 workers=args.workers,
-                seed=args.seed,
+                seed=0,
                 overwrite=True,
             )
         )
@@ -95,12 +128,31 @@ def ensure_teacher(args: argparse.Namespace) -> Path:
     return dst
 
 
-def run_one(args, teacher: Path, importance: str, kd: bool) -> dict:
-    name = f"{importance}{'_kd' if kd else ''}"
-    cfg = CompressConfig(
+def holdout_metrics(args, checkpoint: Path) -> dict:
+    job = EvalJob(
+        checkpoint=str(checkpoint),
+        data=str(args.holdout),
+        imgsz=tuple(args.imgsz),
+        batch=args.batch,
+        workers=0,
+        eval=EvalConfig(progress=False),
+    )
+    report = evaluate_checkpoint(job)
+    return summarize(report, job.eval.det_mode)
+
+
+def deltas(student: dict, teacher: dict) -> dict:
+    d = {k: round(100 * (student[k] - teacher[k]), 3) for k in COLUMNS}
+    d["mean_task"] = round(sum(d[k] for k in HEAD) / len(HEAD), 3)
+    return d
+
+
+def compress_config(args, teacher: Path, importance: str, kd: bool, seed: int, name: str):
+    kd_opts = {"kd_weight": args.kd_weight, "loss": args.kd_loss, "taps": args.taps}
+    return CompressConfig(
         teacher=str(teacher),
         data=str(args.data),
-        out=str(args.out / name),
+        out=str(args.out / f"{name}_s{seed}"),
         imgsz=tuple(args.imgsz),
         kd=kd,
         epochs=args.epochs,
@@ -110,61 +162,151 @@ def run_one(args, teacher: Path, importance: str, kd: bool) -> dict:
             ratio=args.ratio,
             importance=importance,
             calib_batches=args.calib_batches,
-            seed=args.seed,
+            seed=seed,
         ),
-        distill=DistillConfig(),
+        distill=DistillConfig(**{k: v for k, v in kd_opts.items() if v is not None}),
         workers=args.workers,
-        seed=args.seed,
+        seed=seed,
         overwrite=True,
         progress=False,
     )
+
+
+def run_one(args, teacher: Path, teacher_holdout: dict, importance: str, kd: bool, seed: int):
+    name = f"{importance}{'_kd' if kd else ''}{args.tag}"
+    cfg = compress_config(args, teacher, importance, kd, seed, name)
     t0 = time.perf_counter()
-    rep = compress(cfg).report
-    d = rep["deltas_points"]
+    res = compress(cfg)
+    rep = res.report
+    student_holdout = holdout_metrics(args, res.paths["checkpoint"])
     return {
         "run": name,
+        "seed": seed,
         "importance": importance,
         "kd": kd,
         "params_reduction": rep["params_reduction"],
         "flops_reduction": rep["flops_reduction"],
-        "deltas_points": {k: d[k] for k in COLUMNS},
-        "mean_task_delta": round(sum(d[k] for k in HEAD) / len(HEAD), 3),
-        "student_metrics": rep["student"]["metrics"],
-        "teacher_metrics": rep["teacher"]["metrics"],
+        "kd_taps": [t["name"] for t in rep["training"].get("taps", [])],
+        "deltas_points": {
+            "val": deltas(rep["student"]["metrics"], rep["teacher"]["metrics"]),
+            "holdout": deltas(student_holdout, teacher_holdout),
+        },
+        "student_metrics": {"val": rep["student"]["metrics"], "holdout": student_holdout},
+        "teacher_metrics": {"val": rep["teacher"]["metrics"], "holdout": teacher_holdout},
         "seconds": round(time.perf_counter() - t0, 1),
     }
 
 
-def table(rows: list[dict]) -> str:
+def run_control(args, teacher: Path, teacher_holdout: dict, seed: int) -> dict:
+    """The unpruned teacher trained on the students' schedule (same epochs, lr, seed, data
+    order): how much of a student's delta is the extra training rather than the compression."""
+    t0 = time.perf_counter()
+    cfg = compress_config(args, teacher, "random", False, seed, CONTROL)
+    model, _ = load_checkpoint(teacher)
+    hw = tuple(args.imgsz)
+    res = train(finetune_config(cfg, hw, Path(cfg.out) / "train", args.epochs), model=model)
+    ecfg = EvalConfig(progress=False)
+    val = DataConfig(input_hw=hw, lane_labels=cfg.val_lane_labels)
+    loader = make_loader(BddDataset(args.data, "val", val), args.batch, shuffle=False, workers=0)
+    teacher_val = summarize(evaluate(load_checkpoint(teacher)[0], loader, ecfg), ecfg.det_mode)
+    tuned_val = summarize(evaluate(res.deploy_model, loader, ecfg), ecfg.det_mode)
+    tuned_holdout = holdout_metrics(args, res.last)
+    return {
+        "run": CONTROL,
+        "seed": seed,
+        "importance": "none",
+        "kd": False,
+        "params_reduction": 0.0,
+        "flops_reduction": 0.0,
+        "kd_taps": [],
+        "deltas_points": {
+            "val": deltas(tuned_val, teacher_val),
+            "holdout": deltas(tuned_holdout, teacher_holdout),
+        },
+        "student_metrics": {"val": tuned_val, "holdout": tuned_holdout},
+        "teacher_metrics": {"val": teacher_val, "holdout": teacher_holdout},
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+
+
+def row_path(args, name: str, seed: int) -> Path:
+    return args.out / "rows" / f"{name}_s{seed}.json"
+
+
+def planned(args) -> list[tuple[str, bool, int]]:
+    runs = [
+        (imp, mode == "kd", seed)
+        for imp in args.importances
+        for mode in args.kd_modes
+        for seed in args.seeds
+    ]
+    return runs + [(CONTROL, False, seed) for seed in args.seeds if args.control]
+
+
+def aggregate(rows: list[dict]) -> list[dict]:
+    """One line per run name: mean and (with >1 seed) sample std of every delta, per split."""
+    by_name: dict[str, list[dict]] = {}
+    for r in rows:
+        by_name.setdefault(r["run"], []).append(r)
+    out = []
+    for name, rs in by_name.items():
+        line = {
+            "run": name,
+            "importance": rs[0]["importance"],
+            "kd": rs[0]["kd"],
+            "seeds": sorted(r["seed"] for r in rs),
+            "params_reduction": min(r["params_reduction"] for r in rs),
+            "flops_reduction": statistics.fmean(r["flops_reduction"] for r in rs),
+        }
+        for split in SPLITS:
+            keys = rs[0]["deltas_points"][split]
+            vals = {k: [r["deltas_points"][split][k] for r in rs] for k in keys}
+            line[split] = {
+                k: {
+                    "mean": round(statistics.fmean(v), 3),
+                    "std": round(statistics.stdev(v), 3) if len(v) > 1 else None,
+                }
+                for k, v in vals.items()
+            }
+        out.append(line)
+    return out
+
+
+def table(lines: list[dict], split: str) -> str:
     head = (
         "| run | params | GFLOPs | d mAP50 | d recall | d DA mIoU | d LL IoU | mean task d |\n"
         "|---|---:|---:|---:|---:|---:|---:|---:|"
     )
-    lines = [head]
-    for r in rows:
-        d = r["deltas_points"]
-        lines.append(
-            f"| {r['run']} | {-r['params_reduction']:+.1%} | {-r['flops_reduction']:+.1%}"
-            f" | {d['det_map50']:+.2f} | {d['det_recall']:+.2f} | "
-            f"{d['drivable_miou']:+.2f} | {d['lane_iou']:+.2f} | "
-            f"{r['mean_task_delta']:+.2f} |"
+
+    def cell(s: dict) -> str:
+        return f"{s['mean']:+.2f}" + (f" ± {s['std']:.2f}" if s["std"] is not None else "")
+
+    out = [head]
+    for r in lines:
+        d = r[split]
+        out.append(
+            f"| {r['run']} | {-r['params_reduction']:+.1%} | {-r['flops_reduction']:+.1%} | "
+            + " | ".join(cell(d[k]) for k in (*COLUMNS, "mean_task"))
+            + " |"
         )
-    return "\n".join(lines)
+    return "\n".join(out)
 
 
-def check_targets(rows: list[dict], ratio: float) -> dict:
-    ours = next((r for r in rows if r["importance"] == "tci_gcp" and r["kd"]), None)
+def check_targets(lines: list[dict], ratio: float, split: str) -> dict:
+    """On the seed means: tci_gcp + KD within the per-metric limits and best on mean task."""
+    ours = next((r for r in lines if r["importance"] == "tci_gcp" and r["kd"]), None)
     if ours is None:
         return {"evaluated": False}
-    per_metric = {k: ours["deltas_points"][k] >= lim for k, lim in TARGETS.items()}
-    others = [r for r in rows if r is not ours]
-    best_mean = all(ours["mean_task_delta"] >= r["mean_task_delta"] for r in others)
+    per_metric = {k: ours[split][k]["mean"] >= lim for k, lim in TARGETS.items()}
+    others = [r for r in lines if r is not ours and r["run"] != CONTROL]
+    best = all(ours[split]["mean_task"]["mean"] >= r[split]["mean_task"]["mean"] for r in others)
+    ratio_met = ours["params_reduction"] >= ratio
     return {
         "evaluated": True,
-        "ratio_met": ours["params_reduction"] >= ratio,
+        "ratio_met": ratio_met,
         "within_limits": per_metric,
-        "best_mean_task_delta": best_mean,
-        "all_met": all(per_metric.values()) and best_mean and ours["params_reduction"] >= ratio,
+        "best_mean_task_delta": best,
+        "all_met": all(per_metric.values()) and best and ratio_met,
     }
 
 
@@ -173,20 +315,36 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     ensure_data(args)
     teacher = ensure_teacher(args)
+    teacher_holdout = holdout_metrics(args, teacher)
     rows = []
-    for importance in args.importances:
-        for mode in args.kd_modes:
-            row = run_one(args, teacher, importance, mode == "kd")
-            rows.append(row)
-            print(
-                f"{row['run']}: mean task delta {row['mean_task_delta']:+.2f} points "
-                f"({row['seconds']:.0f} s)",
-                flush=True,
-            )
-    targets = check_targets(rows, args.ratio)
-    teacher_m = rows[0]["teacher_metrics"] if rows else {}
+    for importance, kd, seed in planned(args):
+        name = CONTROL if importance == CONTROL else f"{importance}{'_kd' if kd else ''}{args.tag}"
+        path = row_path(args, name, seed)
+        if path.is_file() and not args.redo:
+            rows.append(json.loads(path.read_text()))
+            continue
+        if args.merge_only:
+            print(f"missing: {path.name}", flush=True)
+            continue
+        if importance == CONTROL:
+            row = run_control(args, teacher, teacher_holdout, seed)
+        else:
+            row = run_one(args, teacher, teacher_holdout, importance, kd, seed)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(row, indent=2) + "\n")
+        tmp.replace(path)
+        rows.append(row)
+        d = row["deltas_points"]
+        print(
+            f"{row['run']} seed {seed}: mean task delta val {d['val']['mean_task']:+.2f}, "
+            f"holdout {d['holdout']['mean_task']:+.2f} points ({row['seconds']:.0f} s)",
+            flush=True,
+        )
+    lines = aggregate(rows)
     result = {
         "data": str(args.data),
+        "holdout": str(args.holdout),
         "teacher": str(args.teacher or teacher),
         "imgsz": list(args.imgsz),
         "ratio": args.ratio,
@@ -194,25 +352,25 @@ def main() -> None:
         "lr": args.lr,
         "batch": args.batch,
         "calib_batches": args.calib_batches,
-        "seed": args.seed,
+        "kd": {"kd_weight": args.kd_weight, "loss": args.kd_loss, "taps": args.taps},
+        "seeds": args.seeds,
         "threads": args.threads,
         "cpu": platform.processor() or platform.machine(),
         "torch": torch.__version__,
-        "teacher_metrics": teacher_m,
+        "teacher_metrics": rows[0]["teacher_metrics"] if rows else {},
         "mean_task_delta_of": list(HEAD),
+        "summary": lines,
         "runs": rows,
-        "targets": targets,
+        "targets": {s: check_targets(lines, args.ratio, s) for s in SPLITS},
     }
-    print(
-        f"teacher: mAP50 {100 * teacher_m.get('det_map50', 0):.1f}, recall "
-        f"{100 * teacher_m.get('det_recall', 0):.1f}, DA mIoU "
-        f"{100 * teacher_m.get('drivable_miou', 0):.1f}, LL IoU "
-        f"{100 * teacher_m.get('lane_iou', 0):.1f}"
-    )
-    print(table(rows))
-    print(f"targets for tci_gcp + KD: {json.dumps(targets)}")
+    for split in SPLITS:
+        print(f"\n{split} split (mean ± std over seeds {args.seeds}):")
+        print(table(lines, split))
+        print(f"targets for tci_gcp + KD on {split}: {json.dumps(result['targets'][split])}")
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n")
+    tmp = args.json.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    tmp.replace(args.json)
     print(f"wrote {args.json}")
 
 

@@ -47,7 +47,7 @@ class DemoConfig:
     width: float = 0.25
     depth: float = 0.33
     teacher_epochs: int = 12
-    distill_epochs: int = 5
+    distill_epochs: int = 8  # the pruned student dips for 1-3 epochs (bench_ablation)
     batch: int = 8
     augment: bool = False  # off: measured better on the small synthetic set (bench_teacher)
     ratio: float = 0.4

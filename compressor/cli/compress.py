@@ -65,7 +65,11 @@ FLAGS: list[tuple[str, str, dict]] = [
     ("--step-epochs", "step_epochs", {"type": int, "help": "fine-tune epochs between steps"}),
     ("--flops-imgsz", "prune.flops_input_hw", {"nargs": 2, "type": int, "metavar": ("H", "W")}),
     ("--kd", "kd", {"action": BOOL, "help": "distil (default) or plain fine-tune"}),
-    ("--taps", "distill.taps", {"nargs": "+", "help": "feature_info tap names (default: all)"}),
+    (
+        "--taps",
+        "distill.taps",
+        {"nargs": "+", "help": "feature_info tap names; 'all' = every tap (default: the model's)"},
+    ),
     ("--kd-loss", "distill.loss", {"choices": FEATURE_LOSSES}),
     ("--kd-weight", "distill.kd_weight", {"type": float}),
     ("--kd-normalize", "distill.normalize", {"action": BOOL}),

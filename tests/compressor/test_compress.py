@@ -336,3 +336,13 @@ def test_iterative_steps_fine_tune_in_between(teacher_ckpt, synth_dataset, tmp_p
     assert (out / "step1" / "last.pt").is_file()  # the fine-tune between the two steps ran
     assert not (out / "step2").exists()  # ... and only between steps
     assert rep["params_reduction"] >= 0.4
+
+
+def test_default_taps_per_model_and_all():
+    from compressor.compress import DEFAULT_TAPS, resolve_distill
+    from compressor.distill import DistillConfig
+
+    assert resolve_distill(DistillConfig(), "yolop").taps == DEFAULT_TAPS["yolop"]
+    assert resolve_distill(DistillConfig(taps=("all",)), "yolop").taps == ()
+    assert resolve_distill(DistillConfig(taps=("neck_s8",)), "yolop").taps == ("neck_s8",)
+    assert resolve_distill(DistillConfig(), "other").taps == ()
