@@ -70,3 +70,23 @@ def test_targets_on_seed_means_and_control_is_not_a_baseline(bench):
 
     rows[0] = _row(bench, "tci_gcp_kd", "tci_gcp", True, 0, ok, params=0.35)  # ratio missed
     assert bench.check_targets(bench.aggregate(rows), 0.4, "val")["ratio_met"] is False
+
+
+def test_deltas_vs_control_are_paired_by_seed(bench):
+    rows = [
+        _row(bench, "tci_gcp_kd", "tci_gcp", True, 0, {"det_map50": 1.0}),
+        _row(bench, "tci_gcp_kd", "tci_gcp", True, 1, {"det_map50": 3.0}),
+        _row(bench, bench.CONTROL, "none", False, 0, {"det_map50": 2.0}, params=0.0),
+        _row(bench, bench.CONTROL, "none", False, 1, {"det_map50": 5.0}, params=0.0),
+    ]
+    lines = {line["run"]: line for line in bench.aggregate(rows)}
+    vs = lines["tci_gcp_kd"]["val_vs_control"]["det_map50"]
+    assert vs["mean"] == -1.5  # (1-2 + 3-5) / 2: seed 0 against seed 0, seed 1 against seed 1
+    assert vs["std"] == pytest.approx(0.707, abs=1e-3)
+    assert "val_vs_control" not in lines[bench.CONTROL]
+    assert bench.views_of(list(lines.values())) == [
+        "val",
+        "holdout",
+        "val_vs_control",
+        "holdout_vs_control",
+    ]
