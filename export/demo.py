@@ -371,6 +371,7 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> DemoResult:
             "teacher_gflops": report["teacher"]["flops"] / 1e9,
             "student_gflops": report["student"]["flops"] / 1e9,
             "flops_reduction": report["flops_reduction"],
+            "flops_input_hw": report["flops_input_hw"],  # counted here, not at the run's input
         },
         "metrics": {
             "teacher": report["teacher"]["metrics"],

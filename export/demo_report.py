@@ -158,6 +158,7 @@ def write_report(out: Path, data: dict) -> tuple[Path, Path]:
     """report.json + report.md from the demo's collected results."""
     teacher, student = data["metrics"]["teacher"], data["metrics"]["student"]
     size = data["size"]
+    fh, fw = size.get("flops_input_hw") or data["imgsz"]
     lines = [
         "# mtc demo report",
         "",
@@ -170,7 +171,7 @@ def write_report(out: Path, data: dict) -> tuple[Path, Path]:
         "|---|---|---|---|",
         f"| parameters | {size['teacher_params']:,} | {size['student_params']:,} | "
         f"{-100 * size['param_reduction']:+.1f}% |",
-        f"| GFLOPs @ {data['imgsz'][1]}x{data['imgsz'][0]} | {size['teacher_gflops']:.3f} | "
+        f"| GFLOPs @ {fw}x{fh} | {size['teacher_gflops']:.3f} | "
         f"{size['student_gflops']:.3f} | {-100 * size['flops_reduction']:+.1f}% |",
         "",
         "## Accuracy (same validation split)",

@@ -57,5 +57,7 @@ def test_demo_end_to_end_tiny(tmp_path):
     assert {"teacher.onnx", "student.onnx", "student_fp16.onnx"} <= names
     md = res.report_md.read_text()
     assert "| parameters |" in md and "det mAP@0.5" in md and "overlays/overlay_000.jpg" in md
+    fh, fw = data["size"]["flops_input_hw"]  # the size FLOPs were counted at, not the input's
+    assert f"| GFLOPs @ {fw}x{fh} |" in md
     for png in ("metrics.png", "latency.png", "overlays/overlay_000.jpg"):
         assert (res.out / png).stat().st_size > 1000
