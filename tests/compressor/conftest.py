@@ -1,4 +1,4 @@
-"""Shared data fixtures: a tiny generated data set in YOLOP's BDD100K layout."""
+"""Shared fixtures: a tiny generated data set in YOLOP's BDD100K layout, torch on one thread."""
 
 from __future__ import annotations
 
@@ -6,11 +6,22 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from compressor.data.synth import SynthConfig, generate
 
 SYNTH_TRAIN, SYNTH_VAL = 6, 4
 SYNTH_W, SYNTH_H = 320, 180
+
+
+@pytest.fixture
+def one_thread():
+    """torch on one intra-op thread for the test: on a shared 2-core machine two OpenMP threads
+    can run many times slower. The model-running test modules use it through `pytestmark`."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

@@ -15,12 +15,7 @@ from runtime.spec import YOLOP_ANCHORS, YOLOP_STRIDES
 ANCHORS = torch.tensor(YOLOP_ANCHORS, dtype=torch.float32)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: torch on one thread
 
 
 def _targets(*rows):

@@ -20,12 +20,7 @@ HW = (64, 128)
 HEADS = ("model.24.m.0", "model.24.m.1", "model.24.m.2", "model.33.conv", "model.42.conv")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: torch on one thread
 
 
 def make_batches(n: int = 2, bs: int = 2, seed: int = 0) -> list[dict]:

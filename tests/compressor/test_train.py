@@ -15,13 +15,7 @@ from compressor.train import NonFiniteLossError, TrainConfig, TrainExtension, tr
 TINY = {"width": 0.25, "depth": 0.33, "imgsz": (64, 128), "workers": 0, "progress": False}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # 2 shared cores: one thread per process is faster than two fighting over them.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: torch on one thread
 
 
 def _cfg(data, out, **kw) -> TrainConfig:
