@@ -31,9 +31,11 @@ import platform
 import shutil
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from compressor.checkpoint import load_checkpoint
 from compressor.compress import CompressConfig, compress, finetune_config
@@ -42,7 +44,6 @@ from compressor.data.synth import SynthConfig, generate
 from compressor.distill import DistillConfig
 from compressor.pruning import IMPORTANCES, PruneConfig
 from compressor.train import TrainConfig, train
-from compressor.train.eval_checkpoint import EvalJob, evaluate_checkpoint
 from compressor.train.evaluate import EvalConfig, evaluate, summarize
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -128,17 +129,12 @@ def ensure_teacher(args: argparse.Namespace) -> Path:
     return dst
 
 
-def holdout_metrics(args, checkpoint: Path) -> dict:
-    job = EvalJob(
-        checkpoint=str(checkpoint),
-        data=str(args.holdout),
-        imgsz=tuple(args.imgsz),
-        batch=args.batch,
-        workers=0,
-        eval=EvalConfig(progress=False),
-    )
-    report = evaluate_checkpoint(job)
-    return summarize(report, job.eval.det_mode)
+def scorer(args, root: Path, lane_labels: str = "thin") -> Callable[[nn.Module], dict]:
+    """model -> headline metrics on `root`'s val split; the loader is built once and reused."""
+    data = DataConfig(input_hw=tuple(args.imgsz), lane_labels=lane_labels)
+    loader = make_loader(BddDataset(root, "val", data), args.batch, shuffle=False, workers=0)
+    ecfg = EvalConfig(progress=False)
+    return lambda model: summarize(evaluate(model, loader, ecfg), ecfg.det_mode)
 
 
 def deltas(student: dict, teacher: dict) -> dict:
@@ -172,61 +168,51 @@ def compress_config(args, teacher: Path, importance: str, kd: bool, seed: int, n
     )
 
 
-def run_one(args, teacher: Path, teacher_holdout: dict, importance: str, kd: bool, seed: int):
+def make_row(run: str, seed: int, importance: str, kd: bool, sizes: dict, student, teacher, t0):
+    """One run's record; `student` / `teacher` are {split: metrics} for val and holdout."""
+    return {
+        "run": run,
+        "seed": seed,
+        "importance": importance,
+        "kd": kd,
+        **sizes,
+        "deltas_points": {s: deltas(student[s], teacher[s]) for s in SPLITS},
+        "student_metrics": student,
+        "teacher_metrics": teacher,
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+
+
+def run_one(args, teacher: Path, score_holdout, teacher_holdout: dict, importance, kd, seed):
     name = f"{importance}{'_kd' if kd else ''}{args.tag}"
     cfg = compress_config(args, teacher, importance, kd, seed, name)
     t0 = time.perf_counter()
     res = compress(cfg)
     rep = res.report
-    student_holdout = holdout_metrics(args, res.paths["checkpoint"])
-    return {
-        "run": name,
-        "seed": seed,
-        "importance": importance,
-        "kd": kd,
+    sizes = {
         "params_reduction": rep["params_reduction"],
         "flops_reduction": rep["flops_reduction"],
         "kd_taps": [t["name"] for t in rep["training"].get("taps", [])],
-        "deltas_points": {
-            "val": deltas(rep["student"]["metrics"], rep["teacher"]["metrics"]),
-            "holdout": deltas(student_holdout, teacher_holdout),
-        },
-        "student_metrics": {"val": rep["student"]["metrics"], "holdout": student_holdout},
-        "teacher_metrics": {"val": rep["teacher"]["metrics"], "holdout": teacher_holdout},
-        "seconds": round(time.perf_counter() - t0, 1),
     }
+    student = {"val": rep["student"]["metrics"], "holdout": score_holdout(res.student)}
+    teacher_m = {"val": rep["teacher"]["metrics"], "holdout": teacher_holdout}
+    return make_row(name, seed, importance, kd, sizes, student, teacher_m, t0)
 
 
-def run_control(args, teacher: Path, teacher_holdout: dict, seed: int) -> dict:
+def run_control(args, teacher: Path, score_holdout, teacher_holdout: dict, seed: int) -> dict:
     """The unpruned teacher trained on the students' schedule (same epochs, lr, seed, data
     order): how much of a student's delta is the extra training rather than the compression."""
     t0 = time.perf_counter()
     cfg = compress_config(args, teacher, "random", False, seed, CONTROL)
     model, _ = load_checkpoint(teacher)
-    hw = tuple(args.imgsz)
-    res = train(finetune_config(cfg, hw, Path(cfg.out) / "train", args.epochs), model=model)
-    ecfg = EvalConfig(progress=False)
-    val = DataConfig(input_hw=hw, lane_labels=cfg.val_lane_labels)
-    loader = make_loader(BddDataset(args.data, "val", val), args.batch, shuffle=False, workers=0)
-    teacher_val = summarize(evaluate(load_checkpoint(teacher)[0], loader, ecfg), ecfg.det_mode)
-    tuned_val = summarize(evaluate(res.deploy_model, loader, ecfg), ecfg.det_mode)
-    tuned_holdout = holdout_metrics(args, res.last)
-    return {
-        "run": CONTROL,
-        "seed": seed,
-        "importance": "none",
-        "kd": False,
-        "params_reduction": 0.0,
-        "flops_reduction": 0.0,
-        "kd_taps": [],
-        "deltas_points": {
-            "val": deltas(tuned_val, teacher_val),
-            "holdout": deltas(tuned_holdout, teacher_holdout),
-        },
-        "student_metrics": {"val": tuned_val, "holdout": tuned_holdout},
-        "teacher_metrics": {"val": teacher_val, "holdout": teacher_holdout},
-        "seconds": round(time.perf_counter() - t0, 1),
-    }
+    score_val = scorer(args, args.data, cfg.val_lane_labels)
+    teacher_val = score_val(model)
+    tcfg = finetune_config(cfg, tuple(args.imgsz), Path(cfg.out) / "train", args.epochs)
+    tuned = train(tcfg, model=model).deploy_model
+    sizes = {"params_reduction": 0.0, "flops_reduction": 0.0, "kd_taps": []}
+    student = {"val": score_val(tuned), "holdout": score_holdout(tuned)}
+    teacher_m = {"val": teacher_val, "holdout": teacher_holdout}
+    return make_row(CONTROL, seed, "none", False, sizes, student, teacher_m, t0)
 
 
 def row_path(args, name: str, seed: int) -> Path:
@@ -343,7 +329,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     ensure_data(args)
     teacher = ensure_teacher(args)
-    teacher_holdout = holdout_metrics(args, teacher)
+    score_holdout = scorer(args, args.holdout)
+    teacher_holdout = score_holdout(load_checkpoint(teacher)[0])
     rows = []
     for importance, kd, seed in planned(args):
         name = CONTROL if importance == CONTROL else f"{importance}{'_kd' if kd else ''}{args.tag}"
@@ -355,9 +342,9 @@ def main() -> None:
             print(f"missing: {path.name}", flush=True)
             continue
         if importance == CONTROL:
-            row = run_control(args, teacher, teacher_holdout, seed)
+            row = run_control(args, teacher, score_holdout, teacher_holdout, seed)
         else:
-            row = run_one(args, teacher, teacher_holdout, importance, kd, seed)
+            row = run_one(args, teacher, score_holdout, teacher_holdout, importance, kd, seed)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(row, indent=2) + "\n")
