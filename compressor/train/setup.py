@@ -31,6 +31,8 @@ def resume_config(path: str | Path, **overrides: object) -> TrainConfig:
     """The config a checkpoint was trained with, with `overrides` (only RESUME_OVERRIDABLE)."""
     _, ckpt = load_checkpoint(path)
     saved = TrainConfig.from_dict(read_train_state(ckpt, str(path))["config"])
+    # The run lives where its last.pt is (the folder may have been moved since it started).
+    overrides.setdefault("out", str(Path(path).parent))
     return saved.for_resume(resume=str(path), **overrides)
 
 
@@ -93,9 +95,20 @@ def load_model(cfg: TrainConfig, model: nn.Module | None, extra: dict | None) ->
 
 
 def check_out_dir(cfg: TrainConfig) -> None:
-    """Refuse to start a new run over another run's checkpoints (resume it or pick a folder)."""
+    """Refuse to start a new run over another run's checkpoints (resume it or pick a folder),
+    and a resume anywhere but in the folder of the run it continues: writing last.pt and the
+    report into another folder would mix two runs (or overwrite another run's files)."""
     last = Path(cfg.out) / "last.pt"
-    if last.is_file() and not cfg.resume and not cfg.overwrite:
+    if cfg.resume:
+        home = Path(cfg.resume).resolve().parent
+        if Path(cfg.out).resolve() != home:
+            raise TrainConfigError(
+                f"--resume {cfg.resume} continues the run in {home}, but -o is {cfg.out}; a "
+                f"resumed run writes only into its own folder: drop -o (or pass -o {home}), or "
+                f"start a new run from these weights with --init {cfg.resume} -o {cfg.out}"
+            )
+        return
+    if last.is_file() and not cfg.overwrite:
         raise TrainConfigError(
             f"{cfg.out} already holds a training run ({last}); continue it with --resume {last}, "
             "choose another -o, or pass --overwrite to start over"

@@ -154,3 +154,47 @@ def test_run_cli_maps_user_errors_and_ctrl_c_to_exit_codes(capsys):
     assert run_cli(lambda argv: None, []) == 0
     with pytest.raises(ZeroDivisionError):  # a bug keeps its traceback
         run_cli(lambda argv: 1 / 0, [])
+
+
+def _tree_digest(root) -> dict[str, str]:
+    import hashlib
+
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_resume_into_another_runs_folder_is_refused_and_writes_nothing(run_dir, tmp_path, capsys):
+    """Regression (data loss): --resume A/last.pt -o B used to overwrite B's last.pt/metrics."""
+    import shutil
+
+    other = tmp_path / "other_run"
+    shutil.copytree(run_dir, other)
+    (other / "marker.txt").write_text("B's own file")
+    before = _tree_digest(other)
+    source_before = _tree_digest(run_dir)
+    argv = ["--resume", str(run_dir / "last.pt"), "-o", str(other), "--epochs", "2"]
+    assert main(argv) == 2
+    err = _error(capsys)
+    assert f"continues the run in {run_dir.resolve()}" in err and "--init" in err
+    assert _tree_digest(other) == before
+    assert _tree_digest(run_dir) == source_before
+    fresh = tmp_path / "fresh"  # an empty or new folder is refused too and not created
+    assert main(["--resume", str(run_dir / "last.pt"), "-o", str(fresh), "--epochs", "2"]) == 2
+    _error(capsys)
+    assert not fresh.exists()
+
+
+def test_resume_of_a_moved_run_continues_in_its_new_folder(run_dir, tmp_path, capsys):
+    import shutil
+
+    moved = tmp_path / "moved"
+    shutil.copytree(run_dir, moved)
+    source_before = _tree_digest(run_dir)
+    assert main(["--resume", str(moved / "last.pt"), "--epochs", "2"]) == 0
+    _, ckpt = load_checkpoint(moved / "last.pt")
+    assert ckpt.train_state["progress"]["epoch"] == 2
+    assert json.loads((moved / "metrics.json").read_text())["epochs_done"] == 2
+    assert _tree_digest(run_dir) == source_before
