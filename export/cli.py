@@ -6,21 +6,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from runtime.cli_kernel import (
+    CliInterrupted,
+    Parser,
+    check_input_path,
+    check_output_dir,
+    run_cli,
+)
 from runtime.errors import MtcError
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        print(f"error: {message} (see mtc-export --help)", file=sys.stderr)
-        raise SystemExit(2)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = Parser(
         prog="mtc-export",
         description="Export a checkpoint to verified ONNX, FP16 ONNX "
         "and a TensorRT engine, each with a sidecar the runtime reads.",
@@ -29,6 +29,11 @@ def build_parser() -> argparse.ArgumentParser:
         "checkpoint", help="mtc checkpoint or official YOLOP .pth (an .onnx with --lint-only)"
     )
     p.add_argument("-o", "--output", default="export_out", help="output folder")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an export of the same --name in -o (its old files are removed first)",
+    )
     p.add_argument("--name", help="artifact base name (default: checkpoint file stem)")
     p.add_argument(
         "--imgsz",
@@ -124,6 +129,7 @@ def config_from_args(a: argparse.Namespace):  # -> ExportConfig
     return ExportConfig(
         output_dir=a.output,
         name=a.name,
+        overwrite=a.overwrite,
         imgsz=tuple(a.imgsz) if a.imgsz else None,
         batch=a.batch,
         min_batch=a.min_batch,
@@ -158,13 +164,11 @@ def _lint_only(a: argparse.Namespace) -> int:
 
     path = Path(a.checkpoint)
     if not path.is_file():
-        print(f"error: {path} does not exist (--lint-only takes an .onnx file)", file=sys.stderr)
-        return 2
+        raise MtcError(f"{path} does not exist (--lint-only takes an .onnx file)")
     try:
         rep = lint_onnx(path, a.trt_target or "10.3")
     except Exception as e:  # onnx.load raises DecodeError etc. on a non-ONNX file
-        print(f"error: cannot read {path} as ONNX ({str(e)[:200]})", file=sys.stderr)
-        return 2
+        raise MtcError(f"cannot read {path} as ONNX ({str(e)[:200]})") from None
     out = prepare_output_dir(Path(a.output)) / f"{path.stem}.lint.json"
     atomic_write_text(out, json.dumps(rep.to_dict(), indent=2) + "\n")
     print(rep.format_text())
@@ -185,28 +189,29 @@ def _print_result(result) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as e:  # --help (0) or a usage error already printed (2)
-        return int(e.code or 0)
-    try:
-        if args.lint_only:
-            return _lint_only(args)
-        from export.pipeline import export_model
+    return run_cli(_main, argv, prog="mtc-export")
 
+
+def _main(argv: Sequence[str] | None) -> int:
+    args = build_parser().parse_args(argv)
+    check_output_dir(args.output, "-o")
+    if args.lint_only:
+        return _lint_only(args)
+    check_input_path(args.checkpoint, "checkpoint", "a checkpoint (.pt/.pth)")
+    from export.pipeline import export_model
+
+    try:
         result = export_model(args.checkpoint, config_from_args(args))
     except MtcError as e:
         partial = getattr(e, "result", None)
         if partial is not None and partial.summary:
             _print_result(partial)
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        raise
     except KeyboardInterrupt:
-        print(
-            "error: interrupted; nothing half-written was left in the output folder",
-            file=sys.stderr,
-        )
-        return 130
+        raise CliInterrupted(
+            f"nothing half-written was left in {args.output} (files are renamed into place "
+            "only when complete); run the same command again"
+        ) from None
     _print_result(result)
     return 0
 

@@ -63,6 +63,7 @@ class ExportConfig:
 
     output_dir: str = "export_out"
     name: str | None = None
+    overwrite: bool = False  # replace an export of the same name in output_dir
     imgsz: tuple[int, int] | None = None
     batch: int = 1
     min_batch: int = 1

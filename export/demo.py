@@ -26,6 +26,7 @@ from export.errors import TensorRTUnavailableError
 from export.pipeline import ExportResult, export_model
 from runtime.errors import MtcError
 from runtime.pipeline import RunConfig, run
+from runtime.sources import open_source
 from runtime.spec import DET_CLASSES
 
 
@@ -204,6 +205,7 @@ class _Demo:
         cfg = ExportConfig(
             output_dir=str(self.out / "export"),
             name=name,
+            overwrite=True,  # the demo owns its folder: a re-run replaces its own exports
             imgsz=self.cfg.imgsz,
             batch=1,
             max_batch=max(8, *self.cfg.runtime_batches),
@@ -330,6 +332,8 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> DemoResult:
 
     torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 2) - 1))
     d = _Demo(cfg, log)
+    if cfg.source:  # a wrong --source must fail now, not after synth, train, prune and export
+        open_source(cfg.source).close()
     d.out.mkdir(parents=True, exist_ok=True)
     data = d.stage("data", d.data)
     teacher = d.stage("train teacher", lambda: d.teacher(data))

@@ -6,12 +6,12 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from compressor.cli.common import run_cli
 from export.demo import DemoConfig, run_demo, with_overrides
+from runtime.cli_kernel import Parser, check_input_path, check_output_dir, run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="mtc-demo",
         description="Synthetic (or real, --data) BDD100K -> teacher -> task-aware prune -> "
         "distill -> evaluate -> export (ONNX, FP16 ONNX, engine where TensorRT exists) -> "
@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _main(argv: Sequence[str] | None) -> int:
     a = build_parser().parse_args(argv)
+    check_output_dir(a.out, "--out")
+    if a.data:
+        check_input_path(a.data, "--data", "a BDD100K root")
     overrides = dict(
         out=a.out,
         source=a.source,
@@ -69,7 +72,7 @@ def _main(argv: Sequence[str] | None) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    sys.exit(run_cli(_main, argv))
+    sys.exit(run_cli(_main, argv, prog="mtc-demo"))
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from runtime.cli_kernel import OutputPathError as _OutputPathError
 from runtime.errors import MtcError
 
 
@@ -14,7 +15,7 @@ class ExportConfigError(ExportError):
     """An option value that cannot work (size not divisible by the stride, batch range, ...)."""
 
 
-class OutputPathError(ExportError):
+class OutputPathError(ExportError, _OutputPathError):
     """The output folder cannot be created or written."""
 
 

@@ -23,8 +23,10 @@ from export.config import ExportConfig
 from export.errors import ExportError, LintError, TensorRTUnavailableError
 from export.lint import LintReport
 from export.onnx_export import LoadedModel, ModelFromCheckpoint
+from export.outputs import check_export_folder, remove_stale_exports
 from export.staging import Staging, prepare_output_dir
 from export.summary import SUMMARY_FILE, artifact_record, write_summary
+from runtime.cli_kernel import check_output_dir
 from runtime.errors import MtcError
 from runtime.fileio import atomic_write_text
 
@@ -63,6 +65,13 @@ class _Export:
     def __init__(self, source: str | Path | nn.Module, cfg: ExportConfig):
         self.cfg, self.source = cfg, source
         self._created = not Path(cfg.output_dir).exists()
+        check_output_dir(cfg.output_dir, "-o")
+        self._name = cfg.name or (
+            Path(source).stem
+            if isinstance(source, (str, Path))
+            else str(getattr(source, "model_name", type(source).__name__))
+        )
+        check_export_folder(Path(cfg.output_dir), self._name, cfg.overwrite)
         self.out_dir = prepare_output_dir(Path(cfg.output_dir))
         self.summary: dict[str, Any] = {"config": asdict(cfg), "timings_s": {}}
         self.result = ExportResult(self.out_dir, "")
@@ -150,6 +159,8 @@ class _Export:
             self.summary["runtime_check"] = checks
             scripts = stages.stage_scripts(staging, self.plan, self.cfg, self.fp16 is not None)
             self.summary["engine"] = scripts
+            if self.cfg.overwrite:
+                remove_stale_exports(self.out_dir, self.plan.name)
             for path in staging.commit():
                 self.result.artifacts.append(artifact_record(path))
 

@@ -9,13 +9,21 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import Any
 
-from runtime.errors import MtcError
+from runtime.cli_kernel import (
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    CliInterrupted,
+    Parser,
+    check_output_dir,
+    check_output_file,
+    run_cli,
+)
 
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
+__all__ = ["EXIT_INTERRUPTED", "EXIT_USAGE", "build_parser", "main"]
 DEFAULT_REPORT = "out/latency.json"
 
 
@@ -31,14 +39,8 @@ class CliConfig:
     run: Any = field(default=None)  # runtime.pipeline.RunConfig (imported lazily)
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        print(f"error: {message} (see mtc-run --help)", file=sys.stderr)
-        raise SystemExit(EXIT_USAGE)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="mtc-run", description=__doc__.splitlines()[0].strip("`: "))
+    p = Parser(prog="mtc-run", description=__doc__.splitlines()[0].strip("`: "))
     p.add_argument("artifact", help=".onnx or .engine (its sidecar <artifact>.json beside it)")
     p.add_argument(
         "--source",
@@ -127,23 +129,32 @@ def _format_warning(message: Any, category: Any, *args: Any, **kwargs: Any) -> s
     return f"warning: {message}\n"
 
 
+def check_paths(cfg: CliConfig) -> None:
+    """Every output path is checked before the artifact is loaded: a report that cannot be
+    written must not cost the whole run."""
+    check_output_file(cfg.run.report, "--report")
+    save = cfg.run.save
+    if save:
+        is_video = str(save).lower().endswith((".mp4", ".avi", ".mkv", ".mov"))
+        (check_output_file if is_video else check_output_dir)(save, "--save")
+
+
 def main(argv: list[str] | None = None) -> int:
+    return run_cli(_main, argv, prog="mtc-run")
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     warnings.formatwarning = _format_warning
     from runtime.pipeline import RunInterrupted
 
+    cfg = config_from_args(args)
+    check_paths(cfg)
     try:
-        result = execute(config_from_args(args))
+        result = execute(cfg)
     except RunInterrupted as e:
         _summary(e.result, args.quiet)
-        print("interrupted: partial report written", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except (MtcError, OSError) as e:  # OSError: unwritable --report / --save paths, full disk
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_USAGE
+        raise CliInterrupted(f"partial report written to {cfg.run.report}") from None
     _summary(result, args.quiet)
     return 0
 

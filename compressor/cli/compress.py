@@ -1,6 +1,6 @@
 """`mtc-compress`: task-aware safe pruning + head-agnostic feature distillation of a teacher
 checkpoint; writes the student checkpoint and a teacher-vs-student report. Every flag is a
-CompressConfig / PruneConfig / DistillConfig field; defaults live in the dataclasses.
+CompressConfig / PruneConfig / DistillConfig field; --help shows those dataclasses' defaults.
 
     mtc-compress --teacher out/teacher/best.pt --data data/synth --ratio 0.4 \\
         --importance tci+gcp --kd --epochs 10 --calib-batches 8 --imgsz 192 320 -o out/compress
@@ -9,15 +9,17 @@ CompressConfig / PruneConfig / DistillConfig field; defaults live in the datacla
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Sequence
 
-from compressor.cli.common import parse_pair, run_cli
+from compressor.cli.common import Parser, parse_pair, run_cli
 from compressor.compress import CompressConfig, compress
 from compressor.distill import FEATURE_LOSSES, DistillConfig
 from compressor.distill.config import ADAPTER_INITS
 from compressor.pruning import PruneConfig
 from compressor.pruning.config import AGGREGATES, CONFLICT_MODES, NORMALIZERS, RESCALES, TARGETS
+from runtime.cli_kernel import check_input_path, check_output_dir, default_help
 from runtime.errors import MtcError
 
 S = argparse.SUPPRESS
@@ -92,14 +94,23 @@ FLAGS: list[tuple[str, str, dict]] = [
 ]
 
 
+def _field_default(dest: str) -> object:
+    head, _, leaf = dest.partition(".")
+    if leaf:
+        nested = {"prune": PruneConfig, "distill": DistillConfig}[head]()
+        return getattr(nested, leaf)
+    f = CompressConfig.__dataclass_fields__[dest]
+    return None if f.default is dataclasses.MISSING else f.default
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="mtc-compress",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = Parser(prog="mtc-compress", description=__doc__.split("\n\n")[0])
     for flag, dest, opts in FLAGS:
         names = [flag, "--out"] if flag == "-o" else [flag]
+        if "metavar" not in opts and opts.get("action") not in ("store_true", BOOL):
+            # the user sees RATIO, not the internal PRUNE__RATIO
+            opts = {**opts, "metavar": dest.rpartition(".")[2].upper()}
+        opts = {**opts, "help": default_help(opts.get("help"), _field_default(dest))}
         p.add_argument(*names, dest=dest.replace(".", "__"), default=S, **opts)
     return p
 
@@ -138,11 +149,14 @@ def config_from_args(args: argparse.Namespace) -> CompressConfig:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_cli(_main, argv)
+    return run_cli(_main, argv, prog="mtc-compress")
 
 
 def _main(argv: Sequence[str] | None) -> int:
     cfg = config_from_args(build_parser().parse_args(argv))
+    check_input_path(cfg.teacher, "--teacher", "a teacher checkpoint (.pt)")
+    check_input_path(cfg.data, "--data", "a data set root")
+    check_output_dir(cfg.out, "-o")
     result = compress(cfg)
     r = result.report
     if not r:  # a non-zero rank under torchrun: rank 0 reports

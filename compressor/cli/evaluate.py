@@ -11,17 +11,18 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from compressor.cli.common import parse_pair, run_cli
+from compressor.cli.common import Parser, parse_pair, run_cli
 from compressor.train.config import DET_MODES, LANE_LABELS, SEG_MODES
 from compressor.train.eval_checkpoint import EvalJob, evaluate_checkpoint, write_eval_report
 from compressor.train.evaluate import EvalConfig
 from compressor.train.report import eval_text
+from runtime.cli_kernel import check_input_path, check_output_file, default_help
 
 S = argparse.SUPPRESS
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mtc-eval", description=__doc__.split("\n\n")[0])
+    p = Parser(prog="mtc-eval", description=__doc__.split("\n\n")[0])
     p.add_argument("checkpoint", help="checkpoint (.pt) written by mtc-train / mtc-compress")
     p.add_argument("--data", required=True, help="data set root (YOLOP or BDD100K layout)")
     p.add_argument("--split", default=S)
@@ -55,7 +56,17 @@ def build_parser() -> argparse.ArgumentParser:
         default=S,
         help="report JSON (default: <checkpoint>.eval.json); the Markdown report goes beside it",
     )
+    _show_defaults(p)
     return p
+
+
+def _show_defaults(p: argparse.ArgumentParser) -> None:
+    """--help shows the EvalJob / EvalConfig defaults (the parser's own are SUPPRESS)."""
+    job, ecfg = EvalJob.__dataclass_fields__, EvalConfig.__dataclass_fields__
+    for action in p._actions:
+        field = job.get(action.dest) or ecfg.get(action.dest)
+        if field is not None and action.dest != "imgsz" and action.default is S:
+            action.help = default_help(action.help, field.default)
 
 
 def job_from_args(args: argparse.Namespace) -> tuple[EvalJob, Path]:
@@ -71,11 +82,14 @@ def job_from_args(args: argparse.Namespace) -> tuple[EvalJob, Path]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_cli(_main, argv)
+    return run_cli(_main, argv, prog="mtc-eval")
 
 
 def _main(argv: Sequence[str] | None) -> int:
     job, out = job_from_args(build_parser().parse_args(argv))
+    check_input_path(job.checkpoint, "checkpoint", "a checkpoint (.pt)")
+    check_input_path(job.data, "--data", "a data set root")
+    check_output_file(out, "--out")
     report = evaluate_checkpoint(job)
     json_path, md_path = write_eval_report(report, out, f"Evaluation of {job.checkpoint}")
     print(eval_text(report))

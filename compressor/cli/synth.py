@@ -8,23 +8,15 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
 
-from runtime.errors import MtcError
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports a bad flag as one `error:` line (exit 2), without the usage dump."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+from runtime.cli_kernel import Parser, check_output_dir, run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
     from compressor.data.synth import SynthConfig
 
     d = SynthConfig.__dataclass_fields__
-    p = _Parser(
+    p = Parser(
         prog="mtc-synth",
         description="Generate a seeded synthetic driving data set (images, BDD label JSON, "
         "drivable and lane masks) in YOLOP's BDD100K folder layout.",
@@ -65,27 +57,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    return run_cli(_main, argv, prog="mtc-synth")
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     from compressor.data.synth import SynthConfig, generate
 
-    try:
-        cfg = SynthConfig(
-            out=args.out,
-            n_train=args.n_train,
-            n_val=args.n_val,
-            width=args.width,
-            height=args.height,
-            seed=args.seed,
-            lane_width_wide=args.lane_width_wide,
-            lane_width_thin=args.lane_width_thin,
-            jpeg_quality=args.jpeg_quality,
-            workers=args.workers,
-            overwrite=args.overwrite,
-        )
-        report = generate(cfg, progress=not args.no_progress)
-    except MtcError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    check_output_dir(args.out, "--out")
+    cfg = SynthConfig(
+        out=args.out,
+        n_train=args.n_train,
+        n_val=args.n_val,
+        width=args.width,
+        height=args.height,
+        seed=args.seed,
+        lane_width_wide=args.lane_width_wide,
+        lane_width_thin=args.lane_width_thin,
+        jpeg_quality=args.jpeg_quality,
+        workers=args.workers,
+        overwrite=args.overwrite,
+    )
+    report = generate(cfg, progress=not args.no_progress)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
         return 0

@@ -1,5 +1,5 @@
 """`mtc-train`: train a multi-task model (alone or under torchrun). Every flag is a TrainConfig
-(or LossConfig) field; defaults live in the dataclasses, not here.
+(or LossConfig) field; the defaults shown by --help come from those dataclasses.
 
     mtc-train --data DIR --model yolop --width 0.25 --depth 0.33 --imgsz 192 320 --epochs 20 \\
         --batch 8 -o out/teacher
@@ -12,8 +12,9 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
-from compressor.cli.common import run_cli
+from compressor.cli.common import CliInterrupted, Parser, run_cli
 from compressor.train import TrainConfig, resume_config, train
 from compressor.train.config import (
     BEST_METRICS,
@@ -24,6 +25,7 @@ from compressor.train.config import (
     SEG_MODES,
 )
 from compressor.train.report import eval_text
+from runtime.cli_kernel import check_input_path, check_output_dir, default_help
 
 S = argparse.SUPPRESS  # only flags the user gave reach the config: defaults stay in one place
 
@@ -89,16 +91,21 @@ FLAGS: list[tuple[str, str, dict]] = [
 ]
 
 
+def _field_default(dest: str) -> object:
+    fields = TrainConfig.__dataclass_fields__
+    if dest.startswith("loss."):
+        loss = fields["loss"].default_factory()  # type: ignore[misc]
+        return getattr(loss, dest.split(".", 1)[1])
+    return fields[dest].default
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="mtc-train",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = Parser(prog="mtc-train", description=__doc__.split("\n\n")[0])
     for flag, dest, opts in FLAGS:
         names = [flag, "--out"] if flag == "-o" else [flag]
         if "type" in opts and "metavar" not in opts:
             opts = {**opts, "metavar": dest.split(".")[-1].upper()}
+        opts = {**opts, "help": default_help(opts.get("help"), _field_default(dest))}
         p.add_argument(*names, dest=dest.replace(".", "__"), default=S, **opts)
     return p
 
@@ -118,13 +125,49 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_cli(_main, argv)
+    return run_cli(_main, argv, prog="mtc-train")
+
+
+def _check_paths(args: argparse.Namespace) -> None:
+    """Inputs exist and the output folder can be written, before a checkpoint is read."""
+    for flag, dest, what in (
+        ("--resume", "resume", "the last.pt of a run"),
+        ("--init", "init", "a checkpoint (.pt)"),
+        ("--data", "data", "a data set root"),
+    ):
+        if getattr(args, dest, None):
+            check_input_path(getattr(args, dest), flag, what)
+    if getattr(args, "out", None):
+        check_output_dir(args.out, "-o")
+
+
+def interrupted_text(out: str | Path) -> str:
+    """What an interrupted run kept and the command that continues it."""
+    last = Path(out) / "last.pt"
+    if last.is_file():
+        return f"kept {last}; continue with: mtc-train --resume {last}"
+    return (
+        f"no checkpoint was written yet in {out} (last.pt is saved after each epoch, or every "
+        "--save-every steps); run the same command again to start over"
+    )
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    cfg = config_from_args(build_parser().parse_args(argv))
-    result = train(cfg)
+    args = build_parser().parse_args(argv)
+    _check_paths(args)
+    cfg = config_from_args(args)
+    try:
+        result = train(cfg)
+    except KeyboardInterrupt:
+        raise CliInterrupted(interrupted_text(cfg.out)) from None
     if result.rank != 0:
+        return 0
+    if result.already_finished:
+        print(
+            f"nothing to do: the run in {result.out_dir} already finished its {result.epochs_done}"
+            f" epochs; best: {result.best or 'not saved (no validation ran)'}; to train longer "
+            f"resume with a larger --epochs"
+        )
         return 0
     if result.metrics is not None:
         print(eval_text(result.metrics))

@@ -42,6 +42,7 @@ from compressor.train.state import (
     restore_train_state,
     seed_everything,
 )
+from runtime.cli_kernel import remove_empty_dir
 from runtime.errors import MtcError
 
 LossFn = Callable[[dict, dict], dict[str, torch.Tensor]]
@@ -64,6 +65,7 @@ class TrainResult:
     model: nn.Module | None = None  # the trained model (raw weights), unwrapped
     deploy_model: nn.Module | None = None  # what checkpoints hold: the EMA model when EMA is on
     rank: int = 0  # under DDP every rank returns; only rank 0 should print
+    already_finished: bool = False  # a resume of a run that had done all its epochs
 
 
 def train(
@@ -77,14 +79,29 @@ def train(
     (default: YolopLoss with cfg.loss). `init_checkpoint_fields` (e.g. the pruning record) go
     into every checkpoint written, so `load_checkpoint` rebuilds a pruned model."""
     ctx = init_distributed(cfg.device)
+    existed = Path(cfg.out).exists()
     try:
         trainer = Trainer(cfg, ctx, model, loss_fn, extension, init_checkpoint_fields)
         try:
             return trainer.run()
         finally:
             trainer.close()
+    except BaseException:
+        if ctx.is_main:
+            remove_empty_dir(cfg.out, existed)  # a failed first epoch leaves no empty folder
+        raise
     finally:
         cleanup(ctx)
+
+
+# What a training run writes into its folder; --overwrite removes these (and only these).
+RUN_FILES = ("last.pt", "best.pt", "metrics.json", "metrics.md")
+
+
+def remove_stale_run_files(out: Path) -> None:
+    """--overwrite: drop the previous run's files so none of them is taken for the new run's."""
+    for name in RUN_FILES:
+        (out / name).unlink(missing_ok=True)
 
 
 class Trainer:
@@ -131,6 +148,8 @@ class Trainer:
         self.report: dict | None = None
         self.last: Path | None = Path(cfg.resume) if cfg.resume else None
         self.best: Path | None = None
+        if cfg.resume and (self.out / "best.pt").is_file():
+            self.best = self.out / "best.pt"
 
     @property
     def deploy_model(self) -> nn.Module:
@@ -140,11 +159,14 @@ class Trainer:
         cfg, p = self.cfg, self.progress
         if self.ctx.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
+            if cfg.overwrite and not cfg.resume:
+                remove_stale_run_files(self.out)
         end = (
             cfg.epochs
             if cfg.stop_after_epochs is None
             else min(cfg.epochs, p.epoch + cfg.stop_after_epochs)
         )
+        finished = bool(cfg.resume) and p.epoch >= cfg.epochs
         while p.epoch < end:
             losses, seconds = self._train_epoch()
             self._end_epoch(losses, seconds)
@@ -161,6 +183,7 @@ class Trainer:
             self.model,
             self.deploy_model,
             self.ctx.rank,
+            finished,
         )
 
     def close(self) -> None:

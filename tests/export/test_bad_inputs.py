@@ -67,8 +67,8 @@ def test_unwritable_output_path(tiny_ckpt, tmp_path, capsys):
     blocker.write_text("x")
     rc, _, err = _run(capsys, tiny_ckpt, "-o", blocker / "out")
     line = _one_error_line(err)
-    assert rc == 2 and f"cannot create output folder {blocker / 'out'}" in line
-    assert "pass a writable -o DIR" in line
+    assert rc == 2 and f"{blocker / 'out'} cannot be created: {blocker} is a file" in line
+    assert "choose another path" in line
 
 
 def test_lint_only_on_a_crafted_onnx(tmp_path, capsys):
