@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from runtime.errors import MtcError
+from runtime.image_read import ImageDecodeError, read_image
 
 FrameId = int | str
 Frame = tuple[FrameId, np.ndarray]
@@ -283,10 +284,11 @@ class ImageFilesSource(Source):
 
     def _frames(self) -> Iterator[Frame]:
         for path in self._paths:
-            img = cv2.imread(path, cv2.IMREAD_COLOR)
-            if img is None:
+            try:  # a truncated JPEG/PNG is skipped too, not run as a half-grey frame
+                img = read_image(path, cv2.IMREAD_COLOR)
+            except ImageDecodeError as e:
                 self.frames_skipped += 1
-                warnings.warn(f"skipping unreadable image {path}", FrameFormatWarning, stacklevel=2)
+                warnings.warn(f"skipping {e}", FrameFormatWarning, stacklevel=2)
                 continue
             yield Path(path).name, img
         self.stop_reason = "end of images"

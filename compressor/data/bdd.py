@@ -26,30 +26,34 @@ from compressor.data.errors import (
 )
 from compressor.data.layouts import LayoutReader, SampleRecord, resolve_layout
 from runtime.boxes import xyxy_to_xywh
+from runtime.cli_kernel import one_line
+from runtime.errors import MtcError
 from runtime.geometry import (
     boxes_to_letterbox,
     letterbox_image,
     letterbox_mask,
     letterbox_params,
 )
+from runtime.image_read import ImageDecodeError, read_image
 from runtime.spec import IMAGENET_MEAN, IMAGENET_STD
 
 
+def _read(path: Path, flags: int, what: str) -> np.ndarray:
+    """Decode with the truncation check (a cut-off JPEG/PNG is an error, not a grey image)."""
+    try:
+        return read_image(path, flags)
+    except ImageDecodeError as e:
+        raise ImageReadError(f"{what} {e}") from None
+
+
 def read_image_rgb(path: Path) -> np.ndarray:
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if img is None:
-        raise ImageReadError(
-            f"{path}: OpenCV cannot decode this image (corrupt or not an image); "
-            f"re-download or delete it"
-        )
+    img = _read(path, cv2.IMREAD_COLOR, "image")
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
 def read_mask(path: Path, image_hw: tuple[int, int]) -> np.ndarray:
     """Raw mask values as one 2-D array (colour masks reduced by max over channels)."""
-    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if raw is None:
-        raise ImageReadError(f"{path}: OpenCV cannot decode this mask PNG (corrupt?)")
+    raw = _read(path, cv2.IMREAD_UNCHANGED, "mask")
     if raw.ndim == 3:
         raw = raw.max(axis=2)
     if raw.shape[:2] != tuple(image_hw):
@@ -192,7 +196,7 @@ def make_loader(
             "make_loader got shuffle=True and a sampler; pass shuffle to the sampler "
             "(e.g. DistributedSampler(ds, shuffle=True)) and shuffle=False here"
         )
-    return DataLoader(
+    return _NamedErrorLoader(
         dataset,
         batch_size=batch_size,
         shuffle=shuffle,
@@ -202,3 +206,26 @@ def make_loader(
         drop_last=drop_last,
         generator=torch.Generator().manual_seed(seed),
     )
+
+
+class _NamedErrorLoader(DataLoader):
+    """A DataLoader whose worker errors reach the caller as the worker raised them: torch
+    re-raises an error from a worker process with the worker's whole traceback as its message;
+    an MtcError (a bad image, a label) is re-raised here with its own one-line message."""
+
+    def __iter__(self) -> Any:
+        return _reraise_named(super().__iter__())
+
+
+def _reraise_named(it: Any) -> Any:
+    while True:
+        try:
+            batch = next(it)
+        except StopIteration:
+            return
+        except MtcError as e:
+            text = str(e)
+            if "Original Traceback" not in text:
+                raise
+            raise type(e)(one_line(text)) from None
+        yield batch

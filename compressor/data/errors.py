@@ -4,6 +4,7 @@ so a bad sample among 70k is found without a debugger."""
 from __future__ import annotations
 
 from runtime.errors import MtcError
+from runtime.image_read import ImageDecodeError
 
 
 class DatasetNotFoundError(MtcError):
@@ -14,8 +15,8 @@ class LabelError(MtcError):
     """A label file is missing or malformed (bad JSON, missing key, bad box)."""
 
 
-class ImageReadError(MtcError):
-    """An image (or mask) file exists but OpenCV cannot decode it."""
+class ImageReadError(ImageDecodeError):
+    """An image (or mask) file exists but cannot be decoded, or is truncated."""
 
 
 class MaskSizeError(MtcError):
