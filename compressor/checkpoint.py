@@ -11,6 +11,8 @@ import hashlib
 import os
 import tempfile
 import time
+import warnings
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ from torch import nn
 from compressor.models import build_model
 from compressor.models.reshape import ShapeMismatchError, resize_to_state_dict
 from runtime.errors import MtcError
+from runtime.fileio import normal_permissions, remove_stale_temps
 from runtime.spec import DEFAULT_INPUT_HW, DET_CLASSES, IMAGENET_MEAN, IMAGENET_STD, TASKS
 
 FORMAT = "mtc-checkpoint"
@@ -86,12 +89,14 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     half-written checkpoint under the final name."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(path, ".tmp")  # a save cut off by SIGKILL left its temp file
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
+        normal_permissions(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -116,20 +121,76 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, **fields: Any) ->
     return ckpt
 
 
+_EXPECTED = (
+    "expected a checkpoint written by mtc (mtc-train / mtc-compress) or an official YOLOP .pth"
+)
+
+
+def _what_file(path: Path, head: bytes) -> str | None:
+    """What a file that torch cannot load looks like, from its first bytes (None: unknown)."""
+    if not head:
+        return "an empty file"
+    if path.suffix.lower() == ".onnx" or (head[:1] == b"\x08" and b"\x12" in head[2:4]):
+        return "an ONNX model (pass it to mtc-run, or export from the .pt it came from)"
+    if path.suffix.lower() in (".engine", ".plan", ".trt"):
+        return "a TensorRT engine"
+    if head.startswith((b"\xff\xd8", b"\x89PNG")):
+        return "an image"
+    if head.lstrip()[:1] in (b"{", b"["):
+        return "a JSON/text file"
+    if head.startswith(b"PK\x03\x04"):
+        if zipfile.is_zipfile(path):
+            return (
+                "a PyTorch file holding Python objects other than tensors and plain data "
+                "(not written by mtc)"
+            )
+        return (
+            "a truncated or damaged PyTorch checkpoint (its zip archive is incomplete: "
+            "was the save or the copy cut off?)"
+        )
+    if head[:1] == b"\x80":
+        return "a Python pickle that is not a checkpoint mtc can load safely"
+    return None
+
+
+def _torch_reason(e: Exception) -> str:
+    """torch's own reason, one complete sentence; its advice to load with weights_only=False
+    is dropped (unsafe for a file of unknown origin, and not what this file needs)."""
+    text = " ".join(str(e).split()) or type(e).__name__
+    if "weights_only" in text or "Weights only load failed" in text:
+        return "unrecognised content"
+    first = text.split(". ")[0].rstrip(".")
+    return first if len(first) <= 160 else type(e).__name__
+
+
 def _read(path: Path, map_location: str | torch.device) -> Any:
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist (expected a .pt file)")
+        what = "is a folder" if path.is_dir() else "does not exist"
+        raise CheckpointError(f"checkpoint {path} {what}; {_EXPECTED}")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about foreign pickles before failing
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises many types for corrupt/foreign files
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(
-            f"{path} is not a readable checkpoint ({first[:200]}); expected a file written by "
-            "mtc (save_checkpoint / mtc-train) or an official YOLOP End-to-end.pth"
-        ) from None
+        with open(path, "rb") as f:
+            head = f.read(16)
+        what = _what_file(path, head)
+        if what is None:
+            what = f"not a PyTorch checkpoint ({_torch_reason(e)})"
+        raise CheckpointError(f"{path} is {what}; {_EXPECTED}") from None
 
 
 def _parse(payload: Any, path: Path) -> Checkpoint:
+    try:
+        return _parse_payload(payload, path)
+    except (KeyError, TypeError, AttributeError, ValueError) as e:
+        raise CheckpointError(
+            f"{path} is a damaged mtc checkpoint (field {e} missing or of the wrong type); "
+            f"{_EXPECTED}"
+        ) from None
+
+
+def _parse_payload(payload: Any, path: Path) -> Checkpoint:
     if isinstance(payload, dict) and payload.get("format") == FORMAT:
         if payload.get("format_version") != FORMAT_VERSION:
             raise CheckpointError(
@@ -137,6 +198,12 @@ def _parse(payload: Any, path: Path) -> Checkpoint:
                 f"supported (this mtc reads version {FORMAT_VERSION})"
             )
         model = payload["model"]
+        if not (
+            isinstance(model["name"], str)
+            and isinstance(model["config"], dict)
+            and isinstance(payload["state_dict"], dict)
+        ):
+            raise TypeError("model.name / model.config / state_dict")
         keep = (
             "pruning",
             "preprocess",
@@ -160,7 +227,7 @@ def _parse(payload: Any, path: Path) -> Checkpoint:
             sd,
             provenance={"source": "hustvl/YOLOP official checkpoint"},
         )
-    keys = sorted(payload)[:6] if isinstance(payload, dict) else type(payload).__name__
+    keys = sorted(map(str, payload))[:6] if isinstance(payload, dict) else type(payload).__name__
     raise CheckpointError(
         f"{path} is not an mtc or YOLOP checkpoint (top-level keys: {keys}); expected "
         f"format={FORMAT!r} or an official YOLOP file with a 'state_dict'"

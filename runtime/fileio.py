@@ -7,9 +7,11 @@ renamed over the final name, so a crash or Ctrl-C never leaves a half-written fi
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,6 +34,35 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def remove_stale_temps(
+    final: str | os.PathLike[str], suffix: str, min_age_s: float = 60.0
+) -> list[Path]:
+    """Delete temporary files of our own naming (`.<name>.<8 chars><suffix>`, what mkstemp
+    makes for `final`) left by a killed run. Only files untouched for `min_age_s`: a live
+    writer keeps its temp file's mtime fresh."""
+    final = Path(final)
+    removed: list[Path] = []
+    if not final.parent.is_dir():
+        return removed
+    now = time.time()
+    for p in final.parent.glob(f".{glob.escape(final.name)}.*{glob.escape(suffix)}"):
+        middle = p.name[len(final.name) + 2 : len(p.name) - len(suffix)]
+        if len(middle) != 8 or not all(c.isalnum() or c == "_" for c in middle):
+            continue
+        try:
+            if p.is_file() and now - p.stat().st_mtime >= min_age_s:
+                p.unlink()
+                removed.append(p)
+        except OSError:
+            continue
+    return removed
+
+
+def normal_permissions(path: str | os.PathLike[str]) -> None:
+    """mkstemp creates 0600; a finished file gets what the umask allows, like open() would."""
+    os.chmod(path, 0o666 & ~_umask())
 
 
 def _umask() -> int:

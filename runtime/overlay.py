@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from runtime.errors import MtcError
-from runtime.fileio import atomic_write_bytes
+from runtime.fileio import atomic_write_bytes, normal_permissions, remove_stale_temps
 from runtime.postprocess import FrameResult
 from runtime.sources import FrameId
 
@@ -105,6 +105,7 @@ class Mp4Sink(OverlaySink):
     def __init__(self, path: Path, fps: float) -> None:
         super().__init__(path, fps)
         path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(path, ".mp4")  # left by a run that was killed (SIGKILL) mid-video
         self._writer: cv2.VideoWriter | None = None
         self._size: tuple[int, int] = (0, 0)
         self._tmp = ""
@@ -130,6 +131,7 @@ class Mp4Sink(OverlaySink):
         if self._writer is not None:
             self._writer.release()
             self._writer = None
+            normal_permissions(self._tmp)
             os.replace(self._tmp, self.path)
 
 

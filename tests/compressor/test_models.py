@@ -105,7 +105,7 @@ def test_checkpoint_roundtrip_and_errors(tmp_path):
     assert ckpt.metrics == {"map50": 0.5} and len(ckpt.sha256) == 64
     assert not list(tmp_path.glob(".*tmp"))  # no temp file left behind
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match="bad.pt is not a readable checkpoint"):
+    with pytest.raises(CheckpointError, match="bad.pt is not a PyTorch checkpoint"):
         load_checkpoint(tmp_path / "bad.pt")
     torch.save({"hello": 1}, tmp_path / "foreign.pt")
     with pytest.raises(CheckpointError, match="not an mtc or YOLOP checkpoint"):

@@ -89,7 +89,7 @@ def test_corrupt_or_foreign_checkpoints_are_one_line_errors(
     junk.write_bytes(b"not a checkpoint at all")
     base = ["--data", str(synth_dataset), "-o", str(tmp_path / "o"), "--epochs", "1", *ARGS]
     assert main([*base, "--init", str(junk)]) == 2
-    assert "not a readable checkpoint" in _error(capsys)
+    assert "is not a PyTorch checkpoint" in _error(capsys)
     assert main(["--resume", str(run_dir / "best.pt")]) == 2
     assert "no training state" in _error(capsys)
     assert main(["--resume", str(run_dir / "last.pt"), "--lr", "0.5"]) == 2

@@ -24,7 +24,7 @@ def test_corrupt_checkpoint(tmp_path, capsys):
     bad = tmp_path / "broken.pt"
     bad.write_bytes(b"\x80\x04not really a pickle")
     rc, out, err = _run(capsys, bad, "-o", tmp_path / "out")
-    assert rc == 2 and "is not a readable checkpoint" in _one_error_line(err)
+    assert rc == 2 and "is a Python pickle that is not a checkpoint" in _one_error_line(err)
     assert not (tmp_path / "out").exists()
 
 
