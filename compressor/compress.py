@@ -16,6 +16,13 @@ import torch
 from torch import nn
 
 from compressor.checkpoint import default_preprocess, load_checkpoint, save_checkpoint
+from compressor.compress_resume import (
+    check_out_folder,
+    remove_run_files,
+    resume_pruned,
+    resume_train_config,
+    save_state,
+)
 from compressor.data import BddDataset, DataConfig, make_loader
 from compressor.distill import DistillConfig, distill
 from compressor.distill.taps import tap_modules
@@ -82,6 +89,7 @@ class CompressConfig:
     device: str = "auto"
     seed: int = 0
     overwrite: bool = False
+    resume: bool = False  # continue the killed run in `out` from its train/last.pt
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -127,11 +135,7 @@ class CompressResult:
 
 def _check_out(cfg: CompressConfig) -> Path:
     out = Path(cfg.out)
-    if (out / "student.pt").exists() and not cfg.overwrite:
-        raise CompressConfigError(
-            f"{out} already holds a compression run ({out / 'student.pt'}); choose another -o or "
-            "pass --overwrite"
-        )
+    check_out_folder(out, cfg.resume, cfg.overwrite)
     return out
 
 
@@ -185,7 +189,7 @@ def _finetune_between_steps(cfg: CompressConfig, hw, out: Path):
 def _train_student(cfg, dcfg, hw, teacher, student, record, out: Path) -> tuple[nn.Module, dict]:
     if cfg.epochs == 0:
         return student, {"trained": False}
-    tcfg = finetune_config(cfg, hw, out / "train", cfg.epochs)
+    tcfg = resume_train_config(finetune_config(cfg, hw, out / "train", cfg.epochs), out, cfg.resume)
     fields = {"pruning": record}
     if cfg.kd:
         res = distill(teacher, student, None, dcfg, train_cfg=tcfg, init_checkpoint_fields=fields)
@@ -210,16 +214,21 @@ def compress(cfg: CompressConfig) -> CompressResult:
     loss_fn = YolopLoss.for_model(teacher)
     flops_hw = tuple(cfg.prune.flops_input_hw or hw)
     pcfg = replace(cfg.prune, flops_input_hw=flops_hw)
-    pruned = prune(
-        student,
-        loss_fn,
-        calib_loader,
-        pcfg,
-        protected=protected,
-        finetune=_finetune_between_steps(cfg, hw, out),
-        progress=cfg.progress,
-        example_inputs=torch.zeros(1, 3, *hw),
-    )
+    if cfg.resume:
+        pruned = resume_pruned(out, cfg.to_dict())
+        student = pruned.model
+    else:
+        pruned = prune(
+            student,
+            loss_fn,
+            calib_loader,
+            pcfg,
+            protected=protected,
+            finetune=_finetune_between_steps(cfg, hw, out),
+            progress=cfg.progress,
+            example_inputs=torch.zeros(1, 3, *hw),
+        )
+        _start_run_folder(cfg, out, pruned)
     t_prune = time.perf_counter() - t0
     student, train_info = _train_student(cfg, dcfg, hw, teacher, student, pruned.record, out)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 evaluates and writes
@@ -234,6 +243,17 @@ def compress(cfg: CompressConfig) -> CompressResult:
     report["timings_s"] = {"prune": round(t_prune, 2), "total": round(time.perf_counter() - t0, 2)}
     paths = _write_report(out, report, pruned.report)
     return CompressResult(student, ckpt_path, report, {"checkpoint": ckpt_path, **paths})
+
+
+def _start_run_folder(cfg: CompressConfig, out: Path, pruned) -> None:
+    """After pruning succeeded: --overwrite drops the old run's files, and the state a
+    --resume needs is written (only rank 0 writes)."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.overwrite:
+        remove_run_files(out)
+    save_state(out, cfg.to_dict(), pruned.report)
 
 
 def _save_student(cfg, out: Path, student, record: dict, metrics: dict, hw, tckpt) -> Path:

@@ -12,8 +12,9 @@ import argparse
 import dataclasses
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
-from compressor.cli.common import Parser, parse_pair, run_cli
+from compressor.cli.common import CliInterrupted, Parser, parse_pair, run_cli
 from compressor.compress import CompressConfig, compress
 from compressor.distill import FEATURE_LOSSES, DistillConfig
 from compressor.distill.config import ADAPTER_INITS
@@ -89,7 +90,12 @@ FLAGS: list[tuple[str, str, dict]] = [
     ("--workers", "workers", {"type": int}),
     ("--device", "device", {"help": "auto, cpu, cuda, cuda:N"}),
     ("--seed", "seed", {"type": int}),
-    ("--overwrite", "overwrite", {"action": "store_true"}),
+    ("--overwrite", "overwrite", {"action": "store_true", "help": "start over in a used -o"}),
+    (
+        "--resume",
+        "resume",
+        {"action": "store_true", "help": "continue the killed run in -o from its train/last.pt"},
+    ),
     ("--progress", "progress", {"action": BOOL}),
 ]
 
@@ -148,6 +154,15 @@ def config_from_args(args: argparse.Namespace) -> CompressConfig:
     return CompressConfig(prune=PruneConfig(**p), distill=DistillConfig(**nested["distill"]), **top)
 
 
+def interrupted_text(out: str) -> str:
+    last = Path(out) / "train" / "last.pt"
+    if last.is_file():
+        return f"kept {last}; continue with the same command plus --resume"
+    return (
+        f"no training state was saved yet in {out}; start over: the same command plus --overwrite"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     return run_cli(_main, argv, prog="mtc-compress")
 
@@ -157,7 +172,10 @@ def _main(argv: Sequence[str] | None) -> int:
     check_input_path(cfg.teacher, "--teacher", "a teacher checkpoint (.pt)")
     check_input_path(cfg.data, "--data", "a data set root")
     check_output_dir(cfg.out, "-o")
-    result = compress(cfg)
+    try:
+        result = compress(cfg)
+    except KeyboardInterrupt:
+        raise CliInterrupted(interrupted_text(cfg.out)) from None
     r = result.report
     if not r:  # a non-zero rank under torchrun: rank 0 reports
         return 0
