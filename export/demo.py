@@ -66,6 +66,7 @@ class DemoConfig:
     # data-loader worker made training steps ~20x slower (measured), one thread does not.
     threads: int | None = None
     progress: bool = True
+    overwrite: bool = False  # re-run into an --out that holds a previous demo run
 
     def __post_init__(self) -> None:
         problems = [
@@ -168,6 +169,7 @@ class _Demo:
                 device=c.device,
                 workers=c.workers,
                 progress=c.progress,
+                overwrite=c.overwrite,
             )
         )
         best = res.best or res.last
@@ -334,6 +336,7 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> DemoResult:
     d = _Demo(cfg, log)
     if cfg.source:  # a wrong --source must fail now, not after synth, train, prune and export
         open_source(cfg.source).close()
+    _check_previous_run(Path(cfg.out), cfg.overwrite)
     d.out.mkdir(parents=True, exist_ok=True)
     data = d.stage("data", d.data)
     teacher = d.stage("train teacher", lambda: d.teacher(data))
@@ -403,6 +406,19 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> DemoResult:
     md, js = write_report(d.out, payload)
     log(f"\nreport: {md}")
     return DemoResult(d.out, md, js, payload)
+
+
+# Files that show an --out holds a demo run (the synthetic data set alone is reused freely).
+_RUN_MARKERS = ("teacher/last.pt", "student/student.pt", "report.json")
+
+
+def _check_previous_run(out: Path, overwrite: bool) -> None:
+    found = next((out / m for m in _RUN_MARKERS if (out / m).is_file()), None)
+    if found is not None and not overwrite:
+        raise DemoConfigError(
+            f"--out {out} already holds a demo run ({found}); pass --overwrite to run it again "
+            "there (a synthetic data set in it is reused), or choose another --out"
+        )
 
 
 def with_overrides(cfg: DemoConfig, **kw: Any) -> DemoConfig:

@@ -7,7 +7,13 @@ import sys
 from collections.abc import Sequence
 
 from export.demo import DemoConfig, run_demo, with_overrides
-from runtime.cli_kernel import Parser, check_input_path, check_output_dir, run_cli
+from runtime.cli_kernel import (
+    CliInterrupted,
+    Parser,
+    check_input_path,
+    check_output_dir,
+    run_cli,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,6 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="auto|cpu|cuda|cuda:N")
     p.add_argument("--seed", type=int)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="run again into an --out that holds a previous demo run (its data set is reused)",
+    )
     return p
 
 
@@ -64,9 +75,16 @@ def _main(argv: Sequence[str] | None) -> int:
         seed=a.seed,
         kd=False if a.no_kd else None,
         progress=False if a.quiet else None,
+        overwrite=True if a.overwrite else None,
     )
     base = DemoConfig.real(a.data) if a.data else DemoConfig()
-    result = run_demo(with_overrides(base, **overrides))
+    try:
+        result = run_demo(with_overrides(base, **overrides))
+    except KeyboardInterrupt:
+        raise CliInterrupted(
+            f"finished stages are kept in {a.out}; run again with --overwrite (a synthetic "
+            "data set there is reused)"
+        ) from None
     print(f"done: {result.report_md}")
     return 0
 

@@ -62,7 +62,21 @@ def draw_overlay(
             1,
             cv2.LINE_AA,
         )
+    note = hidden_boxes_note(result, st.min_score)
+    if note:  # an overlay without boxes must not look like a broken pipeline
+        cv2.putText(out, note, (6, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 255), 1, cv2.LINE_AA)
     return out
+
+
+def hidden_boxes_note(result: FrameResult, min_score: float) -> str | None:
+    """'N boxes, all below the overlay threshold' when boxes exist but none is drawn."""
+    scores = np.asarray(result.scores, dtype=np.float64).reshape(-1)
+    if scores.size == 0 or (scores >= min_score).any():
+        return None
+    return (
+        f"{scores.size} boxes, all below overlay threshold {min_score:.2f} "
+        f"(best {scores.max():.2f})"
+    )
 
 
 class OverlaySink(ABC):
