@@ -243,7 +243,13 @@ def load_checkpoint(
     ckpt = _parse(_read(path, map_location), path)
     ckpt.path, ckpt.sha256 = str(path), file_sha256(path)
     if model is None:
-        model = build_model(ckpt.model_name, **ckpt.model_config)
+        try:
+            model = build_model(ckpt.model_name, **ckpt.model_config)
+        except (MtcError, TypeError, ValueError) as e:
+            raise CheckpointError(
+                f"{path}: cannot rebuild its model {ckpt.model_name!r} from the stored config "
+                f"({' '.join(str(e).split())}); the file is damaged or from another mtc"
+            ) from None
     try:
         resize_to_state_dict(model, ckpt.state_dict)
     except ShapeMismatchError as e:

@@ -219,8 +219,9 @@ def read_sidecar(artifact: str | os.PathLike[str], verify_hash: bool = True) -> 
         )
     try:
         data = json.loads(sc_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise SidecarError(f"sidecar {sc_path} is not valid JSON ({e}); re-export it") from None
+    except (ValueError, RecursionError) as e:  # bad JSON, not UTF-8, nested beyond reason
+        why = "nested too deeply" if isinstance(e, RecursionError) else str(e)
+        raise SidecarError(f"sidecar {sc_path} is not valid JSON ({why}); re-export it") from None
     try:
         sc = Sidecar.from_dict(data)
     except SidecarError as e:
@@ -290,7 +291,12 @@ def _scalar(tp: Any, value: Any, key: str) -> Any:
         raise TypeError(f"sidecar schema uses unsupported type {tp!r} at {key}")
     if not ok:
         raise SidecarError(f"key '{key}' must be {tp.__name__}, got {_describe(value)}")
-    return float(value) if tp is float else value
+    if tp is float:
+        try:
+            return float(value)
+        except OverflowError:
+            raise SidecarError(f"key '{key}' is a number too large for a float") from None
+    return value
 
 
 def _check_semantics(sc: Sidecar) -> None:

@@ -65,8 +65,8 @@ class Bdd100kLayout(LayoutReader):
             raise LabelError(f"{self.det_json}: expected a JSON list of frames, got {type(data)}")
         out: dict[str, object] = {}
         for i, frame in enumerate(data):
-            if not isinstance(frame, dict) or "name" not in frame:
-                raise LabelError(f"{self.det_json}: entry {i} has no 'name' key")
+            if not isinstance(frame, dict) or not isinstance(frame.get("name"), str):
+                raise LabelError(f"{self.det_json}: entry {i} has no 'name' (image file name) key")
             out[frame["name"]] = frame.get("labels") or []
         return out
 

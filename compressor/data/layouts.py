@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,16 +51,25 @@ def merge_objects(objects: object, source: Path) -> tuple[np.ndarray, np.ndarray
     for i, obj in enumerate(objects):
         if not isinstance(obj, dict) or "category" not in obj:
             raise LabelError(f"{source}: object {i} has no 'category' key (got {obj!r:.80})")
+        if not isinstance(obj["category"], str):
+            raise LabelError(
+                f"{source}: object {i} has category {obj['category']!r:.40}; expected a name"
+            )
         box = obj.get("box2d")
         if box is None or obj["category"] not in VEHICLE_CATEGORIES:
             continue
         try:
             x1, y1, x2, y2 = (float(box[k]) for k in ("x1", "y1", "x2", "y2"))
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise LabelError(
                 f"{source}: object {i} ({obj['category']}) has a bad box2d {box!r:.80}; "
                 f"expected numbers x1, y1, x2, y2 ({type(exc).__name__}: {exc})"
             ) from None
+        if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
+            raise LabelError(
+                f"{source}: object {i} ({obj['category']}) has a non-finite box2d "
+                f"{[x1, y1, x2, y2]}; expected finite pixel coordinates"
+            )
         x1, x2 = min(x1, x2), max(x1, x2)
         y1, y2 = min(y1, y2), max(y1, y2)
         if x2 > x1 and y2 > y1:
@@ -76,6 +86,8 @@ def read_json(path: Path) -> object:
         raise LabelError(f"{path}: malformed label JSON ({exc})") from None
     except UnicodeDecodeError as exc:
         raise LabelError(f"{path}: label file is not UTF-8 text ({exc})") from None
+    except RecursionError:
+        raise LabelError(f"{path}: label JSON is nested too deeply to be a BDD label") from None
 
 
 def list_images(folder: Path) -> list[Path]:
