@@ -41,6 +41,23 @@ def truncation(data: bytes) -> str | None:
     return None
 
 
+def file_truncation(path: str | os.PathLike[str]) -> str | None:
+    """`truncation` from the file's first and last bytes only (cheap enough to check every
+    file of a data set before training); also says when the file cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            size = f.seek(0, os.SEEK_END)
+            f.seek(max(0, size - _TRAILER_SLACK - 12))
+            tail = f.read()
+    except OSError as e:
+        return f"cannot read ({e.strerror or e})"
+    if size <= len(tail):
+        return truncation(tail)
+    # the marker must sit within the tail; pad so `truncation` measures from the real end
+    return truncation(head + tail) if head.startswith((_JPEG_SOI, _PNG_SIG)) else None
+
+
 def decode_image(data: bytes, flags: int = cv2.IMREAD_COLOR, name: str = "image") -> np.ndarray:
     """Decode bytes; ImageDecodeError (naming `name`) for truncated or undecodable data."""
     why = truncation(data)

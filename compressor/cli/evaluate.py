@@ -44,6 +44,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--max-images", dest="max_images", type=int, default=S)
     p.add_argument("--workers", type=int, default=S)
+    p.add_argument(
+        "--skip-bad-images",
+        dest="skip_bad_images",
+        action="store_true",
+        default=S,
+        help="leave out samples with truncated files (counted in a warning) instead of stopping",
+    )
     p.add_argument("--device", default=S)
     p.add_argument("--det-mode", dest="det_mode", choices=DET_MODES, default=S)
     p.add_argument("--seg-mode", dest="seg_mode", choices=SEG_MODES, default=S)

@@ -61,6 +61,11 @@ FLAGS: list[tuple[str, str, dict]] = [
     ("--max-train-images", "max_train_images", {"type": int}),
     ("--max-val-images", "max_val_images", {"type": int}),
     ("--workers", "workers", {"type": int}),
+    (
+        "--skip-bad-images",
+        "skip_bad_images",
+        {"action": "store_true", "help": "drop samples with truncated files instead of stopping"},
+    ),
     ("--eval-every", "eval_every", {"type": int, "help": "epochs between validations"}),
     ("--det-mode", "det_mode", {"choices": DET_MODES}),
     ("--seg-mode", "seg_mode", {"choices": SEG_MODES}),

@@ -17,6 +17,7 @@ from compressor.data import layout_bdd100k, layout_yolop  # noqa: F401
 from compressor.data.augment import augment_sample
 from compressor.data.config import DataConfig
 from compressor.data.errors import (
+    BadImagesWarning,
     DataConfigError,
     EmptyDatasetError,
     ImageReadError,
@@ -34,7 +35,7 @@ from runtime.geometry import (
     letterbox_mask,
     letterbox_params,
 )
-from runtime.image_read import ImageDecodeError, read_image
+from runtime.image_read import ImageDecodeError, file_truncation, read_image
 from runtime.spec import IMAGENET_MEAN, IMAGENET_STD
 
 
@@ -99,8 +100,35 @@ class BddDataset(Dataset):
                 f"{self.root} split {split!r} ({self.layout} layout) has no labelled image "
                 f"({self.skipped} skipped as unlabeled); expected {self.reader.tree}"
             )
+        self.bad_files = 0
+        if self.cfg.skip_bad_images:
+            records = self._without_bad_files(records)
         self.records: list[SampleRecord] = records
         self.epoch = 0
+
+    def _without_bad_files(self, records: list[SampleRecord]) -> list[SampleRecord]:
+        """skip_bad_images: drop samples with a truncated or unreadable image or mask (checked
+        from each file's end marker, before training), naming the first and counting them."""
+        kept, bad = [], []
+        for rec in records:
+            why = next(
+                (
+                    f"{p}: {w}"
+                    for p in (rec.image, rec.drivable, rec.lane)
+                    if (w := file_truncation(p)) is not None
+                ),
+                None,
+            )
+            (bad if why else kept).append(why or rec)
+        self.bad_files = len(bad)
+        if bad:
+            warnings.warn(
+                f"skipped {len(bad)} sample(s) with a truncated or unreadable file in {self.root} "
+                f"split {self.split!r}, e.g. {bad[0]}",
+                BadImagesWarning,
+                stacklevel=3,
+            )
+        return kept  # type: ignore[return-value]
 
     def __len__(self) -> int:
         return len(self.records)

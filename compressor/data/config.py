@@ -24,6 +24,7 @@ class DataConfig:
     augment: bool = False
     lane_labels: str = "wide"
     skip_unlabeled: bool = True
+    skip_bad_images: bool = False  # drop samples whose image/mask is truncated (else an error)
     hsv_h: float = 0.015
     hsv_s: float = 0.7
     hsv_v: float = 0.4

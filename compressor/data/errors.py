@@ -37,3 +37,7 @@ class OutputDirError(MtcError):
 
 class UnlabeledImagesWarning(UserWarning):
     """Images without labels were skipped (one warning per data set, with the count)."""
+
+
+class BadImagesWarning(UserWarning):
+    """Samples with a truncated or unreadable file were skipped (skip_bad_images=True)."""

@@ -44,6 +44,7 @@ RESUME_OVERRIDABLE = (
     "eval_every",
     "data",
     "out",
+    "skip_bad_images",
 )
 
 
@@ -87,6 +88,7 @@ class TrainConfig:
     max_train_images: int | None = None
     max_val_images: int | None = None
     workers: int = 2
+    skip_bad_images: bool = False  # drop samples with truncated files (else a named error)
     # evaluation and checkpoints
     eval_every: int = 1
     det_mode: str = "yolop"

@@ -28,6 +28,7 @@ class EvalJob:
     max_images: int | None = None
     workers: int = 2
     device: str = "auto"
+    skip_bad_images: bool = False
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def __post_init__(self) -> None:
@@ -49,7 +50,12 @@ def evaluate_checkpoint(job: EvalJob) -> dict:
     device = resolve_device(job.device)
     model, ckpt = load_checkpoint(job.checkpoint)
     imgsz = tuple(job.imgsz or ckpt.preprocess.get("input_hw") or (384, 640))
-    data_cfg = DataConfig(input_hw=imgsz, lane_labels=job.lane_labels, max_images=job.max_images)
+    data_cfg = DataConfig(
+        input_hw=imgsz,
+        lane_labels=job.lane_labels,
+        max_images=job.max_images,
+        skip_bad_images=job.skip_bad_images,
+    )
     loader = make_loader(
         BddDataset(job.data, job.split, data_cfg), job.batch, shuffle=False, workers=job.workers
     )

@@ -130,6 +130,7 @@ def build_data(cfg: TrainConfig, ctx: DistContext) -> Data:
         augment=cfg.augment,
         lane_labels=cfg.train_lane_labels,
         max_images=cfg.max_train_images,
+        skip_bad_images=cfg.skip_bad_images,
         seed=cfg.seed,
     )
     train = BddDataset(cfg.data, "train", train_cfg)
@@ -149,6 +150,7 @@ def build_data(cfg: TrainConfig, ctx: DistContext) -> Data:
         augment=False,
         lane_labels=cfg.val_lane_labels,
         max_images=cfg.max_val_images,
+        skip_bad_images=cfg.skip_bad_images,
     )
     val = BddDataset(cfg.data, "val", val_cfg)
     val_loader = (
