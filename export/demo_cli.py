@@ -6,7 +6,6 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from export.demo import DemoConfig, run_demo, with_overrides
 from runtime.cli_kernel import (
     CliInterrupted,
     Parser,
@@ -57,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _main(argv: Sequence[str] | None) -> int:
     a = build_parser().parse_args(argv)
+    # imported here, under the kernel: without torch this is one line naming the extra
+    from export.demo import DemoConfig, run_demo, with_overrides
+
     check_output_dir(a.out, "--out")
     if a.data:
         check_input_path(a.data, "--data", "a BDD100K root")

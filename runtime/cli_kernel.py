@@ -151,12 +151,19 @@ def run_cli(
 
 
 # --- argument parsing ------------------------------------------------------------------------
+def _shown(default: object) -> bool:
+    """Whether --help prints this default (not None, suppressed, off or empty)."""
+    if default is None or default is argparse.SUPPRESS or default is False:
+        return False
+    return not (isinstance(default, (str, tuple, list)) and not default)
+
+
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Keeps the description's layout and shows every default that is not None/suppressed."""
+    """Keeps the description's layout and shows every default worth showing."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = action.help or ""
-        if "%(default)" in text or action.default in (None, argparse.SUPPRESS, False):
+        if "default" in text or not _shown(action.default):  # the text may say it already
             return text
         if action.option_strings or action.nargs in (argparse.OPTIONAL, argparse.ZERO_OR_MORE):
             return f"{text} (default: %(default)s)".strip()
@@ -170,6 +177,12 @@ class Parser(argparse.ArgumentParser):
         kwargs.setdefault("formatter_class", HelpFormatter)
         super().__init__(*args, **kwargs)
 
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        # argparse prints no help line for a flag without help text: give it its default
+        if kwargs.get("help") is None and _shown(kwargs.get("default")):
+            kwargs["help"] = "(default: %(default)s)"
+        return super().add_argument(*args, **kwargs)
+
     def error(self, message: str) -> NoReturn:
         print(f"error: {message} (see {self.prog} --help)", file=sys.stderr, flush=True)
         raise SystemExit(EXIT_USAGE)
@@ -179,9 +192,7 @@ def default_help(help_text: str | None, default: object) -> str:
     """Help text with the default a dataclass field gives a flag whose argparse default is
     SUPPRESS (the config, not the parser, owns defaults)."""
     text = help_text or ""
-    if default is None or default == "" or default is False or default == ():
-        return text
-    if isinstance(default, (tuple, list)) and not default:
+    if "default" in text or not _shown(default):
         return text
     if isinstance(default, (tuple, list)):
         default = " ".join(str(v) for v in default)

@@ -113,7 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="mtc-compress", description=__doc__.split("\n\n")[0])
     for flag, dest, opts in FLAGS:
         names = [flag, "--out"] if flag == "-o" else [flag]
-        if "metavar" not in opts and opts.get("action") not in ("store_true", BOOL):
+        plain = opts.get("action") not in ("store_true", BOOL) and "choices" not in opts
+        if "metavar" not in opts and plain:
             # the user sees RATIO, not the internal PRUNE__RATIO
             opts = {**opts, "metavar": dest.rpartition(".")[2].upper()}
         opts = {**opts, "help": default_help(opts.get("help"), _field_default(dest))}

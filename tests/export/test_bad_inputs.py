@@ -96,3 +96,24 @@ def test_lint_only_on_a_crafted_onnx(tmp_path, capsys):
     assert (tmp_path / "rep" / "bad.lint.json").is_file()
     rc11, out11, _ = _run(capsys, path, "--lint-only", "--trt-target", "11", "-o", tmp_path / "rep")
     assert rc11 == 2 and "TensorRT 11 lint: FAIL" in out11 and "unverified" in out11
+
+
+def test_reexport_refuses_then_overwrite_leaves_no_stale_fp16(tiny_ckpt, tmp_path, capsys):
+    """An old `<name>_fp16.onnx` + sidecar must not survive beside a new export of that name."""
+    out = tmp_path / "out"
+    common = [tiny_ckpt, "-o", out, "--engine", "none", "--max-batch", "2", "--name", "m"]
+    common += ["--fp16-min-mask-agreement", "90", "--fp16-min-iou", "0.3"]
+    common += ["--fp16-max-score-delta", "1"]
+    rc, _, err = _run(capsys, *common)
+    assert rc == 0, err
+    assert (out / "m_fp16.onnx").is_file() and (out / "m_fp16.onnx.json").is_file()
+    (out / "notes.txt").write_text("mine")
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    rc, _, err = _run(capsys, *common, "--no-fp16-onnx")
+    assert rc == 2 and "already holds an export named 'm'" in _one_error_line(err)
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    rc, _, err = _run(capsys, *common, "--no-fp16-onnx", "--overwrite")
+    assert rc == 0, err
+    assert not (out / "m_fp16.onnx").exists() and not (out / "m_fp16.onnx.json").exists()
+    assert (out / "m.onnx").is_file() and (out / "notes.txt").read_text() == "mine"
+    assert oct((out / "m.onnx").stat().st_mode & 0o777) != oct(0o600)

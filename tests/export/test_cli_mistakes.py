@@ -179,7 +179,7 @@ INTERRUPT_AT = {
     "compress": ("compressor.cli.compress", "compress"),
     "export": ("export.pipeline", "export_model"),
     "run": ("runtime.cli", "execute"),
-    "demo": ("export.demo_cli", "run_demo"),
+    "demo": ("export.demo", "run_demo"),
 }
 
 EXPECTED = {  # (cli, case) -> text the one line must contain
