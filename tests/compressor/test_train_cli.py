@@ -198,3 +198,40 @@ def test_resume_of_a_moved_run_continues_in_its_new_folder(run_dir, tmp_path, ca
     assert ckpt.train_state["progress"]["epoch"] == 2
     assert json.loads((moved / "metrics.json").read_text())["epochs_done"] == 2
     assert _tree_digest(run_dir) == source_before
+
+
+def test_resume_of_a_finished_run_says_so_and_names_best(run_dir, capsys):
+    before = _tree_digest(run_dir)
+    assert main(["--resume", str(run_dir / "last.pt")]) == 0
+    out = capsys.readouterr().out
+    assert "already finished its 1 epochs" in out and f"best: {run_dir / 'best.pt'}" in out
+    assert "best: None" not in out
+    assert _tree_digest(run_dir) == before
+
+
+def test_interrupted_training_says_how_to_resume(synth_dataset, tmp_path, capsys, monkeypatch):
+    from compressor.train import loop
+
+    original = loop.Trainer._end_epoch
+
+    def ctrl_c_after_first_epoch(self, *a, **k):
+        original(self, *a, **k)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop.Trainer, "_end_epoch", ctrl_c_after_first_epoch)
+    out = tmp_path / "t"
+    argv = ["--data", str(synth_dataset), "-o", str(out), "--epochs", "2", *ARGS]
+    assert main(argv) == 130
+    err = capsys.readouterr().err.strip()
+    assert (
+        err
+        == f"interrupted: kept {out / 'last.pt'}; continue with: mtc-train --resume {out / 'last.pt'}"
+    )
+
+
+def test_checkpoints_get_umask_permissions(run_dir):
+    import os
+
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (run_dir / "last.pt").stat().st_mode & 0o777 == 0o666 & ~umask
