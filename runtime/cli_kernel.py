@@ -128,6 +128,9 @@ def run_cli(
     (`CliInterrupted` carries what was kept); argparse's exits keep their code. Anything else is
     a bug and propagates with its traceback.
     """
+    # FFmpeg inside OpenCV prints its own lines (e.g. "moov atom not found") before our one-line
+    # error about the same file; a user who wants them sets the variable
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     try:
         code = main_fn(argv)
     except SystemExit as e:  # argparse: --help (0) or a usage error already printed (2)

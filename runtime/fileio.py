@@ -37,11 +37,11 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
 
 
 def remove_stale_temps(
-    final: str | os.PathLike[str], suffix: str, min_age_s: float = 60.0
+    final: str | os.PathLike[str], suffix: str, min_age_s: float = 10.0
 ) -> list[Path]:
     """Delete temporary files of our own naming (`.<name>.<8 chars><suffix>`, what mkstemp
     makes for `final`) left by a killed run. Only files untouched for `min_age_s`: a live
-    writer keeps its temp file's mtime fresh."""
+    writer (video frames, a checkpoint being saved) keeps its temp file's mtime fresher."""
     final = Path(final)
     removed: list[Path] = []
     if not final.parent.is_dir():

@@ -147,6 +147,7 @@ class Mp4Sink(OverlaySink):
             self._writer = None
             normal_permissions(self._tmp)
             os.replace(self._tmp, self.path)
+            remove_stale_temps(self.path, ".mp4")  # also those younger than this run's start
 
 
 # --save suffix -> sink; a path without suffix is a folder of images.
