@@ -60,22 +60,11 @@ def missing_extra(exc: ModuleNotFoundError, what: str = "this command") -> Missi
     return err
 
 
-def require_torch(what: str) -> None:
-    """Import torch or raise MissingExtraError. When that ends the program (an entry point or
-    `import compressor` on the base install) the user sees one line, not a traceback."""
-    try:
-        import torch  # noqa: F401
-    except ModuleNotFoundError as e:
-        if (e.name or "").split(".")[0] != "torch":
-            raise
-        _one_line_excepthook()
-        raise missing_extra(e, what) from None
-
-
-def _one_line_excepthook() -> None:
-    """An uncaught MissingExtraError prints as one `error:` line. Why a hook: the failing import
-    runs inside the console-script wrapper (or the user's `import compressor`), before any
-    `main` can catch it; every other exception keeps Python's own report."""
+def one_line_excepthook() -> None:
+    """Make an uncaught MissingExtraError print as one `error:` line. Why a hook: the failing
+    import of a package's dependency (e.g. torch in `import compressor`) runs inside the
+    console-script wrapper or the user's own import, before any `main` can catch it; every other
+    exception keeps Python's own report."""
     previous = sys.excepthook
     if getattr(previous, "_mtc_one_line", False):
         return

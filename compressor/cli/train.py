@@ -134,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _check_paths(args: argparse.Namespace) -> None:
-    """Inputs exist and the output folder can be written, before a checkpoint is read."""
+    """Inputs exist, before a checkpoint is read (the output folder is checked next)."""
     for flag, dest, what in (
         ("--resume", "resume", "the last.pt of a run"),
         ("--init", "init", "a checkpoint (.pt)"),
@@ -142,8 +142,6 @@ def _check_paths(args: argparse.Namespace) -> None:
     ):
         if getattr(args, dest, None):
             check_input_path(getattr(args, dest), flag, what)
-    if getattr(args, "out", None):
-        check_output_dir(args.out, "-o")
 
 
 def interrupted_text(out: str | Path) -> str:
@@ -161,6 +159,7 @@ def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     _check_paths(args)
     cfg = config_from_args(args)
+    check_output_dir(cfg.out, "-o")
     try:
         result = train(cfg)
     except KeyboardInterrupt:
