@@ -188,6 +188,16 @@ def _print_result(result) -> None:
         print(f"summary: {result.summary_path}")
 
 
+def _interrupted_text(a: argparse.Namespace) -> str:
+    from export.outputs import existing_export_files
+
+    name = a.name or Path(a.checkpoint).stem
+    done = existing_export_files(Path(a.output), name, with_lint=False)
+    kept = f"kept {', '.join(p.name for p in done)} in {a.output}" if done else "nothing was kept"
+    again = " plus --overwrite" if done else ""
+    return f"{kept} (files are renamed into place only when complete); run the same command{again}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     return run_cli(_main, argv, prog="mtc-export")
 
@@ -208,10 +218,7 @@ def _main(argv: Sequence[str] | None) -> int:
             _print_result(partial)
         raise
     except KeyboardInterrupt:
-        raise CliInterrupted(
-            f"nothing half-written was left in {args.output} (files are renamed into place "
-            "only when complete); run the same command again"
-        ) from None
+        raise CliInterrupted(_interrupted_text(args)) from None
     _print_result(result)
     return 0
 

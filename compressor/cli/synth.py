@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from runtime.cli_kernel import Parser, check_output_dir, run_cli
+from runtime.cli_kernel import CliInterrupted, Parser, check_output_dir, run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,7 +78,13 @@ def _main(argv: Sequence[str] | None) -> int:
         workers=args.workers,
         overwrite=args.overwrite,
     )
-    report = generate(cfg, progress=not args.no_progress)
+    try:
+        report = generate(cfg, progress=not args.no_progress)
+    except KeyboardInterrupt:
+        raise CliInterrupted(
+            f"{args.out} holds an incomplete data set (no manifest); run the same command with "
+            "--overwrite to generate it again"
+        ) from None
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
         return 0
