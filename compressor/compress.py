@@ -19,8 +19,8 @@ from compressor.checkpoint import default_preprocess, load_checkpoint, save_chec
 from compressor.compress_resume import (
     check_out_folder,
     remove_run_files,
-    resume_pruned,
     resume_train_config,
+    resumed_prune,
     save_state,
 )
 from compressor.data import BddDataset, DataConfig, make_loader
@@ -214,21 +214,20 @@ def compress(cfg: CompressConfig) -> CompressResult:
     loss_fn = YolopLoss.for_model(teacher)
     flops_hw = tuple(cfg.prune.flops_input_hw or hw)
     pcfg = replace(cfg.prune, flops_input_hw=flops_hw)
-    if cfg.resume:
-        pruned = resume_pruned(out, cfg.to_dict())
-        student = pruned.model
-    else:
-        pruned = prune(
-            student,
-            loss_fn,
-            calib_loader,
-            pcfg,
-            protected=protected,
-            finetune=_finetune_between_steps(cfg, hw, out),
-            progress=cfg.progress,
-            example_inputs=torch.zeros(1, 3, *hw),
-        )
-        _start_run_folder(cfg, out, pruned)
+    _clear_for_overwrite(cfg, out)
+    prune_fn = resumed_prune(out, cfg.to_dict()) if cfg.resume else prune
+    pruned = prune_fn(
+        student,
+        loss_fn,
+        calib_loader,
+        pcfg,
+        protected=protected,
+        finetune=_finetune_between_steps(cfg, hw, out),
+        progress=cfg.progress,
+        example_inputs=torch.zeros(1, 3, *hw),
+    )
+    student = pruned.model  # pruned in place; on --resume rebuilt from train/last.pt
+    _save_state(cfg, out, pruned)
     t_prune = time.perf_counter() - t0
     student, train_info = _train_student(cfg, dcfg, hw, teacher, student, pruned.record, out)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 evaluates and writes
@@ -245,15 +244,17 @@ def compress(cfg: CompressConfig) -> CompressResult:
     return CompressResult(student, ckpt_path, report, {"checkpoint": ckpt_path, **paths})
 
 
-def _start_run_folder(cfg: CompressConfig, out: Path, pruned) -> None:
-    """After pruning succeeded: --overwrite drops the old run's files, and the state a
-    --resume needs is written (only rank 0 writes)."""
-    if int(os.environ.get("RANK", "0")) != 0:
-        return
-    out.mkdir(parents=True, exist_ok=True)
-    if cfg.overwrite:
+def _clear_for_overwrite(cfg: CompressConfig, out: Path) -> None:
+    """--overwrite: the old run's files go before this run writes any (stepN/ fine-tunes)."""
+    if cfg.overwrite and int(os.environ.get("RANK", "0")) == 0:
         remove_run_files(out)
-    save_state(out, cfg.to_dict(), pruned.report)
+
+
+def _save_state(cfg: CompressConfig, out: Path, pruned) -> None:
+    """After pruning: what a --resume of this run needs (only rank 0 writes)."""
+    if not cfg.resume and int(os.environ.get("RANK", "0")) == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        save_state(out, cfg.to_dict(), pruned.report)
 
 
 def _save_student(cfg, out: Path, student, record: dict, metrics: dict, hw, tckpt) -> Path:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
@@ -118,6 +119,13 @@ def _report_from_dict(d: dict, path: Path) -> PruneReport:
         raise CompressResumeError(
             f"{path}: pruning report does not fit ({e}); start over with --overwrite"
         ) from None
+
+
+def resumed_prune(out: Path, cfg_dict: dict) -> Callable[..., PruneResult]:
+    """A stand-in for `prune` on --resume: returns the killed run's pruned student instead of
+    pruning again (checked now, before any work)."""
+    result = resume_pruned(out, cfg_dict)
+    return lambda *args, **kwargs: result
 
 
 def resume_pruned(out: Path, cfg_dict: dict) -> PruneResult:

@@ -87,7 +87,10 @@ def test_overwrite_removes_the_old_runs_files(teacher_ckpt, synth_dataset, tmp_p
     (out / "notes.txt").write_text("the user's own file")
     assert main(_args(teacher_ckpt, synth_dataset, out, "--epochs", "0")) == 2
     assert "--overwrite" in _one_line(capsys)
-    assert main(_args(teacher_ckpt, synth_dataset, out, "--epochs", "0", "--overwrite")) == 0
+    steps = ["--epochs", "0", "--iterative-steps", "2", "--step-epochs", "1", "--overwrite"]
+    assert main(_args(teacher_ckpt, synth_dataset, out, *steps)) == 0
     assert not (out / "step7").exists()
+    # this run's own fine-tunes between pruning steps are kept
+    assert sorted(p.parent.name for p in out.glob("step*/last.pt"))
     assert (out / "notes.txt").read_text() == "the user's own file"
     assert (out / "report.md").read_text() != "old report"
