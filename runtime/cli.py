@@ -11,12 +11,14 @@ import sys
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from runtime.cli_kernel import (
     EXIT_INTERRUPTED,
     EXIT_USAGE,
     CliInterrupted,
+    OutputPathError,
     Parser,
     check_output_dir,
     check_output_file,
@@ -132,11 +134,25 @@ def _format_warning(message: Any, category: Any, *args: Any, **kwargs: Any) -> s
 def check_paths(cfg: CliConfig) -> None:
     """Every output path is checked before the artifact is loaded: a report that cannot be
     written must not cost the whole run."""
-    check_output_file(cfg.run.report, "--report")
+    check_output_file(cfg.run.report, "--report", suffixes=(".json",))
     save = cfg.run.save
     if save:
         is_video = str(save).lower().endswith((".mp4", ".avi", ".mkv", ".mov"))
         (check_output_file if is_video else check_output_dir)(save, "--save")
+        if not is_video:
+            check_not_inputs(save, cfg.source)
+
+
+def check_not_inputs(save: str, source: str) -> None:
+    """Overlays are JPEGs named after their frames: --save into the folder the frames come
+    from would overwrite the user's images with their overlays."""
+    src = Path(source)
+    folder = src if src.is_dir() else src.parent if any(c in source for c in "*?[") else None
+    if folder is not None and Path(save).resolve() == folder.resolve():
+        raise OutputPathError(
+            f"--save {save} is the folder the frames are read from; its overlays would overwrite "
+            "them: choose another folder"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

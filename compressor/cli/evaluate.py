@@ -96,7 +96,7 @@ def _main(argv: Sequence[str] | None) -> int:
     job, out = job_from_args(build_parser().parse_args(argv))
     check_input_path(job.checkpoint, "checkpoint", "a checkpoint (.pt)")
     check_input_path(job.data, "--data", "a data set root")
-    check_output_file(out, "--out")
+    check_output_file(out, "--out", suffixes=(".json",))  # the .md goes beside it
     report = evaluate_checkpoint(job)
     json_path, md_path = write_eval_report(report, out, f"Evaluation of {job.checkpoint}")
     print(eval_text(report))

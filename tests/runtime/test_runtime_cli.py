@@ -95,3 +95,19 @@ def test_ctrl_c_exits_130_with_partial_report(tmp_path, monkeypatch, capsys):
     assert code == 130
     data = json.loads(report.read_text())
     assert data["info"]["stop_reason"] == "interrupted (Ctrl-C)" and data["frames_measured"] == 2
+
+
+def test_overlays_into_the_source_folder_or_a_non_json_report_are_refused(tmp_path, capsys):
+    art = make_artifact(tmp_path)
+    frames = _images(tmp_path, 2)
+    before = {p.name: p.read_bytes() for p in frames.iterdir()}
+    for extra in (
+        ["--save", str(frames), "--report", str(tmp_path / "r.json")],
+        ["--save", str(frames) + "/", "--report", str(tmp_path / "r.json")],
+        ["--report", str(frames / sorted(before)[0])],
+    ):
+        assert main([str(art), "--source", str(frames), "--quiet", *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("error: --"), err
+    assert {p.name: p.read_bytes() for p in frames.iterdir()} == before
+    assert not (tmp_path / "r.json").exists()
