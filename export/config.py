@@ -99,6 +99,13 @@ class ExportConfig:
             _check_choice("trt_target", self.trt_target, TRT_TARGETS)
         if self.imgsz is not None:
             check_imgsz(self.imgsz)
+        if self.name is not None and (
+            not self.name or "/" in self.name or "\\" in self.name or self.name.startswith(".")
+        ):
+            raise ExportConfigError(
+                f"--name {self.name!r} must be a plain file name (no folders, not hidden): the "
+                "artifacts are written into -o as <name>.onnx etc."
+            )
         self._check_batches()
         self._check_numbers()
         if self.engine == "fp16" and self.trt_target == "11" and not self.fp16_onnx:

@@ -54,6 +54,7 @@ def test_missing_checkpoint(tmp_path, capsys):
         (["--opset", "21"], "outside 9..20"),
         (["--engine", "fp16", "--trt-target", "11", "--no-fp16-onnx"], "drop --no-fp16-onnx"),
         (["--engine", "int8"], "argument --engine: invalid choice: 'int8'"),
+        (["--name", "../outside"], "must be a plain file name"),
     ],
 )
 def test_bad_options(tiny_ckpt, tmp_path, capsys, argv, expected):
