@@ -26,5 +26,13 @@ def __getattr__(name: str) -> Any:
     if name in _HOMES:
         import importlib
 
-        return getattr(importlib.import_module(_HOMES[name]), name)
+        from runtime.cli_kernel import EXTRAS, missing_extra
+
+        try:
+            module = importlib.import_module(_HOMES[name])
+        except ModuleNotFoundError as e:  # the base install: name the extra to install
+            if (e.name or "").split(".")[0] not in EXTRAS:
+                raise
+            raise missing_extra(e, f"export.{name}") from None
+        return getattr(module, name)
     raise AttributeError(f"module 'export' has no attribute {name!r}")

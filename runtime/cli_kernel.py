@@ -48,10 +48,14 @@ class CliInterrupted(KeyboardInterrupt):
     """Ctrl-C, re-raised by a command that knows what it kept: str() is that one line."""
 
 
+# What needs both the torch side and the ONNX stack gets the extra that installs both.
+NEEDS_ALL = ("mtc-export", "mtc-demo", "export.")
+
+
 def missing_extra(exc: ModuleNotFoundError, what: str = "this command") -> MissingExtraError:
     """The named error for an import of an optional dependency that failed."""
     root = (exc.name or "").split(".")[0]
-    extra = EXTRAS.get(root, "all")
+    extra = "all" if what.startswith(NEEDS_ALL) else EXTRAS.get(root, "all")
     err = MissingExtraError(
         f"{what} needs {root or 'a module'}, which is not installed (the base install is the "
         f"torch-free runtime); install the extra: pip install 'mtc[{extra}]'"

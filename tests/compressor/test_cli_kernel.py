@@ -41,7 +41,10 @@ def test_exit_codes_and_one_line_messages(capsys):
     err = ModuleNotFoundError("No module named 'onnx'", name="onnx")
     assert run_cli(raises(err), [], prog="mtc-export") == 2
     line = capsys.readouterr().err
-    assert "mtc-export needs onnx" in line and "pip install 'mtc[export]'" in line
+    assert "mtc-export needs onnx" in line and "pip install 'mtc[all]'" in line  # torch + onnx
+    err = ModuleNotFoundError("No module named 'onnxruntime'", name="onnxruntime")
+    assert run_cli(raises(err), [], prog="mtc-run") == 2
+    assert "pip install 'mtc[onnx]'" in capsys.readouterr().err
     assert run_cli(lambda argv: None, []) == 0
     with pytest.raises(ZeroDivisionError):  # a bug keeps its traceback
         run_cli(lambda argv: 1 / 0, [])
@@ -77,9 +80,14 @@ def test_output_paths(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "module", ["compressor.cli.train", "compressor.cli.compress", "export.demo_cli"]
+    "module, extra",
+    [
+        ("compressor.cli.train", "compress"),
+        ("compressor.cli.compress", "compress"),
+        ("export.demo_cli", "all"),
+    ],
 )
-def test_without_torch_the_torch_side_names_the_extra(module):
+def test_without_torch_the_torch_side_names_the_extra(module, extra):
     """The base install (`pip install .`) has no torch: one line naming the extra."""
     code = (
         "import sys; sys.modules['torch'] = None\n"
@@ -91,7 +99,7 @@ def test_without_torch_the_torch_side_names_the_extra(module):
     )
     lines = out.stderr.strip().splitlines()
     assert out.returncode != 0 and len(lines) == 1, out.stderr
-    assert lines[0].startswith("error: ") and "pip install 'mtc[compress]'" in lines[0]
+    assert lines[0].startswith("error: ") and f"pip install 'mtc[{extra}]'" in lines[0]
     assert "Traceback" not in out.stderr
 
 
