@@ -22,6 +22,7 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell tool killed by SIGPIPE returns
 
 # Third-party module -> the extra of pyproject.toml that installs it.
 EXTRAS: dict[str, str] = {
@@ -140,10 +141,22 @@ def run_cli(
             raise
         print_error(missing_extra(e, prog))
         return EXIT_USAGE
+    except BrokenPipeError:  # `mtc-run ... | head`: the reader left; nothing to report
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
     except OSError as e:
         print_error(f"{_os_error_text(e)}; check the path, its permissions and the free space")
         return EXIT_USAGE
     return EXIT_OK if code is None else int(code)
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush does not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # stdout replaced (tests) or already closed
+        pass
 
 
 # --- argument parsing ------------------------------------------------------------------------

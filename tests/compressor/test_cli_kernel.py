@@ -45,6 +45,8 @@ def test_exit_codes_and_one_line_messages(capsys):
     err = ModuleNotFoundError("No module named 'onnxruntime'", name="onnxruntime")
     assert run_cli(raises(err), [], prog="mtc-run") == 2
     assert "pip install 'mtc[onnx]'" in capsys.readouterr().err
+    assert run_cli(raises(BrokenPipeError(32, "Broken pipe")), []) == 141
+    assert capsys.readouterr().err == ""  # `mtc-run ... | head`: nothing to report
     assert run_cli(lambda argv: None, []) == 0
     with pytest.raises(ZeroDivisionError):  # a bug keeps its traceback
         run_cli(lambda argv: 1 / 0, [])
