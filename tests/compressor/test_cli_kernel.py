@@ -23,7 +23,12 @@ from runtime.errors import MtcError
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_exit_codes_and_one_line_messages(capsys):
+def test_exit_codes_and_one_line_messages(capsys, monkeypatch):
+    import runtime.cli_kernel as kernel
+
+    silenced = []
+    monkeypatch.setattr(kernel, "_silence_stdout", lambda: silenced.append(True))  # keep fd 1
+
     def raises(exc):
         def fn(argv):
             raise exc
@@ -46,7 +51,7 @@ def test_exit_codes_and_one_line_messages(capsys):
     assert run_cli(raises(err), [], prog="mtc-run") == 2
     assert "pip install 'mtc[onnx]'" in capsys.readouterr().err
     assert run_cli(raises(BrokenPipeError(32, "Broken pipe")), []) == 141
-    assert capsys.readouterr().err == ""  # `mtc-run ... | head`: nothing to report
+    assert capsys.readouterr().err == "" and silenced  # `mtc-run ... | head`: quiet
     assert run_cli(lambda argv: None, []) == 0
     with pytest.raises(ZeroDivisionError):  # a bug keeps its traceback
         run_cli(lambda argv: 1 / 0, [])
