@@ -9,8 +9,8 @@ from pathlib import Path
 
 import onnx
 import pytest
-from fake_tensorrt import make_fake_tensorrt
 from onnx import TensorProto, helper
+from tensorrt_fake import make_fake_tensorrt
 
 from export.errors import EngineBuildError, TensorRTUnavailableError
 from export.tensorrt_build import (
