@@ -227,6 +227,13 @@ def build_serialized_engine(
         )
     strongly = path == FP16_STRONGLY_TYPED
     network, _parser = _network(trt, builder, logger, onnx_bytes, strongly)
+    names = [network.get_input(i).name for i in range(network.num_inputs)]
+    unknown = [n for n in input_shapes if n not in names]
+    if unknown:  # TensorRT would only log it and return no plan
+        raise EngineBuildError(
+            f"the optimisation profile names input(s) {unknown} but the ONNX's inputs are "
+            f"{names}; the ONNX and its sidecar disagree: re-export them together"
+        )
     config, flags = _builder_config(trt, builder, workspace_mib, opt_level, path, input_shapes)
     if dla_core is not None:
         flags += _use_dla(trt, builder, config, dla_core)
@@ -439,7 +446,9 @@ def _parser() -> argparse.ArgumentParser:
         description="Build a TensorRT engine (+ sidecar for mtc-run) from an mtc ONNX export.",
     )
     p.add_argument("onnx", type=Path, help="the .onnx (its .onnx.json sidecar beside it)")
-    p.add_argument("--engine", type=Path, help="output (default: <onnx stem>_<precision>.engine)")
+    p.add_argument(
+        "--engine", type=Path, help="output (default: beside the ONNX, <stem>_<precision>.engine)"
+    )
     p.add_argument("--precision", choices=("fp16", "fp32"), default="fp16")
     p.add_argument("--fp16-path", choices=("auto", *FP16_PATHS), default="auto")
     for k in ("min", "opt", "max"):
@@ -478,7 +487,9 @@ def build_from_args(argv: list[str], base: Path) -> list[Path]:
     onnx_path = base / args.onnx
     if not onnx_path.is_file():
         raise EngineBuildError(f"ONNX {onnx_path} does not exist; pass the .onnx mtc-export wrote")
-    engine = base / (args.engine or f"{onnx_path.stem}_{args.precision}.engine")
+    stem = onnx_path.stem.removesuffix(f"_{args.precision}")  # student_fp16.onnx -> student_fp16
+    default = onnx_path.with_name(f"{stem}_{args.precision}.engine")
+    engine = base / args.engine if args.engine else default
     shapes = _profile_from_args(args, onnx_path)
     onnx_sidecar = onnx_path.with_name(onnx_path.name + ".json")
     if not args.no_sidecar and not onnx_sidecar.is_file():  # fail before the minutes of building
