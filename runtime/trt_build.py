@@ -298,6 +298,8 @@ def _builder_config(
     if fp16_path == FP16_BUILDER_FLAG:
         config.set_flag(trt.BuilderFlag.FP16)
         flags.append("FP16")
+    if not input_shapes:  # static inputs: TensorRT makes the one profile itself
+        return config, flags
     profile = builder.create_optimization_profile()
     for name, (lo, opt, hi) in input_shapes.items():
         profile.set_shape(name, tuple(lo), tuple(opt), tuple(hi))

@@ -11,7 +11,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "fakes"))  # the TensorRT fake
 from cuda_memory_fake import FakeMemory, install_fake_tensorrt  # noqa: E402
-from tensorrt_fake import make_fake_tensorrt  # noqa: E402
+from tensorrt_fake import FakeGpu, make_fake_tensorrt  # noqa: E402, F401 (re-exported)
 
 from runtime.sidecar import BatchRange  # noqa: E402
 from runtime.testing import StandinConfig, build_standin_onnx, standin_sidecar  # noqa: E402
