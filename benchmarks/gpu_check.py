@@ -159,7 +159,7 @@ def check_latency(demo: Path, work: Path, timeout: float) -> list[Row]:
     t0 = time.perf_counter()
     out_json = work / "latency.json"
     cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_latency.py"), "--demo-out", str(demo)]
-    cmd += ["--batches", "1", "4", "8", "--warmup", "10", "--iters", "50", "--json", str(out_json)]
+    cmd += ["--batches", "1", "4", "8", "--warmup", "5", "--iters", "30", "--json", str(out_json)]
     rc, out = _run(cmd, timeout, work / "latency.log")
     took = time.perf_counter() - t0
     if rc != 0 or not out_json.is_file():
@@ -246,8 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--demo-out", default="demo_out", help="a demo folder with FP16 engines")
     ap.add_argument("--work", default="gpu_check_out", help="logs, small demo, JSON")
     ap.add_argument("--test-timeout", type=float, default=240)
-    ap.add_argument("--demo-timeout", type=float, default=240)
-    ap.add_argument("--bench-timeout", type=float, default=120)
+    ap.add_argument("--demo-timeout", type=float, default=180)
+    ap.add_argument("--bench-timeout", type=float, default=150)
     return run_checks(ap.parse_args(argv))
 
 
