@@ -444,7 +444,7 @@ def parse_shapes(text: str) -> dict[str, tuple[int, ...]]:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m runtime.trt_build",
+        prog=None if SHIPPED_ARGS else "python -m runtime.trt_build",  # shipped: its file name
         description="Build a TensorRT engine (+ sidecar for mtc-run) from an mtc ONNX export.",
     )
     p.add_argument("onnx", type=Path, help="the .onnx (its .onnx.json sidecar beside it)")
