@@ -12,7 +12,7 @@ import copy
 import hashlib
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -256,8 +256,11 @@ def export_probe_bundle(
     min_width: int = 8,
     in_channels: int = 3,
     model_name: str = "",
+    fp16_anchor: Callable[[Any], Any] | None = None,
 ) -> Path:
-    """Write the probe bundle of `model` at `input_hw` and `batch` into folder `out`."""
+    """Write the probe bundle of `model` at `input_hw` and `batch` into folder `out`.
+    `fp16_anchor`: ONNX -> FP16 ONNX (the export's converter); when given, the anchors are also
+    written in FP16, which strongly typed TensorRT (11.x) needs to time an FP16 model."""
     onnx = import_onnx()
     out = Path(out)
     layers = probed_layers(model, input_hw, in_channels)
@@ -325,9 +328,12 @@ def export_probe_bundle(
             "widths": {n: [thin_layers[n].cin, thin_layers[n].cout] for n in used},
         },
     ]
-    atomic_write_bytes(out / "anchors/full.onnx", full.SerializeToString())
     thin_onnx = export_onnx(thin, input_hw, batch, in_channels)
-    atomic_write_bytes(out / "anchors/thin.onnx", thin_onnx.SerializeToString())
+    for anchor, proto in zip(anchors, (full, thin_onnx)):
+        atomic_write_bytes(out / anchor["file"], proto.SerializeToString())
+        if fp16_anchor is not None:
+            anchor["file_fp16"] = f"anchors/{anchor['name']}_fp16.onnx"
+            atomic_write_bytes(out / anchor["file_fp16"], fp16_anchor(proto).SerializeToString())
     manifest = {
         "format": BUNDLE_FORMAT,
         "version": BUNDLE_VERSION,

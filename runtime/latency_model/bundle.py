@@ -69,6 +69,7 @@ class AnchorSpec:
     name: str
     file: str
     widths: dict[str, tuple[int, int]] = field(default_factory=dict)
+    file_fp16: str | None = None  # FP16 ONNX of the same model, for strongly typed TensorRT
 
 
 @dataclass
@@ -98,8 +99,14 @@ class ProbeBundle:
             sliced = to_fp16(onnx, sliced)
         return bytes(sliced.SerializeToString())
 
-    def anchor_bytes(self, anchor: AnchorSpec) -> bytes:
-        path = self.root / anchor.file
+    def anchor_bytes(self, anchor: AnchorSpec, fp16: bool = False) -> bytes:
+        if fp16 and not anchor.file_fp16:
+            raise ProbeBundleError(
+                f"probe bundle {self.root} has no FP16 ONNX of anchor {anchor.name!r}, which a "
+                "strongly typed TensorRT (11.x) needs: export the bundle with mtc-probes "
+                "--fp16-anchors"
+            )
+        path = self.root / (anchor.file_fp16 if fp16 and anchor.file_fp16 else anchor.file)
         if not path.is_file():
             raise ProbeBundleError(f"probe bundle {self.root} lacks {anchor.file}: export it again")
         return path.read_bytes()
@@ -154,6 +161,7 @@ def load_bundle(root: str | Path) -> ProbeBundle:
                     str(a["name"]),
                     str(a["file"]),
                     {str(k): (int(v[0]), int(v[1])) for k, v in a.get("widths", {}).items()},
+                    a.get("file_fp16"),
                 )
                 for a in d["anchors"]
             ],

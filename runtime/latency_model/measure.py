@@ -161,7 +161,9 @@ def _measure_anchors(
 ) -> list[Anchor]:
     shape = (bundle.batch, bundle.in_channels, *bundle.input_hw)
     runs = {
-        a.name: timer.prepare(bundle.anchor_bytes(a), bundle.anchor_input, shape)
+        a.name: timer.prepare(
+            bundle.anchor_bytes(a, fp16=timer.wants_fp16_onnx), bundle.anchor_input, shape
+        )
         for a in bundle.anchors
     }
     samples: dict[str, list[float]] = {a.name: [] for a in bundle.anchors}

@@ -12,7 +12,8 @@ from typing import Any
 
 from runtime.backends.base import BackendOptions, BackendUnavailableError
 from runtime.backends.tensorrt import TensorRTBackend
-from runtime.latency_model.timers import ProbeTimer, TimerError, random_input, register_timer
+from runtime.latency_model.timers import ProbeTimer, Repeat, random_input, register_timer
+from runtime.trt_build import build_serialized_engine
 
 
 def _import_trt() -> Any:
@@ -24,16 +25,6 @@ def _import_trt() -> Any:
             "run the model (Jetson: apt python3-libnvinfer; desktop: pip install tensorrt)"
         ) from None
     return tensorrt
-
-
-def _builder() -> Callable[..., tuple[bytes, Any]]:
-    try:
-        from runtime.trt_build import build_serialized_engine  # type: ignore[import-not-found]
-    except ImportError:
-        raise TimerError(
-            "this mtc has no torch-free TensorRT builder (runtime.trt_build); update mtc"
-        ) from None
-    return build_serialized_engine  # type: ignore[no-any-return]
 
 
 @register_timer("tensorrt")
@@ -71,10 +62,8 @@ class TensorRTTimer(ProbeTimer):
     def prepare(
         self, onnx_bytes: bytes, input_name: str, input_shape: tuple[int, ...]
     ) -> Callable[[], float]:
-        self._release()
-        build = _builder()
         shape = tuple(int(d) for d in input_shape)
-        plan, _info = build(
+        plan, _info = build_serialized_engine(
             onnx_bytes,
             precision=self.precision,
             input_shapes={input_name: (shape, shape, shape)},
@@ -91,6 +80,15 @@ class TensorRTTimer(ProbeTimer):
             return float(backend.last_timing["compute"])
 
         return run
+
+    def time(
+        self, onnx_bytes: bytes, input_name: str, input_shape: tuple[int, ...], repeat: Repeat
+    ) -> float:
+        """One probe: build, time, and free its engine and buffers before the next one."""
+        try:
+            return super().time(onnx_bytes, input_name, input_shape, repeat)
+        finally:
+            self._release()
 
     def _release(self) -> None:
         while self._open:

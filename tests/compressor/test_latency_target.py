@@ -284,7 +284,7 @@ def test_cli_round_trip_probes_latency_compress(tmp_path, synth_dataset, capsys)
     """mtc-probes (workstation) -> mtc-latency (vehicle, torch-free, real ONNX Runtime) ->
     mtc-compress --latency-table: the documented round trip."""
     from compressor.cli.compress import main as compress_main
-    from compressor.cli.probes import main as probes_main
+    from export.probes_cli import main as probes_main
 
     torch.manual_seed(0)
     ckpt = tmp_path / "teacher.pt"

@@ -1,6 +1,7 @@
 """`mtc-probes`: export a model's latency probes (a probe bundle) for timing on the machine that
 will run it with the torch-free `mtc-latency`; the resulting table drives
-`mtc-compress --target latency --latency-table FILE`.
+`mtc-compress --target latency --latency-table FILE`. It lives in `export` because the FP16
+anchors that strongly typed TensorRT needs come from the export's FP16 converter.
 
     mtc-probes --teacher runs/teacher/best.pt --imgsz 384 640 --batch 1 -o probes/
 """
@@ -11,6 +12,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from compressor.cli.common import parse_pair, run_cli
 from runtime.errors import MtcError
@@ -32,6 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-width", type=int, default=8, help="smallest width probed")
     p.add_argument(
         "--protect", action="append", default=[], metavar="MODULE", help="as for mtc-compress"
+    )
+    p.add_argument(
+        "--fp16-anchors",
+        action="store_true",
+        help="also write FP16 ONNX of the whole-model anchors (TensorRT 11.x, strongly typed)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing bundle")
     return p
@@ -62,12 +69,19 @@ def _main(argv: Sequence[str] | None) -> int:
         round_to=args.round_to,
         min_width=args.min_width,
         model_name=ckpt.model_name,
+        fp16_anchor=_fp16 if args.fp16_anchors else None,
     )
     print(
         f"wrote probe bundle {out} ({ckpt.model_name}, {hw[1]}x{hw[0]}, batch {args.batch}); "
         f"time it on the deploy machine: mtc-latency {out} --backend tensorrt -o table.json"
     )
     return 0
+
+
+def _fp16(model: Any) -> Any:
+    from export.fp16 import convert_to_fp16
+
+    return convert_to_fp16(model)[0]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
