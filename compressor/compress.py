@@ -266,6 +266,7 @@ def _latency_table(cfg: CompressConfig, teacher: nn.Module, hw, protected):
             protect_outputs=cfg.prune.protect_outputs,
             round_to=cfg.prune.round_to,
             min_width=cfg.prune.min_width,
+            cache=Path(lat.cache_dir) if lat.cache_dir else None,
             progress=bar,
             log=print if cfg.progress else (lambda _m: None),
         )

@@ -21,7 +21,8 @@ class LatencyConfig:
     table, this machine for one measured here). threads: ONNX Runtime intra-op threads (1 = the
     stable single-thread CPU clock; 0 = ONNX Runtime's default). batch: the batch the table and
     measurements use. measure: time teacher and student side by side after compressing (where
-    the backend is on this machine). rounds: interleaved rounds of that measurement."""
+    the backend is on this machine). rounds: interleaved rounds of that measurement. cache_dir:
+    where tables measured here are cached (None: $MTC_CACHE_DIR or ~/.cache/mtc)."""
 
     backend: str = "onnxruntime"
     precision: str | None = None
@@ -30,6 +31,7 @@ class LatencyConfig:
     batch: int = 1
     measure: bool = True
     rounds: int = 7
+    cache_dir: str | None = None  # where tables measured here are kept (None: ~/.cache/mtc)
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
