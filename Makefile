@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
 
-.PHONY: install test test-all test-gpu lint format demo bench clean
+.PHONY: install test test-all test-gpu gpu-check lint format demo bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,13 @@ test-all: $(STAMP)
 # On a machine with an NVIDIA GPU and TensorRT.
 test-gpu: $(STAMP)
 	$(PY) -m pytest -q -m gpu -rs $(PYTEST_ARGS)
+
+# The maintainer's GPU check, one command (< 10 min on a workstation GPU): test-gpu + the demo's
+# FP16 engines + the latency benchmark on them, as a pass/fail table (docs/ENGINE.md). Without a
+# GPU or TensorRT it stops with one line and exit code 2.
+GPU_CHECK_ARGS ?=
+gpu-check: $(STAMP)
+	$(PY) benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -27,12 +27,15 @@ from compressor.data import BddDataset, DataConfig, make_loader
 from compressor.distill import DistillConfig, distill
 from compressor.distill.taps import tap_modules
 from compressor.flops import count_cost
+from compressor.latency import is_local, measure_models, obtain_table, plan_measurer
+from compressor.latency.config import LatencyConfig
 from compressor.losses import YolopLoss
 from compressor.pruning import PruneConfig, prune
 from compressor.train import EvalConfig, TrainConfig, evaluate, train
 from compressor.train.report import HEADLINE, write_json
 from runtime.errors import MtcError
 from runtime.fileio import atomic_write_text
+from runtime.latency_model.measure import TqdmProgress
 
 # Final prediction convs of the built-in models (their output channels are the anchor layout /
 # the class maps). The generic output rule finds them too; naming them makes the intent visible.
@@ -74,6 +77,7 @@ class CompressConfig:
     prune: PruneConfig = field(default_factory=PruneConfig)
     kd: bool = True
     distill: DistillConfig = field(default_factory=DistillConfig)
+    latency: LatencyConfig = field(default_factory=LatencyConfig)
     epochs: int = 10
     step_epochs: int = 1
     batch: int = 8
@@ -121,6 +125,7 @@ class CompressConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["prune"], d["distill"] = self.prune.to_dict(), self.distill.to_dict()
+        d["latency"] = self.latency.to_dict()
         d["imgsz"] = list(self.imgsz) if self.imgsz else None
         return d
 
@@ -210,6 +215,7 @@ def compress(cfg: CompressConfig) -> CompressResult:
     if cfg.kd and cfg.epochs > 0:
         tap_modules(teacher, dcfg.taps)  # unknown tap names fail here, before any work
     protected = DEFAULT_PROTECTED.get(tckpt.model_name, ())
+    table = None if cfg.resume else _latency_table(cfg, teacher, hw, protected)
     student = copy.deepcopy(teacher)
     loss_fn = YolopLoss.for_model(teacher)
     flops_hw = tuple(cfg.prune.flops_input_hw or hw)
@@ -225,6 +231,8 @@ def compress(cfg: CompressConfig) -> CompressResult:
         finetune=_finetune_between_steps(cfg, hw, out),
         progress=cfg.progress,
         example_inputs=torch.zeros(1, 3, *hw),
+        latency_table=table,
+        measure=plan_measurer(teacher, table) if table is not None and is_local(table) else None,
     )
     student = pruned.model  # pruned in place; on --resume rebuilt from train/last.pt
     _save_state(cfg, out, pruned)
@@ -239,6 +247,7 @@ def compress(cfg: CompressConfig) -> CompressResult:
     report = _report(
         cfg, (hw, flops_hw), teacher, student, tckpt, (t_eval, s_eval), pruned, train_info
     )
+    report["latency"] = _latency_report(cfg, teacher, student, hw, pruned.report.latency, table)
     report["timings_s"] = {"prune": round(t_prune, 2), "total": round(time.perf_counter() - t0, 2)}
     paths = _write_report(out, report, pruned.report)
     return CompressResult(student, ckpt_path, report, {"checkpoint": ckpt_path, **paths})
@@ -255,6 +264,78 @@ def _save_state(cfg: CompressConfig, out: Path, pruned) -> None:
     if not cfg.resume and int(os.environ.get("RANK", "0")) == 0:
         out.mkdir(parents=True, exist_ok=True)
         save_state(out, cfg.to_dict(), pruned.report)
+
+
+def _latency_table(cfg: CompressConfig, teacher: nn.Module, hw, protected):
+    """The table for a latency target: the given file (checked against the flags) or one
+    measured here on ONNX Runtime CPU (cached); None for params / FLOPs targets."""
+    if cfg.prune.target != "latency":
+        return None
+    lat = cfg.latency
+    bar = TqdmProgress("latency table", enabled=cfg.progress)
+    try:
+        return obtain_table(
+            teacher,
+            hw,
+            lat.batch,
+            table_path=cfg.prune.latency_table,
+            backend=lat.backend,
+            precision=lat.precision if cfg.prune.latency_table else lat.resolved_precision,
+            device=lat.device,
+            threads=lat.ort_threads,
+            protected=tuple(protected) + tuple(cfg.prune.protected),
+            protect_outputs=cfg.prune.protect_outputs,
+            round_to=cfg.prune.round_to,
+            min_width=cfg.prune.min_width,
+            cache=Path(lat.cache_dir) if lat.cache_dir else None,
+            progress=bar,
+            log=print if cfg.progress else (lambda _m: None),
+        )
+    finally:
+        bar.close()
+
+
+def _latency_report(cfg, teacher, student, hw, predicted: dict | None, table) -> dict:
+    """Teacher and student timed side by side (interleaved) on ONNX Runtime CPU, next to the
+    table's prediction when the target was latency."""
+    lat = cfg.latency
+    out: dict = {"predicted": predicted}
+    local = table is None or is_local(table)
+    if not lat.measure or lat.backend != "onnxruntime" or not local:
+        why = (
+            "disabled"
+            if not lat.measure
+            else f"the {lat.backend} table's device is not this machine"
+        )
+        out["measured"] = None
+        out["not_measured_because"] = why
+        return out
+    res = measure_models(
+        {"teacher": teacher, "student": student},
+        hw,
+        lat.batch,
+        threads=lat.ort_threads,
+        rounds=lat.rounds,
+    )
+    t, s = res["teacher"]["median_ms"], res["student"]["median_ms"]
+    out["measured"] = {
+        "teacher_ms": t,
+        "student_ms": s,
+        "speedup": round(t / s, 4),
+        "student_over_teacher": round(s / t, 4),
+        "backend": "onnxruntime",
+        "device": res["teacher"]["device"],
+        "threads": lat.ort_threads,
+        "batch": lat.batch,
+        "rounds": {"teacher": res["teacher"]["rounds_ms"], "student": res["student"]["rounds_ms"]},
+        "clock": "thread CPU time" if lat.ort_threads == 1 else "wall time",
+    }
+    if predicted:
+        p_s, p_t = predicted["predicted_after_ms"], predicted["predicted_before_ms"]
+        out["prediction_error"] = round(p_s / s - 1, 4)
+        # the same, with the teacher as the yardstick: load drift since the table cancels out
+        out["prediction_error_drift_corrected"] = round(p_s * t / (p_t * s) - 1, 4)
+    return out
 
 
 def _save_student(cfg, out: Path, student, record: dict, metrics: dict, hw, tckpt) -> Path:
@@ -339,10 +420,16 @@ def _markdown(report: dict, prune_md: str) -> str:
         f"Metrics in percent, deltas in points. Detection mode {p['det_modes'][0]}; seg "
         f"metrics from {p['seg_aggregation']}; lane labels {p['lane_labels_text']}.",
         "",
+        *_latency_md(report.get("latency") or {}),
         "## Pruning",
         "",
         prune_md,
         "![per-layer widths](widths.png)",
+        *(
+            ["", "![latency saved per layer](latency_savings.png)"]
+            if report.get("latency", {}).get("predicted")
+            else []
+        ),
         "",
         "## Student training",
         "",
@@ -358,6 +445,46 @@ def _markdown(report: dict, prune_md: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _latency_md(lat: dict) -> list[str]:
+    m, p = lat.get("measured"), lat.get("predicted")
+    if not m and not p:
+        return []
+    lines = ["## Latency", ""]
+    if m:
+        lines += [
+            f"Measured side by side (interleaved, {len(m['rounds']['teacher'])} rounds) on "
+            f"{m['backend']} ({m['device']}), batch {m['batch']}, {m['threads'] or 'default'} "
+            f"thread(s), {m['clock']}:",
+            "",
+            "| | teacher | student | student / teacher |",
+            "|---|---:|---:|---:|",
+            f"| measured ms / batch | {m['teacher_ms']:.2f} | {m['student_ms']:.2f} | "
+            f"{m['student_over_teacher']:.3f} ({m['speedup']:.2f}x faster) |",
+        ]
+    else:
+        lines.append(f"Not measured here: {lat.get('not_measured_because')}.")
+    if p:
+        k = p["key"]
+        lines.append(
+            f"| predicted ms / batch ({k['backend']} {k['precision']}, {k['device']}) | "
+            f"{p['predicted_before_ms']:.2f} | {p['predicted_after_ms']:.2f} | "
+            f"{p['predicted_after_ms'] / p['predicted_before_ms']:.3f} |"
+        )
+        if "prediction_error" in lat:
+            lines += [
+                "",
+                f"Prediction error for the student: {lat['prediction_error']:+.1%} "
+                f"({lat['prediction_error_drift_corrected']:+.1%} with the teacher measured now as "
+                "the yardstick).",
+            ]
+        for c in p.get("calibration", []):
+            lines.append(
+                f"- plan check {c['round']}: predicted {c['predicted_ms']:.2f} ms, measured "
+                f"{c['measured_ms']:.2f} ms"
+            )
+    return lines + [""]
+
+
 def _json_block(obj: dict) -> str:
     import json
 
@@ -369,4 +496,7 @@ def _write_report(out: Path, report: dict, prune_report) -> dict[str, Path]:
     write_json(paths["json"], report)
     atomic_write_text(paths["markdown"], _markdown(report, prune_report.to_markdown()))
     prune_report.plot_widths(paths["plot"], title="Per-layer output widths")
+    savings = prune_report.plot_savings(out / "latency_savings.png")
+    if savings is not None:
+        paths["latency_plot"] = savings
     return paths

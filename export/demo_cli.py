@@ -39,7 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-val", type=int, help="synthetic val images (default 48)")
     p.add_argument("--teacher-epochs", type=int)
     p.add_argument("--distill-epochs", type=int)
-    p.add_argument("--ratio", type=float, help="parameter reduction target (default 0.4)")
+    p.add_argument(
+        "--target", choices=("latency", "params", "flops"), help="what --ratio removes (latency)"
+    )
+    p.add_argument("--ratio", type=float, help="fraction of the target to remove (default 0.4)")
     p.add_argument("--importance", help="random|l1|taylor_sum|tci|tci_gcp (default tci_gcp)")
     p.add_argument("--no-kd", action="store_true", help="prune without distillation")
     p.add_argument("--imgsz", type=int, nargs=2, metavar=("H", "W"))
@@ -71,6 +74,7 @@ def _main(argv: Sequence[str] | None) -> int:
         teacher_epochs=a.teacher_epochs,
         distill_epochs=a.distill_epochs,
         ratio=a.ratio,
+        target=a.target,
         importance=a.importance,
         imgsz=tuple(a.imgsz) if a.imgsz else None,
         device=a.device,

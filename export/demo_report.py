@@ -154,6 +154,32 @@ def write_overlays(
     return paths
 
 
+def side_by_side_latency(lat: dict) -> list[str]:
+    """Teacher vs student FP32 ONNX timed interleaved in one run (the compression's check)."""
+    m, p = lat.get("measured"), lat.get("predicted")
+    if not m:
+        return []
+    lines = [
+        "## Speed: teacher vs student, measured side by side",
+        "",
+        f"FP32 ONNX on {m['backend']} ({m['device']}), batch {m['batch']}, "
+        f"{m['threads'] or 'default'} thread(s), {m['clock']}; the two models alternate over "
+        f"{len(m['rounds']['teacher'])} rounds, so load changes hit both alike.",
+        "",
+        "| | teacher | student | student / teacher |",
+        "|---|---:|---:|---:|",
+        f"| measured ms / frame | {m['teacher_ms']:.2f} | {m['student_ms']:.2f} | "
+        f"{m['student_over_teacher']:.3f} (**{m['speedup']:.2f}x faster**) |",
+    ]
+    if p:
+        lines.append(
+            f"| predicted by the latency table | {p['predicted_before_ms']:.2f} | "
+            f"{p['predicted_after_ms']:.2f} | "
+            f"{p['predicted_after_ms'] / p['predicted_before_ms']:.3f} |"
+        )
+    return [*lines, ""]
+
+
 def write_report(out: Path, data: dict) -> tuple[Path, Path]:
     """report.json + report.md from the demo's collected results."""
     teacher, student = data["metrics"]["teacher"], data["metrics"]["student"]
@@ -193,6 +219,7 @@ def write_report(out: Path, data: dict) -> tuple[Path, Path]:
         "",
         data["engine_note"],
         "",
+        *side_by_side_latency(data.get("latency_side_by_side") or {}),
         "## Runtime latency (torch-free runtime)",
         "",
         *latency_table(data["latency"]),

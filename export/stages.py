@@ -232,15 +232,17 @@ def stage_engine(
 ) -> dict:
     """Engine + sidecar, then the engine (through the runtime) against the FP32 ONNX."""
     from export.artifact_check import runtime_runner
-    from runtime.fileio import file_sha256
+    from runtime.trt_build import batch_range, write_engine_sidecar
 
     out_dir = Path(cfg.output_dir)
     src = out_dir / (
         f"{plan.name}_fp16.onnx" if built.source == "fp16_onnx" else f"{plan.name}.onnx"
     )
     path = staging.write_bytes(f"{plan.name}_{cfg.engine}.engine", built.plan)
-    side = make_sidecar(path, cfg.engine, loaded, plan.spec, facts, built, file_sha256(src))
-    side.write(staging.path(sidecar_path(path).name))
+    # The engine's sidecar = the source ONNX's + build facts, as the device build script writes it.
+    batch = batch_range(plan.build.input_shapes())
+    dest = staging.path(sidecar_path(path).name)
+    write_engine_sidecar(path, src, precision=cfg.engine, info=built.info, batch=batch, dest=dest)
     run = runtime_runner(path)
     try:
         ref = OrtModel(onnx.load(str(out_dir / f"{plan.name}.onnx")))

@@ -1,35 +1,44 @@
-"""Stage 6: ONNX -> serialized TensorRT engine. Every `tensorrt` import of the export lives in
-this file, behind `import_tensorrt()` and `EngineFromOnnx`, so CPU tests drive the real logic
-through `tests/export/fake_tensorrt.py` installed as the `tensorrt` module.
-
-FP16 by installed version (never silently FP32):
-- TensorRT 10.x: weakly typed network from the FP32 ONNX + `BuilderFlag.FP16`, after checking
-  `platform_has_fast_fp16`  -> fp16_path "builder_flag".
-- TensorRT 11.x (no `BuilderFlag.FP16`): strongly typed network from the FP16 ONNX, whose own
-  tensor types carry the precision  -> fp16_path "strongly_typed_fp16_onnx".
-Timing cache: one file per (GPU name, TensorRT version), loaded before and saved (atomically)
-after every build, so rebuilds on the same device skip most tactic timing."""
+"""Stage 6: ONNX -> serialized TensorRT engine. The build itself is `runtime.trt_build` (torch-free,
+also shipped beside the ONNX as the device build script); this file only decides what the export
+feeds it: which ONNX (FP32, or FP16 on the strongly typed path), the profile from the batch range,
+and the timing cache file for this (GPU, TensorRT version). CPU tests drive it through the fake in
+`tests/fakes/tensorrt_fake.py` installed as the `tensorrt` module."""
 
 from __future__ import annotations
 
-import re
-import shutil
-import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from export.errors import EngineBuildError, TensorRTUnavailableError
-from runtime.fileio import atomic_write_bytes
-
-FP16_BUILDER_FLAG = "builder_flag"
-FP16_STRONGLY_TYPED = "strongly_typed_fp16_onnx"
-INSTALL_HINT = (
-    "install TensorRT's Python package on the machine that will run the engine: desktop GPUs "
-    "`pip install tensorrt` (NVIDIA's wheels; tensorrt-cu12 for CUDA 12), Jetson JetPack "
-    "`sudo apt install python3-libnvinfer` (venv with --system-site-packages)"
+from runtime import trt_build
+from runtime.trt_build import (
+    FP16_BUILDER_FLAG,
+    FP16_STRONGLY_TYPED,
+    INSTALL_HINT,
+    BuildInfo,
+    fp16_path_for,
+    installed_version,
+    query_gpu_name,
+    timing_cache_file,
+    trt_major,
 )
+
+__all__ = [
+    "FP16_BUILDER_FLAG",
+    "FP16_STRONGLY_TYPED",
+    "INSTALL_HINT",
+    "BuiltEngine",
+    "EngineBuildConfig",
+    "EngineFromOnnx",
+    "fp16_path_for",
+    "import_tensorrt",
+    "installed_version",
+    "query_gpu_name",
+    "timing_cache_file",
+    "trt_major",
+]
 
 
 @dataclass(frozen=True)
@@ -45,6 +54,12 @@ class EngineBuildConfig:
     timing_cache_dir: Path
     dla_core: int | None = None
 
+    def input_shapes(self) -> trt_build.Shapes:
+        lo, opt, hi = (
+            (b, *self.input_chw) for b in (self.min_batch, self.opt_batch, self.max_batch)
+        )
+        return {self.input_name: (lo, opt, hi)}
+
 
 @dataclass(frozen=True)
 class BuiltEngine:
@@ -57,122 +72,23 @@ class BuiltEngine:
     timing_cache: str | None
     dla_core: int | None
 
+    @property
+    def info(self) -> BuildInfo:
+        return BuildInfo(
+            self.version,
+            self.gpu,
+            self.build_flags,
+            self.fp16_path,
+            self.timing_cache,
+            self.dla_core,
+        )
+
 
 def import_tensorrt() -> Any:
     try:
-        import tensorrt
-    except ImportError:
-        raise TensorRTUnavailableError(f"TensorRT is not installed; {INSTALL_HINT}") from None
-    return tensorrt
-
-
-def trt_major(trt: Any) -> int:
-    return int(str(trt.__version__).split(".")[0])
-
-
-def fp16_path_for(trt: Any) -> str:
-    """10.x keeps the weakly typed FP16 flag; 11.x removed it, so only strongly typed works."""
-    if trt_major(trt) >= 11 or not hasattr(trt.BuilderFlag, "FP16"):
-        return FP16_STRONGLY_TYPED
-    return FP16_BUILDER_FLAG
-
-
-def query_gpu_name() -> str:
-    """GPU 0's name via the runtime's CUDA adapter, else nvidia-smi; keys the timing cache."""
-    try:
-        from runtime.backends.cuda_memory import create_memory
-
-        mem = create_memory("auto")
-        try:
-            return mem.device_name()
-        finally:
-            mem.close()
-    except Exception:  # no bindings / no driver: try the CLI next
-        pass
-    exe = shutil.which("nvidia-smi")
-    if exe:
-        out = subprocess.run(
-            [exe, "--query-gpu=name", "--format=csv,noheader"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        )
-        if out.returncode == 0 and out.stdout.strip():
-            return out.stdout.strip().splitlines()[0]
-    return "unknown-gpu"
-
-
-def timing_cache_file(cache_dir: Path, gpu: str, version: str) -> Path:
-    """Tactic timings are only valid for one device and one TensorRT version."""
-    slug = re.sub(r"[^A-Za-z0-9]+", "-", gpu).strip("-").lower() or "gpu"
-    return Path(cache_dir) / f"timing_{slug}_trt{version}.cache"
-
-
-def _network(
-    trt: Any, builder: Any, logger: Any, onnx_bytes: bytes, strongly_typed: bool
-) -> tuple[Any, Any]:
-    flags = 0
-    if strongly_typed and hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
-        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
-    network = builder.create_network(flags)
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse(onnx_bytes):
-        errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
-        raise EngineBuildError(
-            f"TensorRT {trt.__version__} could not parse the ONNX ({len(errors)} error(s)): "
-            + " | ".join(errors[:5])
-            + "; the lint report names ops to look at"
-        )
-    return network, parser
-
-
-def _builder_config(
-    trt: Any, builder: Any, cfg: EngineBuildConfig, fp16_flag: bool
-) -> tuple[Any, list[str]]:
-    config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, cfg.workspace_mib << 20)
-    config.builder_optimization_level = cfg.opt_level
-    flags = [f"workspace={cfg.workspace_mib}MiB", f"opt_level={cfg.opt_level}"]
-    if fp16_flag:
-        config.set_flag(trt.BuilderFlag.FP16)
-        flags.append("FP16")
-    profile = builder.create_optimization_profile()
-    shapes = [(b, *cfg.input_chw) for b in (cfg.min_batch, cfg.opt_batch, cfg.max_batch)]
-    profile.set_shape(cfg.input_name, *shapes)
-    config.add_optimization_profile(profile)
-    flags.append(f"profile={cfg.min_batch}/{cfg.opt_batch}/{cfg.max_batch}")
-    if cfg.dla_core is not None:
-        flags += _use_dla(trt, builder, config, cfg.dla_core)
-    return config, flags
-
-
-def _use_dla(trt: Any, builder: Any, config: Any, core: int) -> list[str]:
-    cores = int(getattr(builder, "num_DLA_cores", 0))
-    if core >= cores:
-        raise EngineBuildError(
-            f"--dla-core {core} asked for, but this device has {cores} DLA core(s) "
-            f"(Jetson Orin AGX/NX have 2, Orin Nano none); drop --dla-core"
-        )
-    config.default_device_type = trt.DeviceType.DLA
-    config.DLA_core = core
-    config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
-    return [f"DLA_core={core}", "GPU_FALLBACK"]
-
-
-def _attach_timing_cache(config: Any, path: Path) -> bool:
-    data = path.read_bytes() if path.is_file() else b""
-    cache = config.create_timing_cache(data)
-    if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
-        raise EngineBuildError(
-            f"TensorRT rejected the timing cache {path} (corrupt or from another device / "
-            "version); delete it and build again"
-        )
-    return bool(data)
-
-
-def _save_timing_cache(config: Any, path: Path) -> None:
-    atomic_write_bytes(path, bytes(config.get_timing_cache().serialize()))
+        return trt_build.import_tensorrt()
+    except trt_build.TensorRTUnavailableError as e:
+        raise TensorRTUnavailableError(str(e)) from None
 
 
 class EngineFromOnnx:
@@ -208,50 +124,33 @@ class EngineFromOnnx:
 
     def __call__(self) -> BuiltEngine:
         trt = import_tensorrt()
-        logger = trt.Logger(trt.Logger.WARNING)
-        try:
-            builder = trt.Builder(logger)
-        except Exception as e:  # no CUDA device / driver: TensorRT raises from its factory
-            raise TensorRTUnavailableError(
-                f"TensorRT {trt.__version__} is installed but cannot create a builder ({e}); "
-                "an engine needs an NVIDIA GPU with a working driver"
-            ) from None
         data, source, fp16_path = self._source(trt)
-        if fp16_path == FP16_BUILDER_FLAG and not getattr(builder, "platform_has_fast_fp16", True):
-            raise EngineBuildError(
-                "--engine fp16 asked for, but this GPU has no fast FP16; use --engine fp32"
+        gpu = self.gpu_name()
+        cfg = self.cfg
+        try:
+            plan, info = trt_build.build_serialized_engine(
+                data,
+                precision=cfg.precision,
+                input_shapes=cfg.input_shapes(),
+                workspace_mib=cfg.workspace_mib,
+                opt_level=cfg.opt_level,
+                timing_cache=timing_cache_file(cfg.timing_cache_dir, gpu, str(trt.__version__)),
+                trt=trt,
+                fp16_path=fp16_path,
+                dla_core=cfg.dla_core,
+                gpu=gpu,
             )
-        strongly = fp16_path == FP16_STRONGLY_TYPED
-        network, _parser = _network(trt, builder, logger, data, strongly)
-        config, flags = _builder_config(trt, builder, self.cfg, fp16_path == FP16_BUILDER_FLAG)
-        if strongly:
-            flags.append("STRONGLY_TYPED")
-        gpu, version = self.gpu_name(), str(trt.__version__)
-        cache = timing_cache_file(self.cfg.timing_cache_dir, gpu, version)
-        _attach_timing_cache(config, cache)
-        plan = builder.build_serialized_network(network, config)
-        if plan is None:
-            raise EngineBuildError(
-                f"TensorRT {version} build_serialized_network returned None on {gpu}; the "
-                "TensorRT log above says why (often: workspace too small, try --workspace 8192)"
-            )
-        _save_timing_cache(config, cache)
+        except trt_build.TensorRTUnavailableError as e:
+            raise TensorRTUnavailableError(str(e)) from None
+        except trt_build.EngineBuildError as e:
+            raise EngineBuildError(str(e)) from None
         return BuiltEngine(
-            bytes(plan),
-            version,
-            gpu,
+            plan,
+            info.version,
+            info.gpu,
             source,
-            fp16_path,
-            tuple(flags),
-            str(cache),
-            self.cfg.dla_core,
+            info.fp16_path,
+            info.build_flags,
+            info.timing_cache,
+            info.dla_core,
         )
-
-
-def installed_version() -> str | None:
-    """TensorRT's version if its Python package imports here, else None (never raises)."""
-    try:
-        import tensorrt
-    except Exception:  # ImportError, or a broken install raising OSError on its libraries
-        return None
-    return str(getattr(tensorrt, "__version__", "unknown"))

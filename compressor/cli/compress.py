@@ -18,6 +18,8 @@ from compressor.cli.common import CliInterrupted, Parser, parse_pair, run_cli
 from compressor.compress import CompressConfig, compress
 from compressor.distill import FEATURE_LOSSES, DistillConfig
 from compressor.distill.config import ADAPTER_INITS
+from compressor.latency.config import BACKENDS as LATENCY_BACKENDS
+from compressor.latency.config import PRECISIONS, LatencyConfig
 from compressor.pruning import PruneConfig
 from compressor.pruning.config import AGGREGATES, CONFLICT_MODES, NORMALIZERS, RESCALES, TARGETS
 from runtime.cli_kernel import check_input_path, check_output_dir, default_help
@@ -32,8 +34,44 @@ FLAGS: list[tuple[str, str, dict]] = [
     ("--data", "data", {"required": True, "help": "data set root (YOLOP or BDD100K layout)"}),
     ("-o", "out", {"help": "output folder (student.pt, report.json/md, widths.png)"}),
     ("--imgsz", "imgsz", {"nargs": 2, "type": int, "metavar": ("H", "W")}),
-    ("--ratio", "prune.ratio", {"type": float, "help": "fraction of params (or FLOPs) to remove"}),
-    ("--target", "prune.target", {"choices": TARGETS}),
+    (
+        "--ratio",
+        "prune.ratio",
+        {"type": float, "help": "fraction of the target (params, FLOPs or latency) to remove"},
+    ),
+    (
+        "--target",
+        "prune.target",
+        {"choices": TARGETS, "help": "what --ratio removes; latency = measured on the backend"},
+    ),
+    (
+        "--latency-table",
+        "prune.latency_table",
+        {"metavar": "FILE", "help": "table from mtc-latency (default: measure one here, cached)"},
+    ),
+    ("--latency-backend", "latency.backend", {"choices": LATENCY_BACKENDS}),
+    ("--latency-precision", "latency.precision", {"choices": PRECISIONS}),
+    (
+        "--latency-device",
+        "latency.device",
+        {"help": "device the table must come from (text contained in its device name)"},
+    ),
+    (
+        "--latency-threads",
+        "latency.threads",
+        {"type": int, "help": "ONNX Runtime threads (1: CPU clock, stable under load; 0: ORT's)"},
+    ),
+    ("--latency-batch", "latency.batch", {"type": int}),
+    (
+        "--latency-rounds",
+        "prune.latency_rounds",
+        {"type": int, "help": "plans built and measured to calibrate the latency model"},
+    ),
+    (
+        "--measure-latency",
+        "latency.measure",
+        {"action": BOOL, "help": "time teacher and student side by side at the end"},
+    ),
     (
         "--importance",
         "prune.importance",
@@ -103,7 +141,7 @@ FLAGS: list[tuple[str, str, dict]] = [
 def _field_default(dest: str) -> object:
     head, _, leaf = dest.partition(".")
     if leaf:
-        nested = {"prune": PruneConfig, "distill": DistillConfig}[head]()
+        nested = {"prune": PruneConfig, "distill": DistillConfig, "latency": LatencyConfig}[head]()
         return getattr(nested, leaf)
     f = CompressConfig.__dataclass_fields__[dest]
     return None if f.default is dataclasses.MISSING else f.default
@@ -137,7 +175,7 @@ def _task_weights(items: list[str]) -> tuple[tuple[str, float], ...]:
 
 def config_from_args(args: argparse.Namespace) -> CompressConfig:
     given = {k.replace("__", "."): v for k, v in vars(args).items()}
-    nested: dict[str, dict] = {"prune": {}, "distill": {}}
+    nested: dict[str, dict] = {"prune": {}, "distill": {}, "latency": {}}
     top = {}
     for key, value in given.items():
         head, _, leaf = key.partition(".")
@@ -152,7 +190,12 @@ def config_from_args(args: argparse.Namespace) -> CompressConfig:
         p["flops_input_hw"] = parse_pair(p["flops_input_hw"], "--flops-imgsz")
     if "imgsz" in top:
         top["imgsz"] = parse_pair(top["imgsz"], "--imgsz")
-    return CompressConfig(prune=PruneConfig(**p), distill=DistillConfig(**nested["distill"]), **top)
+    return CompressConfig(
+        prune=PruneConfig(**p),
+        distill=DistillConfig(**nested["distill"]),
+        latency=LatencyConfig(**nested["latency"]),
+        **top,
+    )
 
 
 def interrupted_text(out: str) -> str:
@@ -185,6 +228,18 @@ def _main(argv: Sequence[str] | None) -> int:
         f"({-r['params_reduction']:+.1%}), GFLOPs {r['teacher']['flops'] / 1e9:.3f} -> "
         f"{r['student']['flops'] / 1e9:.3f} ({-r['flops_reduction']:+.1%})"
     )
+    m = (r.get("latency") or {}).get("measured")
+    if m:
+        print(
+            f"latency ({m['backend']}, batch {m['batch']}, measured side by side): "
+            f"{m['teacher_ms']:.2f} -> {m['student_ms']:.2f} ms ({m['speedup']:.2f}x faster)"
+        )
+    p = (r.get("latency") or {}).get("predicted")
+    if p:
+        print(
+            f"latency predicted by the table: {p['predicted_before_ms']:.2f} -> "
+            f"{p['predicted_after_ms']:.2f} ms"
+        )
     deltas = ", ".join(f"{k} {v:+.1f}" for k, v in r["deltas_points"].items())
     print(f"metric deltas (points): {deltas}")
     print(f"student: {result.checkpoint}  report: {result.paths['markdown']}")

@@ -16,7 +16,7 @@ NORMALIZERS = ("mean", "max", "l2")
 AGGREGATES = ("max", "mean", "sum", "weighted")
 CONFLICT_MODES = ("multiplicative", "additive")
 RESCALES = ("aggregate", "score", "none")
-TARGETS = ("params", "flops")
+TARGETS = ("params", "flops", "latency")
 
 
 def _choice(value: str, valid: tuple[str, ...], field: str) -> None:
@@ -30,7 +30,8 @@ def _choice(value: str, valid: tuple[str, ...], field: str) -> None:
 class PruneConfig:
     """Task-aware safe pruning settings (defaults = METHOD.md's spec).
 
-    ratio: fraction of the target quantity (params or FLOPs) to remove, in (0, 1).
+    ratio: fraction of the target quantity to remove, in (0, 1): params, FLOPs, or the latency
+        the latency table predicts for the unpruned model (target="latency").
     importance: random | l1 | taylor_sum | tci | tci_gcp ("tci+gcp" accepted).
     normalize: per-task normalisation within a group (mean | max | l2).
     aggregate: how per-task importances combine (max | mean | sum | weighted with task_weights).
@@ -45,6 +46,10 @@ class PruneConfig:
     iterative_steps: 1 = one-shot; K = K prune steps (re-calibrating each time) with the caller's
         fine-tune callback in between.
     flops_input_hw: (H, W) FLOPs are counted at; None = the example input's size.
+    latency_table: a table file from mtc-latency for target="latency" (None: the caller passes a
+        LatencyTable to prune(), or mtc-compress measures one on ONNX Runtime CPU).
+    latency_rounds: with a measure callback (the backend is on this machine), how many proposed
+        plans are built and measured to recalibrate the latency model before the final plan.
     """
 
     ratio: float = 0.4
@@ -64,6 +69,8 @@ class PruneConfig:
     protect_outputs: bool = True
     iterative_steps: int = 1
     flops_input_hw: tuple[int, int] | None = DEFAULT_INPUT_HW
+    latency_table: str | None = None
+    latency_rounds: int = 2
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -99,6 +106,7 @@ class PruneConfig:
                 self.iterative_steps >= 1,
                 f"iterative_steps must be >= 1, got {self.iterative_steps}",
             ),
+            (self.latency_rounds >= 0, f"latency_rounds must be >= 0, got {self.latency_rounds}"),
             (0.0 <= self.safe_top_q < 1.0, f"safe_top_q must be in [0, 1), got {self.safe_top_q}"),
             (
                 self.conflict_lambda >= 0,

@@ -8,6 +8,7 @@ pruned model, with the caller's fine-tune callback between steps."""
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -19,15 +20,33 @@ from compressor.flops import count_cost
 from compressor.pruning.calibrate import LossFn, batch_images, calibrate
 from compressor.pruning.config import PruneConfig
 from compressor.pruning.cost import CostModel
-from compressor.pruning.errors import CalibrationError, ImpossibleTargetError, PruningGraphError
+from compressor.pruning.errors import (
+    CalibrationError,
+    ImpossibleTargetError,
+    PruneConfigError,
+    PruningGraphError,
+)
 from compressor.pruning.graph import PruneGraph
 from compressor.pruning.group import ChannelGroup
 from compressor.pruning.importance import GroupScores, ImportanceContext, build_importance
-from compressor.pruning.plan import Planner
+from compressor.pruning.latency_plan import (
+    LatencyPlanner,
+    LatencyPricer,
+    impossible_latency,
+)
+from compressor.pruning.plan import Plan, Planner
 from compressor.pruning.record import RECORD_FORMAT, RECORD_VERSION, KeepTracker
 from compressor.pruning.report import PruneReport, StepReport
+from runtime.latency_model.table import (
+    Anchor,
+    LatencyTable,
+    LatencyTableMismatchError,
+    load_table,
+)
 
 FinetuneFn = Callable[[nn.Module, int], None]
+MeasureFn = Callable[[nn.Module], float]
+LATENCY_TOLERANCE = 0.01  # a plan measured within 1 % of the target is taken as it is
 
 
 @dataclass
@@ -70,16 +89,24 @@ def _impossible(cfg: PruneConfig, best_ratio: float, why: str) -> ImpossibleTarg
 class _Session:
     """State of one prune() call across its iterative steps."""
 
-    def __init__(self, model, loss_fn, batches, cfg, example, protected, progress):
+    def __init__(
+        self, model, loss_fn, batches, cfg, example, protected, progress, table=None, measure=None
+    ):
+        self.measure: MeasureFn | None = measure
+        self.calibration: list[dict] = []
         self.model, self.loss_fn, self.batches, self.cfg = model, loss_fn, batches, cfg
         self.example, self.progress = example, progress
         self.protected = tuple(cfg.protected) + tuple(protected)
         self.hw = tuple(cfg.flops_input_hw) if cfg.flops_input_hw else tuple(example.shape[-2:])
+        self.table: LatencyTable | None = table
+        if self.table is not None:
+            check_table_fits(self.table, model, example.shape[1])
         self.tracker = KeepTracker(model)
         self.before_widths = self.tracker.snapshot()
         cost0 = count_cost(model, self.hw, in_channels=example.shape[1])
         self.params0, self.macs0 = cost0.params, cost0.macs
         self.graph, self.cost = self._build(cost0)
+        self.lat0 = self.table.predict(_conv_widths(model, self.table)) if self.table else None
         self.steps: list[StepReport] = []
 
     def _build(self, cost=None) -> tuple[PruneGraph, CostModel]:
@@ -88,11 +115,84 @@ class _Session:
         return graph, CostModel(self.model, graph.groups, cost.layers)
 
     def check_reachable(self) -> None:
+        if self.table is not None:
+            return self._check_latency_reachable()
         params, macs = _structural_floor(self.graph, self.cost, self.cfg)
         reached = params if self.cfg.target == "params" else macs
         base = self.params0 if self.cfg.target == "params" else self.macs0
         if reached > (1 - self.cfg.ratio) * base:
             raise _impossible(self.cfg, 1 - reached / base, "with the protected layers fixed,")
+
+    def _latency_planner(self, scores: dict[int, GroupScores]) -> LatencyPlanner:
+        assert self.table is not None
+        pricer = LatencyPricer(self.table, self.model, self.graph.groups)
+        return LatencyPlanner(
+            pricer, self.graph.groups, scores, self.cfg.round_to, self.cfg.min_width
+        )
+
+    def _check_latency_reachable(self) -> None:
+        no_safe = {
+            g.index: GroupScores(torch.zeros(g.size), torch.zeros(g.size, dtype=torch.bool))
+            for g in self.graph.groups
+        }
+        planner = self._latency_planner(no_safe)
+        planner.run(0.0)  # as far as the floors allow
+        if planner.predicted() > (1 - self.cfg.ratio) * self.lat0:
+            raise impossible_latency(
+                self.cfg.ratio, self.table, self.lat0, planner, self._fixed_layers(planner)
+            )
+
+    def _fixed_layers(self, planner: LatencyPlanner) -> list[tuple[str, float]]:
+        touched = {s.layer for st in planner.states for s in st.slices}
+        fixed = [(n, ms) for n, ms in planner.layer_ms.items() if n not in touched]
+        return sorted(fixed, key=lambda x: -x[1])
+
+    def _latency_plan(self, scores: dict[int, GroupScores], ratio: float) -> tuple[Plan, float]:
+        """Plan to the target; where a `measure` callback is given, build each plan, measure it,
+        add it to the table's anchors (recalibrating the predicted savings) and plan again, until
+        a plan measures within LATENCY_TOLERANCE of the target or the rounds run out."""
+        target = (1 - ratio) * self.lat0
+        rounds = self.cfg.latency_rounds if self.measure is not None else 0
+        for r in range(rounds + 1):
+            planner = self._latency_planner(scores)
+            keeps = planner.run(target)
+            predicted = planner.predicted()
+            if predicted > target * (1 + 1e-9):
+                floor = self._latency_planner(scores)
+                floor.run(0.0)  # as far as floors and the safe rule allow
+                raise impossible_latency(
+                    ratio, self.table, self.lat0, floor, self._fixed_layers(planner)
+                )
+            masks = planner.masks(keeps)
+            if r == rounds:
+                break
+            candidate = self._candidate(masks)
+            measured = float(self.measure(candidate))
+            widths = _conv_widths(candidate, self.table)
+            self.calibration.append(
+                {
+                    "round": r + 1,
+                    "predicted_ms": round(predicted, 4),
+                    "measured_ms": round(measured, 4),
+                }
+            )
+            self.table.add_anchor(Anchor(f"plan{len(self.calibration)}", measured, widths))
+            if measured <= target * (1 + LATENCY_TOLERANCE):
+                break
+        params, macs = self.cost.evaluate(masks)
+        return Plan(masks, params, macs, -1), predicted
+
+    def _candidate(self, masks: dict[int, torch.Tensor]) -> nn.Module:
+        """A pruned copy of the model for measuring a plan (the model itself stays as it is)."""
+        model = copy.deepcopy(self.model)
+        graph = PruneGraph(model, self.example, self.protected, self.cfg.protect_outputs)
+        if [g.root for g in graph.groups] != [g.root for g in self.graph.groups]:
+            raise PruningGraphError("the model's copy traced to other channel groups")
+        for g in graph.groups:
+            mask = masks.get(g.index)
+            if mask is not None and bool(mask.any()):
+                graph.execute(g, mask.nonzero().view(-1).tolist())
+        return model
 
     def scores(self, step: int, timings: dict) -> tuple[dict[int, GroupScores], object]:
         stats = None
@@ -127,19 +227,11 @@ class _Session:
         scores, stats = self.scores(k, timings)
         t1 = time.perf_counter()
         ratio = self.cfg.ratio * k / self.cfg.iterative_steps
-        base = self.params0 if self.cfg.target == "params" else self.macs0
-        planner = Planner(
-            self.graph.groups, scores, self.cost, self.cfg.round_to, self.cfg.min_width
-        )
-        plan = planner.search(int((1 - ratio) * base), self.cfg.target)
-        if plan is None:
-            best = planner.plan_at(planner.n_candidates)
-            reached = best.params if self.cfg.target == "params" else best.macs
-            raise _impossible(
-                self.cfg,
-                1 - reached / base,
-                f"with the safe rule (top {self.cfg.safe_top_q:.0%} per task kept),",
-            )
+        predicted_ms = None
+        if self.table is not None:
+            plan, predicted_ms = self._latency_plan(scores, ratio)
+        else:
+            plan = self._plan(scores, ratio)
         t2 = time.perf_counter()
         removed = self._execute(plan)
         self._check_runs()
@@ -161,8 +253,25 @@ class _Session:
                 mean_losses=stats.mean_losses if stats else {},
                 seconds=round(time.perf_counter() - t0, 3),
                 timings={key: round(v, 3) for key, v in timings.items()},
+                predicted_ms=None if predicted_ms is None else round(predicted_ms, 4),
             )
         )
+
+    def _plan(self, scores: dict[int, GroupScores], ratio: float) -> Plan:
+        base = self.params0 if self.cfg.target == "params" else self.macs0
+        planner = Planner(
+            self.graph.groups, scores, self.cost, self.cfg.round_to, self.cfg.min_width
+        )
+        plan = planner.search(int((1 - ratio) * base), self.cfg.target)
+        if plan is None:
+            best = planner.plan_at(planner.n_candidates)
+            reached = best.params if self.cfg.target == "params" else best.macs
+            raise _impossible(
+                self.cfg,
+                1 - reached / base,
+                f"with the safe rule (top {self.cfg.safe_top_q:.0%} per task kept),",
+            )
+        return plan
 
     def _execute(self, plan) -> int:
         removed = 0
@@ -208,6 +317,8 @@ def prune(
     protected: Sequence[str] = (),
     finetune: FinetuneFn | None = None,
     progress: bool = True,
+    latency_table: LatencyTable | None = None,
+    measure: MeasureFn | None = None,
 ) -> PruneResult:
     """Prune `model` in place (deep-copy it first to keep the original).
 
@@ -216,13 +327,26 @@ def prune(
     batches: calibration batches (dicts with 'images', or tensors); re-iterable for K > 1 steps.
     protected: module names whose output channels never change (added to cfg.protected).
     finetune: called as finetune(model, step) between iterative steps.
+    latency_table: for cfg.target == "latency", the table to plan against (else the file named
+        by cfg.latency_table); the ratio is then a fraction of the predicted latency.
+    measure: measure(pruned_copy) -> ms on the table's backend and scale: lets the latency
+        planner check its plans against real measurements (cfg.latency_rounds times at most).
     """
     cfg = cfg or PruneConfig()
     t0 = time.perf_counter()
     if cfg.needs_gradients and loss_fn is None:
         raise CalibrationError(f"importance {cfg.importance!r} needs a per-task loss_fn; got None")
+    table = _resolve_table(cfg, latency_table)
     session = _Session(
-        model, loss_fn, batches, cfg, _example_input(example_inputs, batches), protected, progress
+        model,
+        loss_fn,
+        batches,
+        cfg,
+        _example_input(example_inputs, batches),
+        protected,
+        progress,
+        table,
+        measure,
     )
     session.check_reachable()
     for k in range(1, cfg.iterative_steps + 1):
@@ -249,6 +373,7 @@ def _finish(session: _Session, seconds: float) -> PruneResult:
         steps=session.steps,
         groups_total=len(session.graph.groups),
         seconds=round(seconds, 3),
+        latency=_latency_summary(session),
     )
     record = {
         "format": RECORD_FORMAT,
@@ -284,3 +409,82 @@ def group_scores(
     )
     scores, _ = session.scores(1, {})
     return session.graph.groups, scores
+
+
+def _resolve_table(cfg: PruneConfig, table: LatencyTable | None) -> LatencyTable | None:
+    if cfg.target != "latency":
+        return None
+    if table is not None:
+        return table
+    if cfg.latency_table:
+        return load_table(cfg.latency_table)
+    raise PruneConfigError(
+        "target 'latency' needs a latency table: pass latency_table= (a LatencyTable), set "
+        "PruneConfig.latency_table to a file from mtc-latency, or use mtc-compress, which "
+        "measures one on ONNX Runtime CPU"
+    )
+
+
+def _conv_widths(model: nn.Module, table: LatencyTable) -> dict[str, tuple[int, int]]:
+    mods = dict(model.named_modules())
+    return {
+        n: (int(mods[n].in_channels), int(mods[n].out_channels)) for n in table.layers if n in mods
+    }
+
+
+def check_table_fits(table: LatencyTable, model: nn.Module, in_channels: int = 3) -> None:
+    """The table must describe this very architecture at its input size and batch."""
+    from compressor.latency.probes import fingerprint, probed_layers
+
+    layers = probed_layers(model, table.key.input_hw, in_channels)
+    missing = [n for n in table.layers if n not in layers]
+    if missing:
+        raise LatencyTableMismatchError(
+            f"latency table names layer {missing[0]!r}, which does not run in this model "
+            f"({len(missing)} such layers): the table belongs to another model"
+        )
+    table.check_layers({n: (layers[n].cin, layers[n].cout) for n in table.layers})
+    used = {n: layers[n] for n in table.layers}
+    if fingerprint(used, table.key.input_hw, table.key.batch) != table.key.model:
+        raise LatencyTableMismatchError(
+            "latency table was measured for another architecture (kernel, stride or feature-map "
+            f"sizes differ at input {table.key.input_hw[0]}x{table.key.input_hw[1]}); export "
+            "probes of this model (mtc-probes) and measure them"
+        )
+
+
+def _latency_summary(session: _Session) -> dict | None:
+    table = session.table
+    if table is None:
+        return None
+    before = {n: (ly.cin, ly.cout) for n, ly in table.layers.items()}
+    after = _conv_widths(session.model, table)
+    rows = []
+    for n in table.layers:
+        b, a = before[n], after.get(n, before[n])
+        mb, ma = table.layer_ms(n, *b), table.layer_ms(n, *a)
+        if b != a:
+            rows.append(
+                {
+                    "layer": n,
+                    "before": list(b),
+                    "after": list(a),
+                    "ms_before": round(mb, 4),
+                    "ms_after": round(ma, 4),
+                    "saved_ms": round(mb - ma, 4),
+                }
+            )
+    rows.sort(key=lambda r: -r["saved_ms"])
+    return {
+        "key": table.key.to_dict(),
+        "predicted_before_ms": round(session.lat0, 4),
+        "predicted_after_ms": round(table.predict(after), 4),
+        "fit": {
+            "fixed_ms": round(table.fixed_ms, 4),
+            "per_volume_ms": table.per_volume_ms,
+            "savings_scale": round(table.savings_scale, 6),
+            "anchors": [{"name": a.name, "ms": round(a.ms, 4)} for a in table.anchors],
+        },
+        "calibration": session.calibration,
+        "top_savings": rows,
+    }

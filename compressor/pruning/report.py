@@ -25,6 +25,7 @@ class StepReport:
     mean_losses: dict[str, float]
     seconds: float
     timings: dict[str, float] = field(default_factory=dict)
+    predicted_ms: float | None = None
 
 
 @dataclass
@@ -42,6 +43,7 @@ class PruneReport:
     steps: list[StepReport] = field(default_factory=list)
     groups_total: int = 0
     seconds: float = 0.0
+    latency: dict | None = None  # table key, predicted ms before/after, per-layer savings
 
     @property
     def params_ratio(self) -> float:
@@ -52,7 +54,15 @@ class PruneReport:
         return 1.0 - self.macs_after / max(1, self.macs_before)
 
     @property
+    def latency_ratio(self) -> float | None:
+        if not self.latency:
+            return None
+        return 1.0 - self.latency["predicted_after_ms"] / self.latency["predicted_before_ms"]
+
+    @property
     def achieved_ratio(self) -> float:
+        if self.target == "latency" and self.latency_ratio is not None:
+            return self.latency_ratio
         return self.params_ratio if self.target == "params" else self.flops_ratio
 
     def to_dict(self) -> dict:
@@ -79,6 +89,7 @@ class PruneReport:
             f"{-self.params_ratio:+.2%} |",
             f"| GFLOPs @ {w}x{h} | {2 * self.macs_before / 1e9:.3f} | "
             f"{2 * self.macs_after / 1e9:.3f} | {-self.flops_ratio:+.2%} |",
+            *self._latency_rows(),
             "",
             f"{len(changed)} of {len(self.widths)} conv/linear layers narrowed; "
             f"{len(self.frozen)} channel groups left untouched of {self.groups_total + len(self.frozen)}.",
@@ -90,6 +101,60 @@ class PruneReport:
                 for f in self.frozen
             ]
         return "\n".join(lines) + "\n"
+
+    def _latency_rows(self) -> list[str]:
+        lat = self.latency
+        if not lat:
+            return []
+        k = lat["key"]
+        where = f"{k['backend']} {k['precision']}, batch {k['batch']}, {k['device']}"
+        rows = [
+            f"| latency, predicted ({where}) | {lat['predicted_before_ms']:.2f} ms | "
+            f"{lat['predicted_after_ms']:.2f} ms | {-(self.latency_ratio or 0.0):+.2%} |"
+        ]
+        top = lat.get("top_savings", [])[:8]
+        if top:
+            rows += [
+                "",
+                "Layers that bought the most time (predicted ms per batch, before -> after):",
+                "",
+                "| layer | widths before | widths after | ms before | ms after | saved |",
+                "|---|---|---|---:|---:|---:|",
+            ]
+            rows += [
+                f"| `{r['layer']}` | {r['before'][0]}->{r['before'][1]} | "
+                f"{r['after'][0]}->{r['after'][1]} | {r['ms_before']:.3f} | {r['ms_after']:.3f} | "
+                f"{r['saved_ms']:.3f} |"
+                for r in top
+            ]
+        return rows
+
+    def plot_savings(self, path: str | os.PathLike, top: int = 20) -> Path | None:
+        """Horizontal bars: the layers whose narrowing saved the most predicted latency."""
+        if not self.latency or not self.latency.get("top_savings"):
+            return None
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        rows = self.latency["top_savings"][:top][::-1]
+        fig, ax = plt.subplots(figsize=(8, 0.3 * len(rows) + 1.5))
+        ax.barh(range(len(rows)), [r["saved_ms"] for r in rows], color="#2ca02c")
+        ax.set_yticks(range(len(rows)), [r["layer"] for r in rows], fontsize=7)
+        ax.set_xlabel("predicted latency saved (ms per batch)")
+        k = self.latency["key"]
+        ax.set_title(
+            f"Where the time went: {self.latency['predicted_before_ms']:.1f} -> "
+            f"{self.latency['predicted_after_ms']:.1f} ms ({k['backend']} {k['precision']})"
+        )
+        fig.tight_layout()
+        try:
+            with atomic_path(path) as tmp:
+                fig.savefig(tmp, dpi=110, format="png")
+        finally:
+            plt.close(fig)
+        return Path(path)
 
     def plot_widths(self, path: str | os.PathLike, title: str = "Per-layer widths") -> Path:
         """Bar chart of output widths before/after, one bar pair per conv/linear layer."""

@@ -15,6 +15,7 @@ from compressor.checkpoint import default_preprocess
 from export.config import ExportConfig, Fp16Thresholds
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parents[1] / "fakes"))  # the TensorRT fake
 
 IMGSZ = (64, 128)
 # Random weights are far more FP16-sensitive than trained ones (measured on this model: masks

@@ -1,5 +1,5 @@
 """The pipeline on a small model that is not YOLOP (any model meeting the contract exports):
-engine stage through the fake TensorRT, lint failure, FP16 threshold failure. Fast: 64x64."""
+engine stage through the fake TensorRT (built, then run by the runtime), lint failure, FP16 threshold failure. Fast: 64x64."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ import sys
 
 import pytest
 from conftest import small_config
-from fake_tensorrt import make_fake_tensorrt
+from cuda_memory_fake import install_fake_tensorrt
+from tensorrt_fake import make_fake_tensorrt
 from tiny_model import TinyMultiTask
 
 from export import Fp16Thresholds, export_model
 from export.errors import EngineBuildError, Fp16Error, LintError
-from export.ort_run import OrtModel
 from runtime.fileio import file_sha256
 from runtime.sidecar import read_sidecar
 
@@ -22,26 +22,9 @@ def _cfg(out, **kw):
     return small_config(out, imgsz=(64, 64), name="tiny", fp16=Fp16Thresholds(), **kw)
 
 
-def _ort_runner_instead_of_engine(monkeypatch, out):
-    """The fake's plan is not an engine, so the engine-vs-ONNX check runs the FP16 ONNX in its
-    place: this test covers files, sidecar and summary; engine numerics need test_gpu.py."""
-    import onnx
-
-    from export import artifact_check
-
-    def runner(path):
-        run = OrtModel(onnx.load(str(out / "tiny_fp16.onnx")))
-        run.close = lambda: None
-        return run
-
-    monkeypatch.setattr(artifact_check, "runtime_runner", runner)
-
-
 def test_engine_with_fake_trt11_writes_engine_and_sidecar(monkeypatch, tmp_path):
     out = tmp_path / "out"
-    trt = make_fake_tensorrt("11.1.0.106")
-    monkeypatch.setitem(sys.modules, "tensorrt", trt)
-    _ort_runner_instead_of_engine(monkeypatch, out)
+    trt = install_fake_tensorrt(monkeypatch, "11.1.0.106").trt  # the engine check runs it
     result = export_model(TinyMultiTask(), _cfg(out))
     engine = out / "tiny_fp16.engine"
     assert result.artifact("engine") == engine and json.loads(engine.read_bytes())["fake"]

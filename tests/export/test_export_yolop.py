@@ -310,8 +310,8 @@ def test_generated_build_script_runs_against_fake_tensorrt(default_export, tmp_p
     shim.mkdir()
     (shim / "tensorrt.py").write_text(
         "import sys\n"
-        f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
-        "from fake_tensorrt import make_fake_tensorrt\n"
+        f"sys.path.insert(0, {str(Path(__file__).parents[1] / 'fakes')!r})\n"
+        "from tensorrt_fake import make_fake_tensorrt\n"
         f"sys.modules[__name__] = make_fake_tensorrt({version!r})\n"
     )
     env = {

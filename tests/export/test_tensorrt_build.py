@@ -1,5 +1,6 @@
-"""Our TensorRT build logic, driven through `fake_tensorrt` (the real API's names and call
-semantics; it records calls and never pretends to build an engine). Real builds: test_gpu.py."""
+"""Our TensorRT build logic (export/tensorrt_build.py over runtime/trt_build.py), driven through
+the TensorRT fake (tests/fakes: the real API's names and call semantics; it records every call).
+The end-to-end engine path is test_tensorrt_engine_path.py; real builds: test_gpu.py."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ from pathlib import Path
 
 import onnx
 import pytest
-from fake_tensorrt import make_fake_tensorrt
 from onnx import TensorProto, helper
+from tensorrt_fake import make_fake_tensorrt
 
 from export.errors import EngineBuildError, TensorRTUnavailableError
 from export.tensorrt_build import (

@@ -3,26 +3,21 @@ of ours, so other test files here stay independent)."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
-import fake_trt
 import numpy as np
 
-from runtime.backends import tensorrt as trt_backend
-from runtime.sidecar import (
-    BatchRange,
-    DetInfo,
-    InputInfo,
-    ModelInfo,
-    PreprocessInfo,
-    SegInfo,
-    Sidecar,
-    TensorInfo,
-    TensorRTInfo,
-    sidecar_path,
-)
-from runtime.testing import StandinConfig, build_standin_onnx, standin_sidecar
+sys.path.insert(0, str(Path(__file__).parents[1] / "fakes"))  # the TensorRT fake
+from cuda_memory_fake import FakeMemory, install_fake_tensorrt  # noqa: E402
+from tensorrt_fake import FakeGpu, make_fake_tensorrt  # noqa: E402, F401 (re-exported)
+
+from runtime.sidecar import BatchRange  # noqa: E402
+from runtime.testing import StandinConfig, build_standin_onnx, standin_sidecar  # noqa: E402
+from runtime.trt_build import build_serialized_engine, write_engine_sidecar  # noqa: E402
+
+FAKE_TRT_VERSION = "10.3.0"  # what install_fake_trt installs
 
 HW = (32, 64)  # network input of the stand-ins
 
@@ -41,46 +36,35 @@ def split_frame(h: int = 48, w: int = 80, value: int = 200) -> np.ndarray:
     return img
 
 
-def install_fake_trt(monkeypatch: Any) -> list[fake_trt.FakeMemory]:
-    """Route the TensorRT backend to the fake module and fake memory; returns the adapters made."""
-    made: list[fake_trt.FakeMemory] = []
-
-    def create(name: str) -> fake_trt.FakeMemory:
-        made.append(fake_trt.FakeMemory())
-        return made[-1]
-
-    monkeypatch.setattr(trt_backend, "_import_tensorrt", lambda: fake_trt)
-    monkeypatch.setattr(trt_backend, "_create_memory", create)
-    return made
+def install_fake_trt(monkeypatch: Any) -> list[FakeMemory]:
+    """Install the fake TensorRT (FAKE_TRT_VERSION) and fake device memory; returns the memory
+    adapters the code under test makes."""
+    return install_fake_tensorrt(monkeypatch, FAKE_TRT_VERSION).memories
 
 
 def make_fake_engine(
     tmp_path: Path,
     profile: tuple[int, int, int] = (1, 2, 4),
-    plan_version: str = fake_trt.__version__,
+    plan_version: str = FAKE_TRT_VERSION,
     hw: tuple[int, int] = HW,
     rows: int = 8,
     name: str = "model.engine",
 ) -> Path:
-    h, w = hw
-    shape = (-1, 3, h, w)
-    prof = tuple((b, 3, h, w) for b in profile)
-    path = tmp_path / name
-    path.write_bytes(fake_trt.make_plan(shape, prof, rows=rows, version=plan_version))  # type: ignore[arg-type]
-    Sidecar.for_artifact(
-        path,
-        input=InputInfo(shape=shape),
-        batch=BatchRange(*profile),
-        outputs=(
-            TensorInfo("det", (-1, rows, 6), "float32"),
-            TensorInfo("drivable", (-1, h, w), "uint8"),
-            TensorInfo("lane", (-1, h, w), "uint8"),
-        ),
-        preprocess=PreprocessInfo(input_hw=hw),
-        det=DetInfo(conf_thres=0.25, iou_thres=0.45, max_det=rows),
-        seg=SegInfo(),
+    """The stand-in ONNX (det [B, rows, 6], uint8 masks = channel > 0) built into a fake FP16
+    engine by `plan_version` of the fake TensorRT through mtc's builder, with its sidecar."""
+    cfg = StandinConfig(input_hw=hw, num_candidates=rows, batch=BatchRange(*profile))
+    onnx_path = build_standin_onnx(tmp_path / f"{Path(name).stem}_source.onnx", cfg)
+    standin_sidecar(onnx_path, cfg)
+    shapes = tuple((b, 3, *hw) for b in profile)
+    plan, info = build_serialized_engine(
+        onnx_path.read_bytes(),
         precision="fp16",
-        tensorrt=TensorRTInfo(version=plan_version, gpu="Orin (sidecar)", fp16_path="builder_flag"),
-        model=ModelInfo("standin"),
-    ).write(sidecar_path(path))
+        input_shapes={"images": shapes},  # type: ignore[dict-item]
+        trt=make_fake_tensorrt(plan_version),
+        gpu="Orin (sidecar)",
+    )
+    path = tmp_path / name
+    path.write_bytes(plan)
+    batch = {"min": profile[0], "opt": profile[1], "max": profile[2]}
+    write_engine_sidecar(path, onnx_path, precision="fp16", info=info, batch=batch)
     return path

@@ -1,5 +1,5 @@
-"""TensorRT backend logic on CPU through tests/runtime/fake_trt.py (see its docstring for what
-this does and does not prove)."""
+"""TensorRT backend logic on CPU through the one TensorRT fake (tests/fakes; see its docstring for
+what this does and does not prove): engines are the stand-in ONNX built by mtc's builder."""
 
 from __future__ import annotations
 

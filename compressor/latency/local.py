@@ -1,0 +1,221 @@
+"""Latency tables where the compression runs: load a table measured on the deploy machine and
+check it fits, or measure one here on ONNX Runtime CPU (cached per model, backend, versions,
+precision, input size, batch and threads); and time whole models side by side, interleaved, which
+is how a pruned model's predicted latency is checked against its measured one."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from compressor.latency.onnx_io import INPUT_NAME, export_onnx
+from compressor.latency.probes import export_probe_bundle, fingerprint, probed_layers
+from runtime.latency_model.bundle import load_bundle
+from runtime.latency_model.measure import MeasureConfig, measure_bundle, table_key
+from runtime.latency_model.table import LatencyTable, LatencyTableMismatchError, load_table
+from runtime.latency_model.timers import Repeat, get_timer, median_ms
+
+LOCAL_BACKENDS = ("onnxruntime",)
+
+
+def cache_dir() -> Path:
+    """$MTC_CACHE_DIR, else $XDG_CACHE_HOME/mtc, else ~/.cache/mtc."""
+    if os.environ.get("MTC_CACHE_DIR"):
+        return Path(os.environ["MTC_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "mtc"
+
+
+def model_fingerprint(
+    model: nn.Module, input_hw: tuple[int, int], batch: int, in_channels: int = 3
+) -> str:
+    return fingerprint(probed_layers(model, input_hw, in_channels), input_hw, batch)
+
+
+def check_key(
+    table: LatencyTable,
+    source: str,
+    *,
+    backend: str | None,
+    precision: str | None,
+    device: str | None,
+    input_hw: tuple[int, int],
+    batch: int,
+) -> None:
+    """Refuse a table measured for another backend, precision, device, input size or batch."""
+    diffs = table.key.mismatches(
+        backend=backend, precision=precision, device=device, input_hw=input_hw, batch=batch
+    )
+    if diffs:
+        raise LatencyTableMismatchError(
+            f"{source} does not fit this compression: {'; '.join(diffs)}; measure a table for "
+            "it (mtc-probes, then mtc-latency on the deploy machine)"
+        )
+
+
+def obtain_table(
+    model: nn.Module,
+    input_hw: tuple[int, int],
+    batch: int = 1,
+    *,
+    table_path: str | None = None,
+    backend: str = "onnxruntime",
+    precision: str | None = None,
+    device: str | None = None,
+    threads: int | None = None,
+    protected: Sequence[str] = (),
+    protect_outputs: bool = True,
+    round_to: int = 8,
+    min_width: int = 8,
+    cache: Path | None = None,
+    progress: Callable[[int, int, str], None] | None = None,
+    log: Callable[[str], None] = print,
+) -> LatencyTable:
+    """The table to prune `model` against: `table_path` (checked) or one measured here."""
+    if table_path:
+        table = load_table(table_path)
+        check_key(
+            table,
+            f"latency table {table_path}",
+            backend=backend,
+            precision=precision,
+            device=device,
+            input_hw=input_hw,
+            batch=batch,
+        )
+        return table
+    if backend not in LOCAL_BACKENDS:
+        raise LatencyTableMismatchError(
+            f"a {backend} latency table must be measured on the machine that runs the model: "
+            f"export probes there with mtc-probes, time them with mtc-latency --backend {backend}, "
+            "and pass the table with --latency-table"
+        )
+    timer = get_timer(backend)(precision or "fp32", threads)
+    fp = model_fingerprint(model, input_hw, batch)
+    h, w = input_hw
+    where = (cache or cache_dir()) / "latency"
+    path = where / f"{fp}_{backend}_{timer.precision}_{h}x{w}_b{batch}_t{threads or 0}.json"
+    if path.is_file():
+        try:
+            table = load_table(path)
+        except LatencyTableMismatchError:
+            table = None
+        except Exception:  # a damaged cache file is re-measured, never trusted
+            table = None
+        if table is not None:
+            expected = table_key(_FakeBundle(fp, input_hw, batch), timer)
+            if table.key == expected:
+                log(f"latency table: reusing {path}")
+                timer.close()
+                return table
+            log(f"latency table: {path} was measured with other versions or device; re-measuring")
+    with tempfile.TemporaryDirectory(prefix="mtc-probes-") as d:
+        log(f"latency table: exporting probes of {type(model).__name__} at {w}x{h}, batch {batch}")
+        export_probe_bundle(
+            model,
+            d,
+            input_hw,
+            batch,
+            protected=protected,
+            protect_outputs=protect_outputs,
+            round_to=round_to,
+            min_width=min_width,
+        )
+        bundle = load_bundle(d)
+        log(
+            f"latency table: timing {bundle.n_cells} probe widths of {len(bundle.probes)} probes + "
+            f"{len(bundle.anchors)} whole models on {backend} ({timer.device()})"
+        )
+        table = measure_bundle(bundle, timer, path, MeasureConfig(), progress=progress)
+    return table
+
+
+class _FakeBundle:
+    """The three bundle facts `table_key` reads, for comparing a cached table's key."""
+
+    def __init__(self, model: str, input_hw: tuple[int, int], batch: int):
+        self.model, self.input_hw, self.batch = model, input_hw, batch
+
+
+def measure_models(
+    models: dict[str, nn.Module],
+    input_hw: tuple[int, int],
+    batch: int = 1,
+    *,
+    threads: int | None = None,
+    rounds: int = 7,
+    repeat: Repeat | None = None,
+    in_channels: int = 3,
+) -> dict[str, dict[str, Any]]:
+    """Median ms per batch of each model on ONNX Runtime CPU, measured interleaved: every round
+    times each model once (a median of a few runs), so load changes hit all of them alike."""
+    timer = get_timer("onnxruntime")("fp32", threads)
+    repeat = repeat or Repeat(warmup=2, min_runs=3, min_seconds=0.2, max_runs=30)
+    shape = (batch, in_channels, *input_hw)
+    runs = {
+        name: timer.prepare(
+            export_onnx(m, input_hw, batch, in_channels).SerializeToString(), INPUT_NAME, shape
+        )
+        for name, m in models.items()
+    }
+    samples: dict[str, list[float]] = {n: [] for n in models}
+    for _ in range(rounds):
+        for name, run in runs.items():
+            samples[name].append(median_ms(run, repeat)[0])
+    return {
+        n: {
+            "median_ms": round(statistics.median(v), 4),
+            "rounds_ms": [round(x, 4) for x in v],
+            "backend": "onnxruntime",
+            "device": timer.device(),
+            "threads": threads,
+            "batch": batch,
+            "input_hw": list(input_hw),
+        }
+        for n, v in samples.items()
+    }
+
+
+def plan_measurer(
+    teacher: nn.Module,
+    table: LatencyTable,
+    *,
+    rounds: int = 3,
+    log: Callable[[str], None] = print,
+) -> Callable[[nn.Module], float]:
+    """measure(candidate) -> the candidate's ms on the table's scale: it is timed interleaved
+    with the teacher and scaled by table-teacher / teacher-now, so load drift since the table
+    was measured cancels out. Only for tables of a backend on this machine."""
+    key = table.key
+    full_ms = table.anchors[0].ms
+
+    def measure(candidate: nn.Module) -> float:
+        res = measure_models(
+            {"teacher": teacher, "candidate": candidate},
+            key.input_hw,
+            key.batch,
+            threads=key.threads,
+            rounds=rounds,
+        )
+        t, c = res["teacher"]["median_ms"], res["candidate"]["median_ms"]
+        log(f"latency plan check: candidate {c:.2f} ms vs teacher {t:.2f} ms ({c / t:.3f}x)")
+        return c * full_ms / t
+
+    return measure
+
+
+def is_local(table: LatencyTable) -> bool:
+    """True when the table's backend and device are this machine's (plans can be measured)."""
+    if table.key.backend not in LOCAL_BACKENDS:
+        return False
+    timer = get_timer(table.key.backend)(table.key.precision, table.key.threads)
+    try:
+        return timer.device() == table.key.device and dict(table.key.versions) == timer.versions()
+    finally:
+        timer.close()

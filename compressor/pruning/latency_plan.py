@@ -1,0 +1,220 @@
+"""Planning against a latency table (HALP-style: importance per unit of latency saved).
+
+Every group keeps a width that is a multiple of round_to, at least its floor (min width, safe
+channels); its channels leave in order of increasing score. Starting from the full model, the
+planner repeatedly takes the step — one group giving up 1..LOOKAHEAD blocks of round_to channels
+— with the least importance lost per millisecond saved, as priced by the table, until the
+predicted latency reaches the target. The lookahead lets a group cross a latency plateau (a kernel
+that is as fast at 56 channels as at 64). A step only re-prices the groups that share a layer with
+the group it changed, so the whole plan takes well under a second for a full-size YOLOP."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from compressor.pruning.errors import ImpossibleTargetError
+from compressor.pruning.group import IN, OUT, ChannelGroup
+from compressor.pruning.importance import GroupScores
+from runtime.latency_model.table import LatencyTable, LatencyTableMismatchError
+
+LOOKAHEAD = 4
+
+
+@dataclass
+class _Slice:
+    layer: str
+    side: int  # 0 = input width, 1 = output width
+    lost: list[int]  # lost[n] = this slice's indices removed when a group drops n channels
+
+
+@dataclass
+class _GroupState:
+    group: ChannelGroup
+    order: torch.Tensor  # free channels, least important first
+    cum_score: list[float]  # cum_score[n] = importance of the first n channels of `order`
+    floor: int
+    keep: int
+    slices: list[_Slice] = field(default_factory=list)
+
+
+class LatencyPricer:
+    """Predicted latency of the model when each group keeps `keep[g]` channels."""
+
+    def __init__(self, table: LatencyTable, model: nn.Module, groups: list[ChannelGroup]):
+        self.table = table
+        mods = dict(model.named_modules())
+        self.base: dict[str, list[int]] = {}
+        for name in table.layers:
+            m = mods.get(name)
+            if m is None:
+                raise LatencyTableMismatchError(
+                    f"latency table layer {name!r} is not a module of this model: the table "
+                    "belongs to another model"
+                )
+            self.base[name] = [int(m.in_channels), int(m.out_channels)]
+        self.groups = groups
+
+    def layer_slices(self, g: ChannelGroup, order: torch.Tensor) -> list[_Slice]:
+        out = []
+        for s in g.slices:
+            if s.module not in self.table.layers or s.kind not in (IN, OUT):
+                continue
+            side = 0 if s.kind == IN else 1
+            info = self.table.layers[s.module]
+            if not (info.vary_in if side == 0 else info.vary_out):
+                raise LatencyTableMismatchError(
+                    f"layer {s.module!r} was measured at a fixed {'input' if side == 0 else 'output'}"
+                    " width, but this pruning changes it: the probes were exported with other "
+                    "protected layers; export them again with the same --protect settings"
+                )
+            member = torch.zeros(g.size, dtype=torch.long)
+            member[s.root] = 1
+            lost = [0, *torch.cumsum(member[order], 0).tolist()]
+            out.append(_Slice(s.module, side, lost))
+        return out
+
+    def layer_ms(self, widths: dict[str, list[int]], name: str) -> float:
+        cin, cout = widths[name]
+        return self.table.layer_ms(name, cin, cout)
+
+    def total(self, widths: dict[str, list[int]]) -> float:
+        return self.table.predict({n: (w[0], w[1]) for n, w in widths.items()})
+
+
+class LatencyPlanner:
+    def __init__(
+        self,
+        pricer: LatencyPricer,
+        groups: list[ChannelGroup],
+        scores: dict[int, GroupScores],
+        round_to: int,
+        min_width: int,
+    ):
+        self.pricer, self.round_to = pricer, round_to
+        self.states: list[_GroupState] = []
+        for g in groups:
+            sc = scores[g.index]
+            free = (~sc.safe).nonzero().view(-1)
+            order = free[torch.argsort(sc.score[free], stable=True)]
+            cum = [0.0, *torch.cumsum(sc.score[order].double(), 0).tolist()]
+            n_safe = int(sc.safe.sum())
+            floor = min(g.size, _round_up(max(min_width, n_safe, 1), round_to))
+            floor = max(floor, g.size - len(order))
+            st = _GroupState(g, order, cum, floor, g.size)
+            st.slices = pricer.layer_slices(g, order)
+            self.states.append(st)
+        self.widths = {n: list(w) for n, w in pricer.base.items()}
+        self.layer_ms = {n: pricer.layer_ms(self.widths, n) for n in self.widths}
+        self.neighbours: list[set[int]] = []
+        by_layer: dict[str, set[int]] = {}
+        for i, st in enumerate(self.states):
+            for s in st.slices:
+                by_layer.setdefault(s.layer, set()).add(i)
+        for st in self.states:
+            self.neighbours.append({j for s in st.slices for j in by_layer[s.layer]})
+        self.per_volume = pricer.table.per_volume_ms
+        self.pixels = {n: ly.out_pixels for n, ly in pricer.table.layers.items()}
+
+    def predicted(self) -> float:
+        return self.pricer.total(self.widths)
+
+    def _candidates(self, st: _GroupState) -> list[int]:
+        keeps, k = [], st.keep
+        for _ in range(LOOKAHEAD):
+            k = (k - 1) // self.round_to * self.round_to if k % self.round_to else k - self.round_to
+            if k < st.floor:
+                break
+            keeps.append(k)
+        return keeps
+
+    def _new_widths(self, st: _GroupState, keep: int) -> dict[str, list[int]]:
+        """Widths of the layers `st`'s group touches if it kept `keep` channels."""
+        n_old, n_new = st.group.size - st.keep, st.group.size - keep
+        changed: dict[str, list[int]] = {}
+        for s in st.slices:
+            w = changed.setdefault(s.layer, list(self.widths[s.layer]))
+            w[s.side] -= s.lost[n_new] - s.lost[n_old]
+        return changed
+
+    def _saving(self, st: _GroupState, keep: int) -> tuple[float, dict[str, list[int]]]:
+        changed = self._new_widths(st, keep)
+        saved = 0.0
+        for name, w in changed.items():
+            saved += self.layer_ms[name] - self.pricer.table.layer_ms(name, w[0], w[1])
+            saved += self.per_volume * (self.widths[name][1] - w[1]) * self.pixels[name]
+        return saved * self.pricer.table.savings_scale, changed
+
+    def _best_step(self, i: int) -> tuple[float, float, int, dict[str, list[int]]] | None:
+        st = self.states[i]
+        best = None
+        n_old = st.group.size - st.keep
+        for keep in self._candidates(st):
+            saved, changed = self._saving(st, keep)
+            if saved <= 1e-9:
+                continue
+            lost = st.cum_score[st.group.size - keep] - st.cum_score[n_old]
+            cand = (lost / saved, -saved, keep, changed)
+            if best is None or cand[:2] < best[:2]:
+                best = cand
+        return best
+
+    def run(self, target_ms: float) -> dict[int, int]:
+        """Keep widths per group index that bring the prediction to <= target_ms, or raise."""
+        current = self.predicted()
+        cache = {i: self._best_step(i) for i in range(len(self.states))}
+        while current > target_ms:
+            options = [(c[0], c[1], i) for i, c in cache.items() if c is not None]
+            if not options:
+                break
+            _, neg_saved, i = min(options)
+            _, _, keep, changed = cache[i]  # type: ignore[misc]
+            st = self.states[i]
+            st.keep = keep
+            for name, w in changed.items():
+                self.widths[name] = w
+                self.layer_ms[name] = self.pricer.layer_ms(self.widths, name)
+            current = self.predicted()
+            for j in self.neighbours[i]:
+                cache[j] = self._best_step(j)
+        return {st.group.index: st.keep for st in self.states}
+
+    def masks(self, keeps: dict[int, int]) -> dict[int, torch.Tensor]:
+        masks = {}
+        for st in self.states:
+            n = st.group.size - keeps[st.group.index]
+            if n > 0:
+                mask = torch.zeros(st.group.size, dtype=torch.bool)
+                mask[st.order[:n]] = True
+                masks[st.group.index] = mask
+        return masks
+
+
+def _round_up(x: int, r: int) -> int:
+    return int(math.ceil(x / r) * r)
+
+
+def impossible_latency(
+    ratio: float,
+    table: LatencyTable,
+    teacher_ms: float,
+    planner: LatencyPlanner,
+    fixed: list[tuple[str, float]],
+) -> ImpossibleTargetError:
+    """The error for an unreachable latency target; `planner` has been run to its floors."""
+    floor_ms = planner.predicted()
+    in_layers = sum(planner.layer_ms.values()) * table.savings_scale
+    top = ", ".join(f"{n} {ms:.2f} ms" for n, ms in fixed[:4])
+    held = f"protected / output layers that never change: {top}; " if top else ""
+    return ImpossibleTargetError(
+        f"cannot remove {ratio:.1%} of the predicted latency ({teacher_ms:.2f} ms on "
+        f"{table.key.backend} {table.key.precision}, batch {table.key.batch}): with every prunable "
+        f"group at its minimum width at most {1 - floor_ms / teacher_ms:.1%} can be removed. "
+        f"At those widths the layers still take {in_layers:.2f} ms (per-op cost that narrowing "
+        f"does not remove) and {floor_ms - in_layers:.2f} ms go to everything else; {held}"
+        "lower the ratio or min_width, protect fewer layers, or compress a larger input size "
+        "where compute, not per-op overhead, dominates"
+    )

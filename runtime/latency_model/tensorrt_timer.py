@@ -1,0 +1,99 @@
+"""TensorRT probe timer: each probe is built into an engine on this GPU (FP16 as `mtc-export
+--engine fp16` builds it: the FP16 builder flag on 10.x, a strongly typed FP16 ONNX on 11.x) and
+timed by the runtime's tensorrt backend, whose CUDA events give the device compute time per batch.
+Needs a GPU, TensorRT and cuda-python; on CPU machines it is exercised through a fake."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from runtime.backends.base import BackendOptions, BackendUnavailableError
+from runtime.backends.tensorrt import TensorRTBackend
+from runtime.latency_model.timers import ProbeTimer, Repeat, random_input, register_timer
+from runtime.trt_build import build_serialized_engine
+
+
+def _import_trt() -> Any:
+    try:
+        import tensorrt
+    except ImportError:
+        raise BackendUnavailableError(
+            "the tensorrt latency backend needs TensorRT's Python package on the machine that will "
+            "run the model (Jetson: apt python3-libnvinfer; desktop: pip install tensorrt)"
+        ) from None
+    return tensorrt
+
+
+@register_timer("tensorrt")
+class TensorRTTimer(ProbeTimer):
+    precisions = ("fp16", "fp32")
+
+    def __init__(self, precision: str = "fp16", threads: int | None = None) -> None:
+        super().__init__(precision, threads)
+        self._trt = _import_trt()
+        self._tmp = tempfile.TemporaryDirectory(prefix="mtc-trt-probes-")
+        self._open: list[TensorRTBackend] = []
+        self._device_name: str | None = None
+
+    @property
+    def wants_fp16_onnx(self) -> bool:
+        major = int(str(self._trt.__version__).split(".")[0])
+        return self.precision == "fp16" and (
+            major >= 11 or not hasattr(self._trt.BuilderFlag, "FP16")
+        )
+
+    def device(self) -> str:
+        if self._device_name is None:
+            from runtime.backends.cuda_memory import create_memory
+
+            mem = create_memory("auto")
+            try:
+                self._device_name = mem.device_name()
+            finally:
+                mem.close()
+        return self._device_name
+
+    def versions(self) -> dict[str, str]:
+        return {"tensorrt": str(self._trt.__version__)}
+
+    def prepare(
+        self, onnx_bytes: bytes, input_name: str, input_shape: tuple[int, ...]
+    ) -> Callable[[], float]:
+        shape = tuple(int(d) for d in input_shape)
+        plan, _info = build_serialized_engine(
+            onnx_bytes,
+            precision=self.precision,
+            input_shapes={input_name: (shape, shape, shape)},
+            trt=self._trt,
+        )
+        path = Path(self._tmp.name) / "probe.engine"
+        path.write_bytes(plan)
+        backend = TensorRTBackend(path, None, BackendOptions()).open()
+        self._open.append(backend)
+        batch = random_input(shape, backend.input_spec.dtype)
+
+        def run() -> float:
+            backend.infer(batch)
+            return float(backend.last_timing["compute"])
+
+        return run
+
+    def time(
+        self, onnx_bytes: bytes, input_name: str, input_shape: tuple[int, ...], repeat: Repeat
+    ) -> float:
+        """One probe: build, time, and free its engine and buffers before the next one."""
+        try:
+            return super().time(onnx_bytes, input_name, input_shape, repeat)
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        while self._open:
+            self._open.pop().close()
+
+    def close(self) -> None:
+        self._release()
+        self._tmp.cleanup()

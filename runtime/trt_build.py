@@ -1,0 +1,543 @@
+#!/usr/bin/env python3
+"""ONNX -> serialized TensorRT engine (+ its sidecar): the one builder every caller goes through.
+
+- `mtc-export --engine` builds through `build_serialized_engine` (export/tensorrt_build.py only
+  picks which ONNX to parse and where the timing cache lives).
+- `python -m runtime.trt_build model.onnx ...` builds on a machine with mtc's runtime installed.
+- `mtc-export` ships a copy of this file beside the ONNX as `<name>_build_engine.py`, with the
+  export's arguments written into SHIPPED_ARGS, so the build on the target needs only TensorRT's
+  Python package (no torch, no mtc). That is why this module imports nothing but the standard
+  library at import time, and mtc's own helpers only where they are installed.
+- Latency probes time engines built by `build_serialized_engine` on the device.
+
+FP16 by TensorRT version (never silently FP32):
+- 10.x: weakly typed network from the FP32 ONNX + `BuilderFlag.FP16`, after checking
+  `platform_has_fast_fp16`  -> fp16_path "builder_flag".
+- 11.x (no `BuilderFlag.FP16`): strongly typed network from the FP16 ONNX, whose own tensor types
+  carry the precision  -> fp16_path "strongly_typed_fp16_onnx".
+The engine's sidecar is the source ONNX's sidecar with the engine's facts put in
+(`engine_sidecar`), so the runtime finds the same input, outputs and preprocessing in both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+try:  # inside mtc: user errors are MtcErrors, so every CLI prints them as one line
+    from runtime.errors import MtcError as _ErrorBase
+except ImportError:  # the copy shipped beside the ONNX, on a machine without mtc
+    _ErrorBase = Exception  # type: ignore[misc,assignment]
+
+FP16_BUILDER_FLAG = "builder_flag"
+FP16_STRONGLY_TYPED = "strongly_typed_fp16_onnx"
+FP16_PATHS = (FP16_BUILDER_FLAG, FP16_STRONGLY_TYPED)
+INSTALL_HINT = (
+    "install TensorRT's Python package on the machine that will run the engine: desktop GPUs "
+    "`pip install tensorrt` (NVIDIA's wheels; tensorrt-cu12 for CUDA 12), Jetson JetPack "
+    "`sudo apt install python3-libnvinfer` (venv with --system-site-packages)"
+)
+# mtc-export writes the build's arguments here in the copy it ships; empty in the package.
+SHIPPED_ARGS: list[str] = []
+
+Shapes = dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]
+
+
+class TensorRTUnavailableError(_ErrorBase):
+    """TensorRT (or a CUDA device it can use) is not there."""
+
+
+class EngineBuildError(_ErrorBase):
+    """TensorRT is there, but parsing, configuring or building the engine failed."""
+
+
+@dataclass(frozen=True)
+class BuildInfo:
+    """What was built, with what: the `tensorrt` section of the engine's sidecar."""
+
+    version: str
+    gpu: str
+    build_flags: tuple[str, ...]
+    fp16_path: str | None
+    timing_cache: str | None
+    dla_core: int | None
+
+    def sidecar_section(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "gpu": self.gpu,
+            "build_flags": list(self.build_flags),
+            "fp16_path": self.fp16_path,
+            "timing_cache": self.timing_cache,
+            "dla_core": self.dla_core,
+        }
+
+
+# -- TensorRT and the device ----------------------------------------------------------------------
+def import_tensorrt() -> Any:
+    try:
+        import tensorrt
+    except ImportError:
+        raise TensorRTUnavailableError(f"TensorRT is not installed; {INSTALL_HINT}") from None
+    return tensorrt
+
+
+def installed_version() -> str | None:
+    """TensorRT's version if its Python package imports here, else None (never raises)."""
+    try:
+        import tensorrt
+    except Exception:  # ImportError, or a broken install raising OSError on its libraries
+        return None
+    return str(getattr(tensorrt, "__version__", "unknown"))
+
+
+def trt_major(trt: Any) -> int:
+    return int(str(trt.__version__).split(".")[0])
+
+
+def fp16_path_for(trt: Any) -> str:
+    """10.x keeps the weakly typed FP16 flag; 11.x removed it, so only strongly typed works."""
+    if trt_major(trt) >= 11 or not hasattr(trt.BuilderFlag, "FP16"):
+        return FP16_STRONGLY_TYPED
+    return FP16_BUILDER_FLAG
+
+
+def check_fp16_path(trt: Any, fp16_path: str) -> None:
+    """A recipe made for one TensorRT line must not be built, silently different, on another."""
+    if fp16_path not in FP16_PATHS:
+        raise EngineBuildError(f"fp16_path {fp16_path!r} is not one of {', '.join(FP16_PATHS)}")
+    if fp16_path == FP16_BUILDER_FLAG and fp16_path_for(trt) != FP16_BUILDER_FLAG:
+        raise EngineBuildError(
+            f"TensorRT {trt.__version__} has no FP16 builder flag: re-export with --trt-target 11"
+        )
+    if fp16_path == FP16_STRONGLY_TYPED and trt_major(trt) < 10:
+        raise EngineBuildError(
+            f"TensorRT {trt.__version__} is too old for this export (needs 10.x or 11.x)"
+        )
+
+
+def query_gpu_name() -> str:
+    """GPU 0's name: mtc's CUDA adapter, else cuda-python, else nvidia-smi, else the Jetson
+    device-tree model. It keys the timing cache and is recorded in the sidecar."""
+    for query in (_gpu_from_mtc, _gpu_from_cuda_python, _gpu_from_nvidia_smi, _gpu_from_jetson):
+        try:
+            name = query()
+        except Exception:  # no bindings / no driver / no tool: try the next source
+            continue
+        if name:
+            return name
+    return "unknown-gpu"
+
+
+def _gpu_from_mtc() -> str:
+    from runtime.backends.cuda_memory import create_memory
+
+    mem = create_memory("auto")
+    try:
+        return mem.device_name()
+    finally:
+        mem.close()
+
+
+def _gpu_from_cuda_python() -> str:
+    from cuda.bindings import runtime as cudart
+
+    err, props = cudart.cudaGetDeviceProperties(0)
+    if err != cudart.cudaError_t.cudaSuccess:
+        return ""
+    name = props.name
+    return name.decode(errors="replace").rstrip("\x00") if isinstance(name, bytes) else str(name)
+
+
+def _gpu_from_nvidia_smi() -> str:
+    exe = shutil.which("nvidia-smi")
+    if not exe:
+        return ""
+    out = subprocess.run(
+        [exe, "--query-gpu=name", "--format=csv,noheader"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
+    )
+    lines = out.stdout.strip().splitlines() if out.returncode == 0 else []
+    return lines[0].strip() if lines else ""
+
+
+def _gpu_from_jetson() -> str:
+    return Path("/proc/device-tree/model").read_text(errors="replace").replace("\x00", "").strip()
+
+
+def default_timing_cache_dir() -> Path:
+    """Per-user cache, so every build on this machine reuses tactic timings."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "mtc" / "tensorrt_timing"
+
+
+def timing_cache_file(cache_dir: str | os.PathLike[str], gpu: str, version: str) -> Path:
+    """Tactic timings are only valid for one device and one TensorRT version."""
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", gpu).strip("-").lower() or "gpu"
+    return Path(cache_dir) / f"timing_{slug}_trt{version}.cache"
+
+
+# -- the build -------------------------------------------------------------------------------------
+def build_serialized_engine(
+    onnx_bytes: bytes,
+    *,
+    precision: str,
+    input_shapes: Shapes,
+    workspace_mib: int = 1024,
+    opt_level: int = 3,
+    timing_cache: Path | None = None,
+    trt: Any | None = None,
+    fp16_path: str | None = None,
+    dla_core: int | None = None,
+    gpu: str | None = None,
+) -> tuple[bytes, BuildInfo]:
+    """Parse `onnx_bytes`, build one engine, return its plan and what was built.
+
+    `input_shapes`: input name -> (min, opt, max) shapes of the one optimisation profile.
+    `precision` "fp16" picks the FP16 path by the TensorRT version unless `fp16_path` names one
+    (then a version that cannot do it is an error); on the strongly typed path `onnx_bytes` must
+    be the FP16 ONNX. `timing_cache`: a file loaded before and saved (atomically) after the build.
+    """
+    if precision not in ("fp16", "fp32"):
+        raise EngineBuildError(f"precision {precision!r} is not one of fp16, fp32")
+    trt = trt if trt is not None else import_tensorrt()
+    path = None
+    if precision == "fp16":
+        path = fp16_path or fp16_path_for(trt)
+        check_fp16_path(trt, path)
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = _builder(trt, logger)
+    if path == FP16_BUILDER_FLAG and not getattr(builder, "platform_has_fast_fp16", True):
+        raise EngineBuildError(
+            "--engine fp16 asked for, but this GPU has no fast FP16; use --engine fp32"
+        )
+    strongly = path == FP16_STRONGLY_TYPED
+    network, _parser = _network(trt, builder, logger, onnx_bytes, strongly)
+    names = [network.get_input(i).name for i in range(network.num_inputs)]
+    unknown = [n for n in input_shapes if n not in names]
+    if unknown:  # TensorRT would only log it and return no plan
+        raise EngineBuildError(
+            f"the optimisation profile names input(s) {unknown} but the ONNX's inputs are "
+            f"{names}; the ONNX and its sidecar disagree: re-export them together"
+        )
+    config, flags = _builder_config(trt, builder, workspace_mib, opt_level, path, input_shapes)
+    if dla_core is not None:
+        flags += _use_dla(trt, builder, config, dla_core)
+    if strongly:
+        flags.append("STRONGLY_TYPED")
+    gpu = gpu or query_gpu_name()
+    if timing_cache is not None:
+        _attach_timing_cache(config, timing_cache)
+    plan = builder.build_serialized_network(network, config)
+    if plan is None:
+        raise EngineBuildError(
+            f"TensorRT {trt.__version__} build_serialized_network returned None on {gpu}; the "
+            "TensorRT log above says why (often: workspace too small, try --workspace 8192)"
+        )
+    if timing_cache is not None:
+        atomic_write_bytes(timing_cache, bytes(config.get_timing_cache().serialize()))
+    cache = str(timing_cache) if timing_cache is not None else None
+    info = BuildInfo(str(trt.__version__), gpu, tuple(flags), path, cache, dla_core)
+    return bytes(plan), info
+
+
+def _builder(trt: Any, logger: Any) -> Any:
+    try:
+        return trt.Builder(logger)
+    except Exception as e:  # no CUDA device / driver: TensorRT raises from its factory
+        raise TensorRTUnavailableError(
+            f"TensorRT {trt.__version__} is installed but cannot create a builder ({e}); "
+            "an engine needs an NVIDIA GPU with a working driver"
+        ) from None
+
+
+def _network(
+    trt: Any, builder: Any, logger: Any, onnx_bytes: bytes, strongly_typed: bool
+) -> tuple[Any, Any]:
+    flags = 0
+    if strongly_typed and hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
+        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(onnx_bytes):
+        errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
+        raise EngineBuildError(
+            f"TensorRT {trt.__version__} could not parse the ONNX ({len(errors)} error(s)): "
+            + " | ".join(errors[:5])
+            + "; the lint report names ops to look at"
+        )
+    return network, parser
+
+
+def _builder_config(
+    trt: Any,
+    builder: Any,
+    workspace_mib: int,
+    opt_level: int,
+    fp16_path: str | None,
+    input_shapes: Shapes,
+) -> tuple[Any, list[str]]:
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mib << 20)
+    config.builder_optimization_level = opt_level
+    flags = [f"workspace={workspace_mib}MiB", f"opt_level={opt_level}"]
+    if fp16_path == FP16_BUILDER_FLAG:
+        config.set_flag(trt.BuilderFlag.FP16)
+        flags.append("FP16")
+    if not input_shapes:  # static inputs: TensorRT makes the one profile itself
+        return config, flags
+    profile = builder.create_optimization_profile()
+    for name, (lo, opt, hi) in input_shapes.items():
+        profile.set_shape(name, tuple(lo), tuple(opt), tuple(hi))
+    if config.add_optimization_profile(profile) < 0:
+        raise EngineBuildError(
+            f"TensorRT rejected the optimisation profile {input_shapes}: each input needs "
+            "min <= opt <= max in every dimension"
+        )
+    flags += [_profile_flag(name, s, len(input_shapes)) for name, s in input_shapes.items()]
+    return config, flags
+
+
+def _profile_flag(name: str, shapes: tuple[tuple[int, ...], ...], n_inputs: int) -> str:
+    """`profile=1/2/8` (the batch range) for one input, `profile:<name>=AxB/..` for several."""
+    if n_inputs == 1:
+        return "profile=" + "/".join(str(s[0]) for s in shapes)
+    return f"profile:{name}=" + "/".join("x".join(map(str, s)) for s in shapes)
+
+
+def _use_dla(trt: Any, builder: Any, config: Any, core: int) -> list[str]:
+    cores = int(getattr(builder, "num_DLA_cores", 0))
+    if core >= cores:
+        raise EngineBuildError(
+            f"--dla-core {core} asked for, but this device has {cores} DLA core(s) "
+            f"(Jetson Orin AGX/NX have 2, Orin Nano none); drop --dla-core"
+        )
+    config.default_device_type = trt.DeviceType.DLA
+    config.DLA_core = core
+    config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
+    return [f"DLA_core={core}", "GPU_FALLBACK"]
+
+
+def _attach_timing_cache(config: Any, path: Path) -> None:
+    data = path.read_bytes() if path.is_file() else b""
+    cache = config.create_timing_cache(data)
+    if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
+        raise EngineBuildError(
+            f"TensorRT rejected the timing cache {path} (corrupt or from another device / "
+            "version); delete it and build again"
+        )
+
+
+# -- files: atomic writes, hashes, the engine's sidecar --------------------------------------------
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Temporary name in the target folder, then rename: no half-written file ever looks valid.
+    (runtime/fileio.py has the package's helper; this file must also work on its own.)"""
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", dir=final.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, final)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return final
+
+
+def sha256_of(path: str | os.PathLike[str]) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def batch_range(input_shapes: Shapes) -> dict[str, int]:
+    """The sidecar's batch range: dimension 0 of the (first) input's profile."""
+    lo, opt, hi = next(iter(input_shapes.values()))
+    return {"min": int(lo[0]), "opt": int(opt[0]), "max": int(hi[0])}
+
+
+def engine_sidecar(
+    onnx_sidecar: dict[str, Any],
+    *,
+    engine: Path,
+    source_onnx: Path,
+    precision: str,
+    info: BuildInfo,
+    batch: dict[str, int],
+) -> dict[str, Any]:
+    """The engine's sidecar: the source ONNX's, with what differs for the engine put in.
+    `runtime.sidecar` validates it when the runtime reads it back."""
+    side = dict(onnx_sidecar)
+    side.update(
+        format="engine",
+        artifact=engine.name,
+        sha256=sha256_of(engine),
+        source_onnx_sha256=sha256_of(source_onnx),
+        precision=precision,
+        batch=batch,
+        tensorrt=info.sidecar_section(),
+    )
+    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    side["created_by"] = {**dict(onnx_sidecar.get("created_by") or {}), "time": now}
+    return side
+
+
+def write_engine_sidecar(
+    engine: Path,
+    source_onnx: Path,
+    *,
+    precision: str,
+    info: BuildInfo,
+    batch: dict[str, int],
+    dest: Path | None = None,
+) -> Path:
+    """Read `<source_onnx>.json`, write the engine's sidecar to `dest` (default
+    `<engine>.json`). mtc-export and the shipped build script both write it here."""
+    src = source_onnx.with_name(source_onnx.name + ".json")
+    if not src.is_file():
+        raise EngineBuildError(
+            f"no sidecar {src} beside {source_onnx.name}: the engine's sidecar is made from it; "
+            "copy the whole export folder, or pass --no-sidecar to build the engine alone"
+        )
+    data = json.loads(src.read_text(encoding="utf-8"))
+    side = engine_sidecar(
+        data, engine=engine, source_onnx=source_onnx, precision=precision, info=info, batch=batch
+    )
+    out = dest or engine.with_name(engine.name + ".json")
+    atomic_write_bytes(out, (json.dumps(side, indent=2) + "\n").encode("utf-8"))
+    return out
+
+
+# -- command line: `python -m runtime.trt_build`, and the shipped `<name>_build_engine.py` -------
+def parse_shapes(text: str) -> dict[str, tuple[int, ...]]:
+    """trtexec spelling: `images:1x3x384x640[,other:...]`."""
+    out: dict[str, tuple[int, ...]] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, dims = part.rpartition(":")
+        try:
+            shape = tuple(int(d) for d in dims.split("x"))
+        except ValueError:
+            shape = ()
+        if not sep or not name or not shape:
+            raise EngineBuildError(f"shape {part!r} is not NAME:AxBxC (e.g. images:1x3x384x640)")
+        out[name] = shape
+    return out
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=None if SHIPPED_ARGS else "python -m runtime.trt_build",  # shipped: its file name
+        description="Build a TensorRT engine (+ sidecar for mtc-run) from an mtc ONNX export.",
+    )
+    p.add_argument("onnx", type=Path, help="the .onnx (its .onnx.json sidecar beside it)")
+    p.add_argument(
+        "--engine", type=Path, help="output (default: beside the ONNX, <stem>_<precision>.engine)"
+    )
+    p.add_argument("--precision", choices=("fp16", "fp32"), default="fp16")
+    p.add_argument("--fp16-path", choices=("auto", *FP16_PATHS), default="auto")
+    for k in ("min", "opt", "max"):
+        p.add_argument(f"--{k}-shapes", help=f"{k} profile shapes, NAME:AxBxC (default: sidecar)")
+    p.add_argument("--workspace", type=int, default=4096, help="workspace pool, MiB")
+    p.add_argument("--opt-level", type=int, default=3, help="builder optimisation level 0-5")
+    p.add_argument("--cache-dir", type=Path, help="timing cache folder ($MTC_TIMING_CACHE wins)")
+    p.add_argument("--dla-core", type=int)
+    p.add_argument("--no-sidecar", action="store_true", help="build the engine only")
+    return p
+
+
+def _profile_from_args(args: argparse.Namespace, onnx_path: Path) -> Shapes:
+    given = [args.min_shapes, args.opt_shapes, args.max_shapes]
+    if all(given):
+        mins, opts, maxs = (parse_shapes(s) for s in given)
+        if not set(mins) == set(opts) == set(maxs):
+            raise EngineBuildError("--min-shapes, --opt-shapes and --max-shapes name other inputs")
+        return {n: (mins[n], opts[n], maxs[n]) for n in mins}
+    if any(given):
+        raise EngineBuildError("give all of --min-shapes, --opt-shapes, --max-shapes, or none")
+    side = onnx_path.with_name(onnx_path.name + ".json")
+    if not side.is_file():
+        raise EngineBuildError(f"no sidecar {side} to read the input shape from; pass --*-shapes")
+    data = json.loads(side.read_text(encoding="utf-8"))
+    inp, b = data["input"], data["batch"]
+    dims = tuple(int(d) for d in inp["shape"][1:])
+    lo, opt, hi = ((int(b[k]), *dims) for k in ("min", "opt", "max"))
+    return {inp["name"]: (lo, opt, hi)}
+
+
+def build_from_args(argv: list[str], base: Path) -> list[Path]:
+    """Build as the command line asks; relative paths are relative to `base`. Returns the files
+    written (engine, then sidecar)."""
+    args = _parser().parse_args(argv)
+    onnx_path = base / args.onnx
+    if not onnx_path.is_file():
+        raise EngineBuildError(f"ONNX {onnx_path} does not exist; pass the .onnx mtc-export wrote")
+    stem = onnx_path.stem.removesuffix(f"_{args.precision}")  # student_fp16.onnx -> student_fp16
+    default = onnx_path.with_name(f"{stem}_{args.precision}.engine")
+    engine = base / args.engine if args.engine else default
+    shapes = _profile_from_args(args, onnx_path)
+    onnx_sidecar = onnx_path.with_name(onnx_path.name + ".json")
+    if not args.no_sidecar and not onnx_sidecar.is_file():  # fail before the minutes of building
+        raise EngineBuildError(
+            f"no sidecar {onnx_sidecar}: the engine's sidecar (what mtc-run needs) is made from "
+            "it; copy the whole export folder, or pass --no-sidecar to build the engine alone"
+        )
+    trt = import_tensorrt()
+    gpu = query_gpu_name()
+    cache_dir = os.environ.get("MTC_TIMING_CACHE") or args.cache_dir or default_timing_cache_dir()
+    cache = timing_cache_file(base / cache_dir, gpu, str(trt.__version__))
+    plan, info = build_serialized_engine(
+        onnx_path.read_bytes(),
+        precision=args.precision,
+        input_shapes=shapes,
+        workspace_mib=args.workspace,
+        opt_level=args.opt_level,
+        timing_cache=cache,
+        trt=trt,
+        fp16_path=None if args.fp16_path == "auto" else args.fp16_path,
+        dla_core=args.dla_core,
+        gpu=gpu,
+    )
+    written = [atomic_write_bytes(engine, plan)]
+    if not args.no_sidecar:
+        batch = batch_range(shapes)
+        written.append(
+            write_engine_sidecar(
+                engine, onnx_path, precision=args.precision, info=info, batch=batch
+            )
+        )
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    shipped = bool(SHIPPED_ARGS)
+    base = Path(__file__).resolve().parent if shipped else Path.cwd()
+    args = SHIPPED_ARGS + list(sys.argv[1:] if argv is None else argv)
+    try:
+        written = build_from_args(args, base)
+    except (TensorRTUnavailableError, EngineBuildError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print("wrote " + " and ".join(str(p) for p in written))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,392 @@
+"""The latency target end to end: probe bundle export, measurement (a deterministic analytic timer
+where exactness is asserted, real ONNX Runtime for the round trip), the HALP-style planner with
+its calibration loop, and every bad input as a named error before any pruning work."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import numpy_helper, shape_inference
+
+from compressor import build_model, save_checkpoint
+from compressor.checkpoint import default_preprocess
+from compressor.compress import DEFAULT_PROTECTED
+from compressor.latency import export_probe_bundle
+from compressor.latency.onnx_io import export_onnx
+from compressor.pruning import ImpossibleTargetError, PruneConfig, PruneConfigError, prune
+from runtime.latency_model.bundle import load_bundle
+from runtime.latency_model.measure import MeasureConfig, MeasureInterrupted, measure_bundle
+from runtime.latency_model.table import LatencyTableMismatchError, load_table
+from runtime.latency_model.timers import ProbeTimer, Repeat
+
+HW = (64, 128)
+PROTECTED = DEFAULT_PROTECTED["yolop"]
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def analytic_ms(model: onnx.ModelProto, whole: bool) -> float:
+    """A deterministic 'latency': per conv 0.01 ms + 1e-6 ms per MAC (bilinear in the widths);
+    whole models add 2 ms and 1e-5 ms per conv output element (the part the fit must find)."""
+    m = shape_inference.infer_shapes(model)
+    shapes = {
+        v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in m.graph.value_info
+    }
+    shapes.update(
+        {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in m.graph.output}
+    )
+    inits = {i.name: i for i in m.graph.initializer}
+    alias = {n.output[0]: n.input[0] for n in m.graph.node if n.op_type == "Identity"}
+    total, volume = 0.0, 0
+    for node in m.graph.node:
+        if node.op_type != "Conv":
+            continue
+        w = node.input[1]
+        while w in alias:
+            w = alias[w]
+        cout, cin_g, kh, kw = numpy_helper.to_array(inits[w]).shape
+        out = shapes[node.output[0]]
+        total += 0.01 + 1e-6 * cout * cin_g * kh * kw * out[2] * out[3]
+        volume += cout * out[2] * out[3]
+    return total + (2.0 + 1e-5 * volume if whole else 0.0)
+
+
+class AnalyticTimer(ProbeTimer):
+    name = "analytic"
+
+    def __init__(self, interrupt_after: int | None = None):
+        super().__init__("fp32", None)
+        self.calls = 0
+        self.interrupt_after = interrupt_after
+
+    def device(self) -> str:
+        return "Analytic CPU"
+
+    def versions(self) -> dict[str, str]:
+        return {"analytic": "1"}
+
+    def prepare(self, onnx_bytes, input_name, input_shape):
+        self.calls += 1
+        if self.interrupt_after is not None and self.calls > self.interrupt_after:
+            raise KeyboardInterrupt
+        ms = analytic_ms(onnx.load_from_string(onnx_bytes), whole=input_name != "x")
+        return lambda: ms
+
+
+FAST = MeasureConfig(repeat=Repeat(0, 1, 0.0, 1), anchor_repeat=Repeat(0, 1, 0.0, 1))
+
+
+@pytest.fixture(scope="module")
+def teacher():
+    torch.manual_seed(0)
+    return build_model("yolop", width=0.25, depth=0.33).eval()
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(teacher, tmp_path_factory):
+    d = tmp_path_factory.mktemp("bundle")
+    export_probe_bundle(teacher, d, HW, 1, protected=PROTECTED, model_name="yolop")
+    return d
+
+
+@pytest.fixture(scope="module")
+def table(bundle_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("table") / "t.json"
+    return measure_bundle(load_bundle(bundle_dir), AnalyticTimer(), out, FAST)
+
+
+def widths_of(model, table):
+    mods = dict(model.named_modules())
+    return {n: (mods[n].in_channels, mods[n].out_channels) for n in table.layers}
+
+
+def test_bundle_covers_every_conv_and_fixes_prediction_layers(teacher, bundle_dir):
+    b = load_bundle(bundle_dir)
+    convs = [n for n, m in teacher.named_modules() if isinstance(m, torch.nn.Conv2d)]
+    assert sorted(b.layers) == sorted(convs)
+    assert b.layers["model.24.m.0"]["vary_out"] is False  # detect output: anchor layout fixed
+    assert b.layers["model.33.conv"]["vary_out"] is False  # drivable logits
+    assert b.layers["model.1.conv"]["vary_out"] and b.layers["model.1.conv"]["vary_in"]
+    assert b.layers["model.0.conv.conv"]["vary_in"] is False  # the image's (Focus) channels
+    assert len(list((bundle_dir / "probes").glob("*.onnx"))) == len(b.probes)
+    assert {a.name for a in b.anchors} == {"full", "thin"}
+    # identical layers share one probe
+    assert len(b.probes) < len(b.layers)
+
+
+def test_sliced_probe_computes_the_first_channels_of_the_full_probe(bundle_dir):
+    import onnxruntime as ort
+
+    b = load_bundle(bundle_dir)
+    spec = next(p for p in b.probes.values() if len(p.grid_in) > 2 and len(p.grid_out) > 2)
+    hw = next(ly["in_hw"] for ly in b.layers.values() if ly["probe"] == spec.id)
+    ci, co = spec.grid_in[1], spec.grid_out[1]
+    x = np.random.default_rng(0).standard_normal((1, spec.cin, *hw)).astype(np.float32)
+    x[:, ci:] = 0
+    full = ort.InferenceSession(b.probe_bytes(spec, spec.cin, spec.cout)).run(None, {"x": x})[0]
+    small = ort.InferenceSession(b.probe_bytes(spec, ci, co)).run(None, {"x": x[:, :ci]})[0]
+    assert small.shape[1] == co
+    np.testing.assert_allclose(small, full[:, :co], rtol=1e-5, atol=1e-5)
+
+
+def test_prediction_is_exact_for_an_analytic_backend(teacher, table):
+    assert table.key.backend == "analytic" and table.key.input_hw == HW
+    # the fit finds the hidden whole-model terms exactly
+    assert table.fixed_ms == pytest.approx(2.0, abs=1e-6)
+    assert table.per_volume_ms == pytest.approx(1e-5, rel=1e-6)
+    student = copy.deepcopy(teacher)
+    cfg = PruneConfig(ratio=0.3, target="latency", importance="l1")
+    res = prune(
+        student,
+        None,
+        [],
+        cfg,
+        torch.zeros(1, 3, *HW),
+        PROTECTED,
+        progress=False,
+        latency_table=table,
+    )
+    measured = analytic_ms(export_onnx(student, HW, 1), whole=True)
+    predicted = res.report.latency["predicted_after_ms"]
+    assert predicted == pytest.approx(measured, rel=1e-6)
+    assert predicted <= 0.7 * table.predict() * (1 + 1e-9)
+    assert res.report.achieved_ratio >= 0.3 - 1e-9
+    # widths: multiples of round_to (or untouched), protected outputs unchanged
+    before, after = widths_of(teacher, table), widths_of(student, table)
+    for n, (_ci, co) in after.items():
+        assert co == before[n][1] or co % 8 == 0, (n, co)
+    for n in PROTECTED:
+        conv = n if n in after else f"{n}.conv"
+        assert after[conv][1] == before[conv][1]
+    top = res.report.latency["top_savings"]
+    assert top and top == sorted(top, key=lambda r: -r["saved_ms"])
+
+
+def test_safe_rule_and_min_width_hold_under_the_latency_target(teacher, table):
+    student = copy.deepcopy(teacher)
+    cfg = PruneConfig(ratio=0.3, target="latency", importance="l1", min_width=16, round_to=16)
+    prune(
+        student,
+        None,
+        [],
+        cfg,
+        torch.zeros(1, 3, *HW),
+        PROTECTED,
+        progress=False,
+        latency_table=table,
+    )
+    before, after = widths_of(teacher, table), widths_of(student, table)
+    changed = [n for n in after if after[n][1] != before[n][1]]
+    assert changed
+    assert all(after[n][1] >= 16 and after[n][1] % 16 == 0 for n in changed)
+
+
+def test_unreachable_ratio_says_how_far_it_can_go(teacher, table):
+    student = copy.deepcopy(teacher)
+    params = sum(p.numel() for p in student.parameters())
+    cfg = PruneConfig(ratio=0.95, target="latency", importance="l1")
+    with pytest.raises(ImpossibleTargetError, match=r"at most \d+\.\d% can be removed"):
+        prune(
+            student,
+            None,
+            [],
+            cfg,
+            torch.zeros(1, 3, *HW),
+            PROTECTED,
+            progress=False,
+            latency_table=table,
+        )
+    assert sum(p.numel() for p in student.parameters()) == params  # nothing pruned
+
+
+def test_table_of_another_model_or_size_is_refused_before_pruning(table):
+    other = build_model("yolop", width=0.5, depth=0.33)
+    params = sum(p.numel() for p in other.parameters())
+    cfg = PruneConfig(ratio=0.2, target="latency", importance="l1")
+    with pytest.raises(LatencyTableMismatchError, match="channels in this model"):
+        prune(
+            other,
+            None,
+            [],
+            cfg,
+            torch.zeros(1, 3, *HW),
+            PROTECTED,
+            progress=False,
+            latency_table=table,
+        )
+    assert sum(p.numel() for p in other.parameters()) == params
+    with pytest.raises(PruneConfigError, match="needs a latency table"):
+        prune(other, None, [], cfg, torch.zeros(1, 3, *HW), PROTECTED, progress=False)
+
+
+def test_measured_plans_recalibrate_and_replan(teacher, table):
+    """A backend where plans save only 60 % of what the structure predicts: the planner measures
+    its plan, learns the factor and cuts deeper until the measurement meets the target."""
+    t = copy.deepcopy(table)
+    full = t.predict()
+    calls = []
+
+    def measure(candidate):
+        structural = t.anchors[0].ms - (t.anchors[0].ms - _structural(t, widths_of(candidate, t)))
+        ms = full - 0.6 * (full - structural)
+        calls.append(ms)
+        return ms
+
+    student = copy.deepcopy(teacher)
+    cfg = PruneConfig(ratio=0.2, target="latency", importance="l1", latency_rounds=3)
+    res = prune(
+        student,
+        None,
+        [],
+        cfg,
+        torch.zeros(1, 3, *HW),
+        PROTECTED,
+        progress=False,
+        latency_table=t,
+        measure=measure,
+    )
+    cal = res.report.latency["calibration"]
+    assert 2 <= len(cal) <= 3 and len(calls) == len(cal)
+    assert cal[0]["measured_ms"] > 0.8 * full * 1.01  # the first plan missed on the real backend
+    assert t.savings_scale == pytest.approx(0.6, rel=1e-6)
+    final = full - 0.6 * (full - _structural(t, widths_of(student, t)))
+    assert final <= 0.8 * full * 1.01
+
+
+def _structural(t, widths):
+    s, v = t._parts(widths)
+    return t.fixed_ms + t.per_volume_ms * v + s
+
+
+def test_interrupted_measurement_resumes_and_never_leaves_a_table(bundle_dir, tmp_path):
+    b = load_bundle(bundle_dir)
+    out = tmp_path / "t.json"
+    with pytest.raises(MeasureInterrupted, match="run the same command again to resume"):
+        measure_bundle(b, AnalyticTimer(interrupt_after=25), out, FAST)
+    assert not out.exists()
+    partial = out.with_name("t.json.partial")
+    assert partial.exists()
+    timer = AnalyticTimer()
+    table = measure_bundle(b, timer, out, FAST)
+    assert out.exists() and not partial.exists()
+    assert table.meta["resumed_cells"] >= 25 - 2  # saved at least the last full save
+    assert timer.calls == b.n_cells - table.meta["resumed_cells"] + len(b.anchors)
+
+
+def test_cli_round_trip_probes_latency_compress(tmp_path, synth_dataset, capsys):
+    """mtc-probes (workstation) -> mtc-latency (vehicle, torch-free, real ONNX Runtime) ->
+    mtc-compress --latency-table: the documented round trip."""
+    from compressor.cli.compress import main as compress_main
+    from export.probes_cli import main as probes_main
+
+    torch.manual_seed(0)
+    ckpt = tmp_path / "teacher.pt"
+    save_checkpoint(
+        ckpt, build_model("yolop", width=0.25, depth=0.33), preprocess=default_preprocess(HW)
+    )
+    assert probes_main(["--teacher", str(ckpt), "-o", str(tmp_path / "probes")]) == 0
+    table = tmp_path / "table.json"
+    code = """
+import sys
+sys.modules['torch'] = None  # the vehicle has no torch
+from runtime.latency_model.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "probes"), "-o", str(table), "--no-progress"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "wrote" in out.stdout and load_table(table).key.backend == "onnxruntime"
+    # a table for another input size is refused before any work, one line, exit 2
+    base = [
+        "--teacher",
+        str(ckpt),
+        "--data",
+        str(synth_dataset),
+        "--calib-batches",
+        "1",
+        "--batch",
+        "2",
+        "--workers",
+        "0",
+        "--no-progress",
+        "--max-train-images",
+        "2",
+        "--max-val-images",
+        "2",
+        "--epochs",
+        "0",
+        "--target",
+        "latency",
+        "--importance",
+        "l1",
+        "--latency-table",
+        str(table),
+        "--latency-rounds",
+        "0",
+    ]
+    capsys.readouterr()
+    code = compress_main(
+        [*base, "-o", str(tmp_path / "bad"), "--imgsz", "128", "256", "--ratio", "0.05"]
+    )
+    err = capsys.readouterr().err
+    assert (
+        code == 2
+        and err.count("\n") == 1
+        and "input_hw: table has [64, 128]" in err.replace("(64, 128)", "[64, 128]")
+    )
+    assert not (tmp_path / "bad").exists()
+    code = compress_main(
+        [*base, "-o", str(tmp_path / "ok"), "--imgsz", "64", "128", "--ratio", "0.05"]
+    )
+    assert code == 0, capsys.readouterr().err
+    import json
+
+    rep = json.loads((tmp_path / "ok" / "report.json").read_text())
+    assert (
+        rep["latency"]["predicted"]["predicted_after_ms"]
+        <= 0.95 * rep["latency"]["predicted"]["predicted_before_ms"] * 1.001
+    )
+    assert rep["latency"]["measured"]["student_ms"] > 0
+    assert (tmp_path / "ok" / "latency_savings.png").exists()
+
+
+def test_remote_backend_needs_a_table_measured_on_the_device(tmp_path, synth_dataset, capsys):
+    from compressor.cli.compress import main as compress_main
+
+    torch.manual_seed(0)
+    ckpt = tmp_path / "teacher.pt"
+    save_checkpoint(
+        ckpt, build_model("yolop", width=0.25, depth=0.33), preprocess=default_preprocess(HW)
+    )
+    code = compress_main(
+        [
+            "--teacher",
+            str(ckpt),
+            "--data",
+            str(synth_dataset),
+            "-o",
+            str(tmp_path / "o"),
+            "--target",
+            "latency",
+            "--latency-backend",
+            "tensorrt",
+            "--no-progress",
+            "--workers",
+            "0",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "measured on the machine that runs the model" in err
+    assert err.count("\n") == 1
