@@ -48,7 +48,7 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 
 demo: $(STAMP)
-	$(VENV)/bin/mtc-demo $(DEMO_ARGS)
+	$(VENV)/bin/mtc-demo --overwrite $(DEMO_ARGS)
 
 clean:
 	rm -rf $(VENV) demo_out build *.egg-info
