@@ -157,3 +157,54 @@ def nms_dense(
             break
         removed |= over[i]
     return order[np.asarray(keep, dtype=np.int64)]
+
+
+def topk_indices(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the `k` highest scores, in no particular order (O(N), like EfficientNMS's
+    topK). All indices when there are at most `k`."""
+    scores = np.asarray(scores).reshape(-1)
+    if len(scores) <= k:
+        return np.arange(len(scores))
+    return np.argpartition(-scores, k - 1)[:k]
+
+
+def nms_early_exit(
+    boxes: np.ndarray, scores: np.ndarray, iou_thres: float, max_det: int
+) -> np.ndarray:
+    """Same result as `nms` (order, ties, threshold, float64 arithmetic) for a bounded deploy
+    budget: one IoU row per *kept* box against the boxes after it in score order, stopping at
+    `max_det`. Cost O(max_det * N) whatever the scene, where `nms_dense` pays for an N x N matrix
+    and `nms` for shrinking an index array per kept box."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    order = np.argsort(-np.asarray(scores, dtype=np.float64).reshape(-1), kind="stable")
+    x1, y1, x2, y2 = (np.ascontiguousarray(c) for c in boxes[order].T)
+    areas = (x2 - x1).clip(0) * (y2 - y1).clip(0)
+    alive = np.ones(len(order), dtype=bool)
+    keep: list[int] = []
+    i = 0
+    while len(keep) < max_det:
+        ahead = np.flatnonzero(alive[i:])
+        if ahead.size == 0:
+            break
+        i += int(ahead[0])
+        keep.append(i)
+        j = i + 1
+        w = (np.minimum(x2[i], x2[j:]) - np.maximum(x1[i], x1[j:])).clip(0)
+        h = (np.minimum(y2[i], y2[j:]) - np.maximum(y1[i], y1[j:])).clip(0)
+        inter = w * h
+        alive[j:] &= inter / np.maximum(areas[i] + areas[j:] - inter, 1e-12) <= iou_thres
+        i = j
+    return order[np.asarray(keep, dtype=np.int64)]
+
+
+def batched_nms_early_exit(
+    boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, iou_thres: float, max_det: int
+) -> np.ndarray:
+    """Class-aware `nms_early_exit`: boxes are offset per class by more than their extent, so
+    boxes of different classes never overlap."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    if boxes.shape[0] == 0:
+        return np.zeros(0, dtype=np.int64)
+    span = boxes.max() - min(boxes.min(), 0.0) + 1.0
+    offset = (np.asarray(classes, dtype=np.float64) * span)[:, None]
+    return nms_early_exit(boxes + offset, scores, iou_thres, max_det)
