@@ -84,7 +84,9 @@ class RunConfig:
         ]
         for name, ok, rule in checks:
             if not ok:
-                raise RunConfigError(f"{name} must be {rule}, got {getattr(self, name)!r}")
+                flag = "--" + name.replace("_", "-")
+                got = getattr(self, name)
+                raise RunConfigError(f"{name} must be {rule} ({flag} in mtc-run), got {got!r}")
 
     def thresholds(self, sidecar: Sidecar) -> DeployThresholds:
         """The sidecar's deploy thresholds with this run's overrides applied."""
@@ -119,6 +121,7 @@ def load_artifact(
     providers: Sequence[str] | str | None = None,
     verify_hash: bool = True,
     memory: str = "auto",
+    threads: int | None = None,
 ) -> Backend:
     """Open an `.onnx` / `.engine` with the backend its sidecar calls for (or the one named)."""
     p = Path(path)
@@ -138,7 +141,7 @@ def load_artifact(
         )
     if isinstance(providers, str):
         providers = [s.strip() for s in providers.split(",") if s.strip()]
-    options = BackendOptions(tuple(providers) if providers else None, memory)
+    options = BackendOptions(tuple(providers) if providers else None, memory, threads)
     be = cls(p, sc, options).open()
     try:
         _check_input(be, sc)
@@ -283,15 +286,16 @@ class _Runner:
             yield _Batch(chunk if self.sink else _without_images(chunk), tensor, boxes, ms)
 
     def _warm_up(self, b: _Batch) -> None:
-        """Explicit warm-up on the first batch, never recorded; the first batch's frames are
-        then counted as captured when it ends (their wait for warm-up is not latency)."""
+        """Explicit warm-up on the first batch, never recorded; the first batch's capture times
+        move forward by the warm-up's duration (their wait for warm-up is not latency)."""
         assert b.tensor is not None
+        t0 = time.perf_counter()
         for _ in range(self.cfg.warmup):
             outputs = self.be.infer(b.tensor)
             self.post(outputs, b.letterboxes, [c.frame_id for c in b.frames])
         self.measured_from = time.perf_counter()
         for c in b.frames:
-            c.t_capture = max(c.t_capture, self.measured_from)
+            c.t_capture += self.measured_from - t0
 
     def _infer(self, b: _Batch) -> None:
         assert b.tensor is not None

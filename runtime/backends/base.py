@@ -56,6 +56,7 @@ class BackendOptions:
 
     providers: tuple[str, ...] | None = None  # onnxruntime: cpu, cuda, tensorrt (in order)
     memory: str = "auto"  # tensorrt: auto, cuda-python, pycuda
+    threads: int | None = None  # onnxruntime: intra-op threads (None = ONNX Runtime's default)
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,10 @@ class OnnxRuntimeBackend(Backend):
         providers = self._providers(ort)
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
+        if self.options.threads is not None:
+            if self.options.threads < 1:
+                raise BackendError(f"--threads must be >= 1, got {self.options.threads}")
+            opts.intra_op_num_threads = self.options.threads
         try:
             self._session = ort.InferenceSession(str(self.path), opts, providers=providers)
         except Exception as e:  # ORT raises its own pybind classes (InvalidProtobuf, Fail, ...)
