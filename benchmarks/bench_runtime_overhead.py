@@ -109,7 +109,9 @@ def measure(artifact: Path, frames: list[np.ndarray], args: Any, **kw: Any) -> d
         res = run(be, frames, warmup=args.warmup, progress=False, keep_results=False, **kw)
         device = be.device
     rep = res.report
-    stats = {k: {"mean": s.mean, "p50": s.p50, "p99": s.p99, "max": s.max} for k, s in rep.stages.items()}
+    stats = {
+        k: {"mean": s.mean, "p50": s.p50, "p99": s.p99, "max": s.max} for k, s in rep.stages.items()
+    }
     e2e = np.asarray([r["end_to_end"] for r in rep.timeline])
     infer = np.asarray([r["infer"] for r in rep.timeline])
     return {
@@ -126,7 +128,11 @@ def measure(artifact: Path, frames: list[np.ndarray], args: Any, **kw: Any) -> d
 
 def postprocess_section(args: Any, frames: list[np.ndarray]) -> list[dict[str, Any]]:
     rows = []
-    cases = [("worst", args.worst, {}), ("worst", args.worst, BEFORE), ("typical", args.typical, {})]
+    cases = [
+        ("worst", args.worst, {}),
+        ("worst", args.worst, BEFORE),
+        ("typical", args.typical, {}),
+    ]
     for case, path, kw in cases:
         if path is None:
             continue
@@ -249,7 +255,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--frames", type=int, default=60, help="frames per postprocess run")
     p.add_argument("--overlap-frames", type=int, default=120)
     p.add_argument("--repeats", type=int, default=2, help="sequential/overlapped pairs")
-    p.add_argument("--memory-frames", type=int, default=0, help="frames of the long video (0: skip)")
+    p.add_argument(
+        "--memory-frames", type=int, default=0, help="frames of the long video (0: skip)"
+    )
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = p.parse_args(argv)

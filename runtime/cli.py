@@ -27,6 +27,7 @@ class CliConfig:
     providers: str | None = None
     memory: str = "auto"
     threads: int | None = None
+    cuda_graph: bool = False
     verify_hash: bool = True
     quiet: bool = False
     run: Any = field(default=None)  # runtime.pipeline.RunConfig (imported lazily)
@@ -67,6 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--threads", type=int, default=None, help="onnxruntime intra-op threads (its default)"
+    )
+    p.add_argument(
+        "--cuda-graph",
+        action="store_true",
+        help="tensorrt: replay each batch size's enqueue as a captured CUDA graph",
     )
     p.add_argument(
         "--no-verify-hash",
@@ -131,6 +137,7 @@ def config_from_args(args: argparse.Namespace) -> CliConfig:
         providers=args.providers,
         memory=args.memory,
         threads=args.threads,
+        cuda_graph=args.cuda_graph,
         verify_hash=not args.no_verify_hash,
         quiet=args.quiet,
         run=run_cfg,
@@ -148,6 +155,7 @@ def execute(cfg: CliConfig) -> Any:
         verify_hash=cfg.verify_hash,
         memory=cfg.memory,
         threads=cfg.threads,
+        cuda_graph=cfg.cuda_graph,
     )
     with backend:
         return run(backend, cfg.source, cfg.run)

@@ -122,6 +122,7 @@ def load_artifact(
     verify_hash: bool = True,
     memory: str = "auto",
     threads: int | None = None,
+    cuda_graph: bool = False,
 ) -> Backend:
     """Open an `.onnx` / `.engine` with the backend its sidecar calls for (or the one named)."""
     p = Path(path)
@@ -141,7 +142,7 @@ def load_artifact(
         )
     if isinstance(providers, str):
         providers = [s.strip() for s in providers.split(",") if s.strip()]
-    options = BackendOptions(tuple(providers) if providers else None, memory, threads)
+    options = BackendOptions(tuple(providers) if providers else None, memory, threads, cuda_graph)
     be = cls(p, sc, options).open()
     try:
         _check_input(be, sc)

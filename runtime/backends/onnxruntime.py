@@ -54,6 +54,10 @@ class OnnxRuntimeBackend(Backend):
     def _open(self) -> InputSpec:
         if self.options.memory != "auto":
             raise BackendError("--memory applies to the tensorrt backend only; drop it for ONNX")
+        if self.options.cuda_graph:
+            raise BackendError(
+                "--cuda-graph applies to the tensorrt backend only; drop it for ONNX"
+            )
         ort = _import_onnxruntime()
         providers = self._providers(ort)
         opts = ort.SessionOptions()

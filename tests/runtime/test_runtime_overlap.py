@@ -187,7 +187,9 @@ def test_undecodable_video_frames_are_skipped_counted_and_named():
     src = VideoFileSource("drive.mp4")
     src._cap = _FlakyCapture()
     src._first = src._cap.read()[1]
-    with pytest.warns(FrameFormatWarning, match=r"frames 3\.\.4 of drive\.mp4 could not be decoded"):
+    with pytest.warns(
+        FrameFormatWarning, match=r"frames 3\.\.4 of drive\.mp4 could not be decoded"
+    ):
         got = [(i, int(img[0, 0, 0])) for i, img in src]
     assert got == [(0, 0), (1, 1), (2, 2), (5, 5), (6, 6), (7, 7), (8, 8), (9, 9)]
     assert src.frames_skipped == 2 and src.stop_reason == "end of video"

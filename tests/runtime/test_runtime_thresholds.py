@@ -146,4 +146,3 @@ def test_cli_conf_override_reaches_the_report(tmp_path, capsys):
     assert info["overlap"] is True
     assert main([*args, "--no-overlap"]) == 0
     assert json.loads(report.read_text())["info"]["overlap"] is False
-
