@@ -95,9 +95,9 @@ def test_without_the_option_nothing_is_captured(tmp_path, monkeypatch):
 
 def test_an_adapter_without_graphs_says_what_to_use(tmp_path, monkeypatch):
     install_fake_trt(monkeypatch)  # plain FakeMemory: no graph support, like pycuda here
-    with load_artifact(make_fake_engine(tmp_path), cuda_graph=True) as be:
-        with pytest.raises(BackendError, match="--memory cuda-python, or drop --cuda-graph"):
-            be.infer(_batch(1, [0]))
+    be = load_artifact(make_fake_engine(tmp_path), cuda_graph=True)
+    with be, pytest.raises(BackendError, match="--memory cuda-python, or drop --cuda-graph"):
+        be.infer(_batch(1, [0]))
 
 
 def test_cuda_graph_and_threads_belong_to_their_backends(tmp_path, monkeypatch):
