@@ -11,7 +11,10 @@ Sections (each skipped when its model is not given):
 - postprocess: batch 1, 1280x720 frames, `run()` with mtc-run's defaults (the sidecar's deploy
   thresholds). `--worst` is full-size YOLOP whose detect biases are raised so every one of the
   15,120 candidates scores ~1 (`--build` makes it); it is also run with the evaluation thresholds
-  and no top-k (conf 0.001, IoU 0.6, 300 boxes: what mtc-run applied before deploy thresholds).
+  and no top-k (conf 0.001, IoU 0.6, 300 boxes: what mtc-run applied before deploy thresholds),
+  and `--worst-nms` is the same model exported with NMS in the graph (ONNX NonMaxSuppression).
+  Each also sequentially (`overlap=False`): with overlap the postprocess shares the two cores
+  with inference, which inflates its wall time without changing its work.
 - overlap: `--student` on a folder of 1280x720 JPEGs with `--save out.mp4`, ONNX Runtime with one
   intra-op thread, sequential (`overlap=False`) vs overlapped; wall-clock fps, everything included.
 - memory: a `--memory-frames`-frame 1280x720 video through `mtc-run --save out.mp4` in a child
@@ -39,7 +42,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from runtime import load_artifact, run  # noqa: E402
+from runtime.boxes import batched_nms  # noqa: E402
 from runtime.fileio import atomic_write_text  # noqa: E402
+from runtime.postprocess import select_rows  # noqa: E402
+from runtime.preprocess import Preprocessor  # noqa: E402
+from runtime.sidecar import DeployThresholds  # noqa: E402
 from runtime.spec import DEFAULT_INPUT_HW  # noqa: E402
 from runtime.testing import StandinConfig, build_standin_onnx, standin_sidecar, yolop_count  # noqa: E402
 
@@ -89,7 +96,12 @@ def build_models(out: Path) -> dict[str, Path]:
     from export.config import ExportConfig
 
     paths = {}
-    for name, bias in (("yolop_official_init", 0.0), ("yolop_worst", WORST_BIAS)):
+    variants = (
+        ("yolop_official_init", 0.0, False),
+        ("yolop_worst", WORST_BIAS, False),
+        ("yolop_worst_nms", WORST_BIAS, True),
+    )
+    for name, bias, nms_in_graph in variants:
         torch.manual_seed(0)
         model = build_model("yolop")
         det = model.detect
@@ -97,7 +109,12 @@ def build_models(out: Path) -> dict[str, Path]:
             for conv in det.m:
                 conv.bias.view(det.na, -1)[:, 4:] += bias
         cfg = ExportConfig(
-            output_dir=str(out), name=name, engine="none", fp16_onnx=False, progress=False
+            output_dir=str(out),
+            name=name,
+            engine="none",
+            fp16_onnx=False,
+            progress=False,
+            nms_in_graph=nms_in_graph,
         )
         export_model(model, cfg)
         paths[name] = out / f"{name}.onnx"
@@ -128,25 +145,69 @@ def measure(artifact: Path, frames: list[np.ndarray], args: Any, **kw: Any) -> d
 
 def postprocess_section(args: Any, frames: list[np.ndarray]) -> list[dict[str, Any]]:
     rows = []
+    seq = {"overlap": False}
     cases = [
-        ("worst", args.worst, {}),
-        ("worst", args.worst, BEFORE),
-        ("typical", args.typical, {}),
+        ("worst", args.worst, {}, "mtc-run defaults"),
+        ("worst", args.worst, seq, "defaults, sequential"),
+        ("worst", args.worst, {**BEFORE, **seq}, "before, sequential"),
+        ("worst NMS in graph", args.worst_nms, seq, "defaults, sequential"),
+        ("typical", args.typical, {}, "mtc-run defaults"),
+        ("typical", args.typical, seq, "defaults, sequential"),
     ]
-    for case, path, kw in cases:
+    for case, path, kw, settings in cases:
         if path is None:
             continue
         row = measure(path, frames, args, batch=1, **kw)
-        row.update(case=case, artifact=path.name, settings="before" if kw else "mtc-run defaults")
+        row.update(case=case, artifact=path.name, settings=settings)
         rows.append(row)
         s = row["stages_ms"]
         print(
-            f"{case:<8} {row['settings']:<17} post p50 {s['postprocess']['p50']:7.2f} "
+            f"{case:<19} {row['settings']:<21} post p50 {s['postprocess']['p50']:7.2f} "
             f"p99 {s['postprocess']['p99']:7.2f} ms | pre {s['preprocess']['mean']:.2f} | infer "
             f"{s['infer']['mean']:.1f} | e2e p99 {s['end_to_end']['p99']:.1f} ms | overhead "
             f"{row['overhead_pct']:.1f} %"
         )
     return rows
+
+
+def _old_rows(det: np.ndarray) -> np.ndarray:
+    """The runtime's detection postprocess before this benchmark's change, for the comparison:
+    evaluation thresholds, up to 30,000 candidates, `batched_nms`."""
+    d = det[det[:, 4] > BEFORE["conf"]].astype(np.float64)
+    if len(d) > 30000:
+        d = d[np.argsort(-d[:, 4], kind="stable")[:30000]]
+    return d[batched_nms(d[:, :4], d[:, 4], d[:, 5], BEFORE["iou"], BEFORE["max_det"])]
+
+
+def nms_micro_section(args: Any, frames: list[np.ndarray]) -> dict[str, Any] | None:
+    """Detection postprocess alone on the worst model's real output, no threads: old vs new."""
+    if args.worst is None:
+        return None
+    with load_artifact(args.worst) as be:
+        sc = be.sidecar
+        assert sc is not None
+        batch, _ = Preprocessor(sc.preprocess, 1)([frames[0]])
+        det = be.infer(batch)["det"][0]
+        t = sc.det.deploy if sc.det else DeployThresholds()
+    out: dict[str, Any] = {"candidates": int(len(det)), "above_0.25": int((det[:, 4] > 0.25).sum())}
+    for name, fn in (("before", lambda: _old_rows(det)), ("deploy", lambda: select_rows(det, t))):
+        fn()
+        ms = []
+        for _ in range(args.micro_repeats):
+            t0 = time.perf_counter()
+            kept = fn()
+            ms.append((time.perf_counter() - t0) * 1e3)
+        v = np.asarray(ms)
+        out[name] = {
+            "kept": int(len(kept)),
+            "p50": float(np.median(v)),
+            "p99": float(np.percentile(v, 99)),
+        }
+        print(
+            f"detection postprocess alone, {name:<6}: p50 {out[name]['p50']:7.2f} p99 "
+            f"{out[name]['p99']:7.2f} ms, {len(kept)} boxes kept of {len(det)} candidates"
+        )
+    return out
 
 
 def write_jpegs(folder: Path, frames: list[np.ndarray]) -> Path:
@@ -250,6 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--build", type=Path, default=None, help="export the YOLOP models here first")
     p.add_argument("--worst", type=Path, default=None, help="YOLOP ONNX, every candidate ~1")
+    p.add_argument("--worst-nms", type=Path, default=None, help="the same with NMS in the graph")
     p.add_argument("--typical", type=Path, default=None, help="a YOLOP ONNX, ordinary scores")
     p.add_argument("--student", type=Path, default=None, help="the demo's student ONNX")
     p.add_argument("--frames", type=int, default=60, help="frames per postprocess run")
@@ -259,17 +321,20 @@ def main(argv: list[str] | None = None) -> int:
         "--memory-frames", type=int, default=0, help="frames of the long video (0: skip)"
     )
     p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--micro-repeats", type=int, default=200, help="NMS-alone repetitions")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = p.parse_args(argv)
     if args.build is not None:
         built = build_models(args.build)
         args.worst = args.worst or built["yolop_worst"]
+        args.worst_nms = args.worst_nms or built["yolop_worst_nms"]
         args.typical = args.typical or built["yolop_official_init"]
     frames = road_frames(args.frames)
     result: dict[str, Any] = {"load_average_start": os.getloadavg()}
     with tempfile.TemporaryDirectory() as tmp:
         if args.worst is None and args.typical is None:
             args.typical = standin(Path(tmp))
+        result["nms_alone"] = nms_micro_section(args, frames)
         result["postprocess"] = postprocess_section(args, frames)
         result["overlap"] = overlap_section(args, Path(tmp))
         result["memory"] = memory_section(args, Path(tmp))
