@@ -193,3 +193,20 @@ def test_undecodable_video_frames_are_skipped_counted_and_named():
         got = [(i, int(img[0, 0, 0])) for i, img in src]
     assert got == [(0, 0), (1, 1), (2, 2), (5, 5), (6, 6), (7, 7), (8, 8), (9, 9)]
     assert src.frames_skipped == 2 and src.stop_reason == "end of video"
+
+
+def test_cli_names_and_counts_an_undecodable_image_mid_stream(tmp_path, capsys):
+    from runtime.cli import main
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in range(5):
+        cv2.imwrite(str(folder / f"{i:03d}.jpg"), split_frame())
+    (folder / "002.jpg").write_bytes(b"not a jpeg")
+    report = tmp_path / "r.json"
+    art = make_artifact(tmp_path)
+    args = [str(art), "--source", str(folder), "--report", str(report), "--quiet"]
+    with pytest.warns(FrameFormatWarning, match=r"skipping unreadable image .*002\.jpg"):
+        assert main(args) == 0  # (the CLI prints warnings as "warning: ..." lines)
+    info = json.loads(report.read_text())["info"]
+    assert (info["frames_processed"], info["frames_skipped"]) == (4, 1)
