@@ -118,3 +118,15 @@ def test_masks_are_mapped_back_only_when_read_and_once():
     np.testing.assert_array_equal(full, unletterbox_mask(drivable[0], lb))
     assert r.drivable is full  # cached
     assert r.mask("nope") is None
+
+
+@pytest.mark.parametrize("block", [1, 3, 7, 64])
+def test_blocked_nms_equals_reference_for_any_block_size(monkeypatch, block):
+    from runtime import boxes as boxes_mod
+
+    monkeypatch.setattr(boxes_mod, "NMS_BLOCK", block)
+    rng = np.random.default_rng(block)
+    boxes, scores = _boxes(rng, 150, extent=120.0, rounded=True)
+    for max_det in (1, 5, 40, 1000):
+        ref = nms(boxes, scores, 0.45, max_det)
+        np.testing.assert_array_equal(nms_early_exit(boxes, scores, 0.45, max_det), ref)
