@@ -228,7 +228,7 @@ def write_jpegs(folder: Path, frames: list[np.ndarray]) -> Path:
 
 
 def overlap_section(args: Any, tmp: Path) -> dict[str, Any] | None:
-    if args.student is None:
+    if args.student is None or args.overlap_frames < 1:
         return None
     folder = write_jpegs(tmp / "jpegs", road_frames(args.overlap_frames, seed=1))
     rows = []
@@ -325,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--typical", type=Path, default=None, help="a YOLOP ONNX, ordinary scores")
     p.add_argument("--student", type=Path, default=None, help="the demo's student ONNX")
     p.add_argument("--frames", type=int, default=60, help="frames per postprocess run")
-    p.add_argument("--overlap-frames", type=int, default=120)
+    p.add_argument("--overlap-frames", type=int, default=120, help="JPEGs (0: skip)")
     p.add_argument("--repeats", type=int, default=2, help="sequential/overlapped pairs")
     p.add_argument(
         "--memory-frames", type=int, default=0, help="frames of the long video (0: skip)"
