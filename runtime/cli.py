@@ -92,7 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="run read/preprocess, inference, postprocess/draw one after the other",
     )
     o.add_argument(
-        "--queue-depth", type=int, default=2, help="batches that may wait between stages (2)"
+        "--queue-depth",
+        type=int,
+        default=None,
+        help="batches that may wait between stages (2 for files, 1 for cameras/streams)",
     )
     o.add_argument(
         "--live-buffer",

@@ -197,6 +197,7 @@ class RunInfo:
     stop_reason: str = ""
     wall_s: float = 0.0
     overlap: bool = False  # stages ran overlapped (threads + bounded queues)
+    queue_depth: int = 0  # batches allowed to wait between two stages when overlapped
     frames_dropped: int = 0  # a live source's oldest frames dropped while the pipeline was behind
     thresholds: dict[str, float] = field(default_factory=dict)  # the deploy ones applied
     measured_wall_s: float = 0.0  # from the end of warm-up to the last result

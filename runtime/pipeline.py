@@ -64,7 +64,9 @@ class RunConfig:
     max_det: int | None = None
     topk: int | None = None
     overlap: bool = True  # read+preprocess | infer | postprocess+draw on three threads
-    queue_depth: int = 2  # batches that may wait between two stages (bounds memory)
+    # Batches that may wait between two stages (bounds memory). None: 2 for a file (throughput),
+    # 1 for a live source (every queued batch is a batch of older frames).
+    queue_depth: int | None = None
     live_buffer: int | None = None  # frames a live source may queue (None: 2 x batch)
     stall_timeout: float = 5.0  # s a live source may deliver nothing before the run stops
 
@@ -78,7 +80,7 @@ class RunConfig:
             ("iou", self.iou is None or 0.0 < self.iou <= 1.0, "in (0, 1]"),
             ("max_det", self.max_det is None or self.max_det >= 1, ">= 1"),
             ("topk", self.topk is None or self.topk >= 1, ">= 1"),
-            ("queue_depth", self.queue_depth >= 1, ">= 1"),
+            ("queue_depth", self.queue_depth is None or self.queue_depth >= 1, ">= 1"),
             ("live_buffer", self.live_buffer is None or self.live_buffer >= 1, ">= 1"),
             ("stall_timeout", self.stall_timeout > 0, "> 0 seconds"),
         ]
@@ -219,7 +221,8 @@ class _Runner:
         self.post.check_outputs(backend.output_names)
         # Round-robin preprocess buffers: batch k's slot is reused by batch k + slots, which the
         # bounded queues only let start once batch k has been inferred (runtime.overlap).
-        n_slots = cfg.queue_depth + 2 if cfg.overlap else 1
+        self.depth = cfg.queue_depth or (1 if source.live else 2)
+        n_slots = self.depth + 2 if cfg.overlap else 1
         self._slots = [
             Preprocessor(self.sc.preprocess, cfg.batch, spec.dtype) for _ in range(n_slots)
         ]
@@ -267,9 +270,7 @@ class _Runner:
             return
         self._warm_up(first)
         if self.cfg.overlap:
-            run_overlapped(
-                chain([first], batches), self._infer, self._complete, self.cfg.queue_depth
-            )
+            run_overlapped(chain([first], batches), self._infer, self._complete, self.depth)
         else:
             for b in chain([first], batches):
                 self._infer(b)
@@ -354,6 +355,7 @@ class _Runner:
             stop_reason=reason,
             wall_s=wall_s,
             overlap=self.cfg.overlap,
+            queue_depth=self.depth if self.cfg.overlap else 0,
             frames_dropped=dropped,
             thresholds=dataclasses.asdict(self.thresholds),
             measured_wall_s=measured_s,

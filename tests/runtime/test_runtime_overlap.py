@@ -152,6 +152,7 @@ def test_a_stalled_camera_stops_cleanly_with_the_partial_report(tmp_path):
     info = res.report.info
     assert info.frames_processed + info.frames_dropped == 5
     assert "delivered no frame for 0.3 s (stalled)" in info.stop_reason
+    assert info.queue_depth == 1  # a live source keeps fewer (older) batches in flight
     saved = json.loads((tmp_path / "lat.json").read_text())
     assert saved["info"]["stop_reason"] == info.stop_reason
 
@@ -162,6 +163,7 @@ def test_file_sources_never_drop_even_when_the_pipeline_is_slow(tmp_path):
         warnings.simplefilter("error")
         res = run(art, [split_frame() for _ in range(12)], progress=False, warmup=0, batch=3)
     assert res.report.info.frames_processed == 12 and res.report.info.frames_dropped == 0
+    assert res.report.info.queue_depth == 2
 
 
 class _FlakyCapture:
