@@ -20,6 +20,7 @@ from runtime.io_names import (
 )
 from runtime.sidecar import (
     BatchRange,
+    DeployThresholds,
     DetInfo,
     InputInfo,
     ModelInfo,
@@ -90,6 +91,9 @@ def det_for(loaded: LoadedModel, spec: DeploySpec, facts: GraphFacts) -> DetInfo
         strides=strides,
         class_names=tuple(loaded.class_names),
         layout=DET_LAYOUT_XYXY,
+        # The export's conf/iou/max_det above are the evaluation ones (and the graph's, with NMS
+        # in the graph); the runtime applies these unless told otherwise.
+        deploy=DeployThresholds(),
     )
 
 

@@ -36,6 +36,8 @@ class CliConfig:
     backend: str = "auto"
     providers: str | None = None
     memory: str = "auto"
+    threads: int | None = None
+    cuda_graph: bool = False
     verify_hash: bool = True
     quiet: bool = False
     run: Any = field(default=None)  # runtime.pipeline.RunConfig (imported lazily)
@@ -69,11 +71,48 @@ def build_parser() -> argparse.ArgumentParser:
         "--memory", default="auto", help="tensorrt device memory: auto | cuda-python | pycuda"
     )
     p.add_argument(
+        "--threads", type=int, default=None, help="onnxruntime intra-op threads (its default)"
+    )
+    p.add_argument(
+        "--cuda-graph",
+        action="store_true",
+        help="tensorrt: replay each batch size's enqueue as a captured CUDA graph",
+    )
+    p.add_argument(
         "--no-verify-hash",
         action="store_true",
         help="skip checking the artifact's sha256 against its sidecar",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary table")
+    t = p.add_argument_group("detection thresholds (default: the sidecar's deploy block)")
+    t.add_argument("--conf", type=float, default=None, help="keep boxes scoring above, (0, 1]")
+    t.add_argument("--iou", type=float, default=None, help="NMS IoU threshold, (0, 1]")
+    t.add_argument("--max-det", type=int, default=None, help="boxes kept per frame, >= 1")
+    t.add_argument("--topk", type=int, default=None, help="best candidates NMS sees per frame")
+    o = p.add_argument_group("stages")
+    o.add_argument(
+        "--no-overlap",
+        action="store_true",
+        help="run read/preprocess, inference, postprocess/draw one after the other",
+    )
+    o.add_argument(
+        "--queue-depth",
+        type=int,
+        default=None,
+        help="batches that may wait between stages (2 for files, 1 for cameras/streams)",
+    )
+    o.add_argument(
+        "--live-buffer",
+        type=int,
+        default=None,
+        help="frames a camera/stream may queue before the oldest is dropped (2 x batch)",
+    )
+    o.add_argument(
+        "--stall-timeout",
+        type=float,
+        default=5.0,
+        help="seconds a camera/stream may deliver nothing before the run stops (5)",
+    )
     return p
 
 
@@ -89,6 +128,14 @@ def config_from_args(args: argparse.Namespace) -> CliConfig:
         report=args.report,
         progress=not args.quiet,
         keep_results=False,
+        conf=args.conf,
+        iou=args.iou,
+        max_det=args.max_det,
+        topk=args.topk,
+        overlap=not args.no_overlap,
+        queue_depth=args.queue_depth,
+        live_buffer=args.live_buffer,
+        stall_timeout=args.stall_timeout,
     )
     return CliConfig(
         artifact=args.artifact,
@@ -96,6 +143,8 @@ def config_from_args(args: argparse.Namespace) -> CliConfig:
         backend=args.backend,
         providers=args.providers,
         memory=args.memory,
+        threads=args.threads,
+        cuda_graph=args.cuda_graph,
         verify_hash=not args.no_verify_hash,
         quiet=args.quiet,
         run=run_cfg,
@@ -107,7 +156,13 @@ def execute(cfg: CliConfig) -> Any:
     from runtime.pipeline import load_artifact, run
 
     backend = load_artifact(
-        cfg.artifact, cfg.backend, cfg.providers, verify_hash=cfg.verify_hash, memory=cfg.memory
+        cfg.artifact,
+        cfg.backend,
+        cfg.providers,
+        verify_hash=cfg.verify_hash,
+        memory=cfg.memory,
+        threads=cfg.threads,
+        cuda_graph=cfg.cuda_graph,
     )
     with backend:
         return run(backend, cfg.source, cfg.run)

@@ -1,8 +1,16 @@
 """Network outputs -> per-frame results in the frame's own pixels.
 
-Detection: confidence filter + NMS when the graph has no NMS (runtime.boxes, the same code the
-metrics use), or the first `det_count` rows when it has. Boxes and masks are mapped back through
-the frame's letterbox, so results line up with the frame the camera delivered.
+Detection, with the deploy thresholds (`DeployThresholds`: the sidecar's `det.deploy`, or what the
+caller overrides): confidence filter, then at most `topk` best candidates per image, then
+class-aware greedy NMS that stops at `max_det` kept boxes (`runtime.boxes.nms_early_exit`, same
+result as the metrics' `nms`). Its cost is bounded by topk * max_det whatever the scene: a frame
+where every anchor fires costs what a typical one costs. With NMS in the graph, the first
+`det_count` rows, filtered by the deploy confidence and cut at max_det.
+
+Boxes are mapped back through the letterbox at once (cheap); masks are mapped back to frame size
+only when read (`FrameResult.drivable` / `.lane`, cached), so a caller that never reads them (a
+benchmark, a consumer of boxes only, or one that wants the network-size mask from `mask_net`)
+never pays for two frame-size resizes.
 """
 
 from __future__ import annotations
@@ -13,15 +21,13 @@ from typing import Any
 
 import numpy as np
 
-from runtime.boxes import batched_nms, postprocess_detections
+from runtime.boxes import batched_nms_early_exit, topk_indices, xywh_to_xyxy
 from runtime.errors import MtcError
-from runtime.geometry import Letterbox, boxes_from_letterbox, unletterbox_mask
+from runtime.geometry import Letterbox, boxes_from_letterbox, crop_padding, unletterbox_mask
 from runtime.io_names import DET_COUNT, DET_LAYOUT_CXCYWH, DET_LAYOUT_XYXY, DET_OUTPUT, SEG_LOGITS
-from runtime.sidecar import DetInfo, Sidecar
+from runtime.sidecar import DeployThresholds, Sidecar
 from runtime.sources import FrameId
 from runtime.spec import TASK_DRIVABLE, TASK_LANE
-
-MAX_NMS_CANDIDATES = 30000
 
 
 class OutputMismatchError(MtcError):
@@ -34,9 +40,34 @@ class FrameResult:
     boxes: np.ndarray  # (K, 4) float32 x1, y1, x2, y2 in frame pixels
     scores: np.ndarray  # (K,) float32
     classes: np.ndarray  # (K,) int64
-    drivable: np.ndarray | None  # (H, W) uint8 {0, 1}, frame size
-    lane: np.ndarray | None  # (H, W) uint8 {0, 1}, frame size
-    timing: dict[str, float] = field(default_factory=dict)  # ms of the batch this frame rode in
+    masks_net: dict[str, np.ndarray] = field(default_factory=dict)  # task -> network-size mask
+    letterbox: Letterbox | None = None  # maps masks_net back to the frame
+    timing: dict[str, float] = field(default_factory=dict)  # ms by stage (see runtime.latency)
+    _full: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+    def mask(self, task: str) -> np.ndarray | None:
+        """(H, W) uint8 {0, 1} at frame size; mapped back on the first read, then cached."""
+        if task not in self.masks_net:
+            return None
+        full = self._full.get(task)
+        if full is None:
+            m = self.masks_net[task]
+            full = m if self.letterbox is None else unletterbox_mask(m, self.letterbox)
+            self._full[task] = full
+        return full
+
+    def mask_net(self, task: str) -> np.ndarray | None:
+        """The mask at network resolution with the letterbox padding cut off (no resize)."""
+        m = self.masks_net.get(task)
+        return m if m is None or self.letterbox is None else crop_padding(m, self.letterbox)
+
+    @property
+    def drivable(self) -> np.ndarray | None:
+        return self.mask(TASK_DRIVABLE)
+
+    @property
+    def lane(self) -> np.ndarray | None:
+        return self.mask(TASK_LANE)
 
     def summary(self) -> dict[str, Any]:
         """JSON-friendly, without the masks."""
@@ -48,29 +79,42 @@ class FrameResult:
         }
 
 
-def _rows_xyxy(det: np.ndarray, info: DetInfo) -> np.ndarray:
-    """[N, 6] x1,y1,x2,y2,score,class -> kept rows after confidence filter and class-aware NMS."""
-    d = det[det[:, 4] > info.conf_thres].astype(np.float64)
-    if len(d) > MAX_NMS_CANDIDATES:
-        d = d[np.argsort(-d[:, 4], kind="stable")[:MAX_NMS_CANDIDATES]]
-    keep = batched_nms(d[:, :4], d[:, 4], d[:, 5], info.iou_thres, info.max_det)
-    return d[keep]
+def select_rows(rows: np.ndarray, t: DeployThresholds) -> np.ndarray:
+    """[N, 6] x1,y1,x2,y2,score,class -> kept rows (float64, best first): score > conf, the
+    `topk` best, class-aware NMS up to `max_det`."""
+    idx = np.flatnonzero(rows[:, 4] > t.conf_thres)
+    idx = idx[topk_indices(rows[idx, 4], t.topk)]
+    d = rows[idx].astype(np.float64)
+    return d[batched_nms_early_exit(d[:, :4], d[:, 4], d[:, 5], t.iou_thres, t.max_det)]
 
 
-def _rows_cxcywh(det: np.ndarray, info: DetInfo) -> np.ndarray:
-    """The model's own decoded layout [N, 5+nc]; the shared YOLO postprocess handles it."""
-    return postprocess_detections(det[None], info.conf_thres, info.iou_thres, info.max_det)[0]
+def _rows_xyxy(det: np.ndarray, t: DeployThresholds) -> np.ndarray:
+    return select_rows(det, t)
+
+
+def _rows_cxcywh(det: np.ndarray, t: DeployThresholds) -> np.ndarray:
+    """The model's own decoded layout [N, 5+nc] (cx,cy,w,h, obj, class probabilities): score =
+    obj * best class, as in `runtime.boxes.postprocess_detections`; only rows above conf are
+    converted."""
+    cls_scores = det[:, 5:] * det[:, 4:5]
+    cls = cls_scores.argmax(1)
+    score = np.take_along_axis(cls_scores, cls[:, None], 1)[:, 0]
+    m = np.flatnonzero(score > t.conf_thres)
+    rows = np.column_stack([xywh_to_xyxy(det[m, :4]), score[m], cls[m]])
+    return select_rows(rows, t)
 
 
 # det layout -> rows [K, 6] (x1,y1,x2,y2,score,class in input pixels) for one image.
-DET_DECODERS: dict[str, Callable[[np.ndarray, DetInfo], np.ndarray]] = {
+DET_DECODERS: dict[str, Callable[[np.ndarray, DeployThresholds], np.ndarray]] = {
     DET_LAYOUT_XYXY: _rows_xyxy,
     DET_LAYOUT_CXCYWH: _rows_cxcywh,
 }
 
 
 class Postprocessor:
-    def __init__(self, sidecar: Sidecar) -> None:
+    """`thresholds=None` takes the sidecar's deploy thresholds (`det.deploy`)."""
+
+    def __init__(self, sidecar: Sidecar, thresholds: DeployThresholds | None = None) -> None:
         det = sidecar.det
         if det is not None and not det.decoded_in_graph:
             raise OutputMismatchError(
@@ -82,6 +126,7 @@ class Postprocessor:
                 f"NMS in the graph needs det.layout {DET_LAYOUT_XYXY!r}, sidecar says {det.layout!r}"
             )
         self.det = det
+        self.thresholds = thresholds or (det.deploy if det is not None else DeployThresholds())
         self.seg_tasks = sidecar.seg.tasks if sidecar.seg else ()
         self.seg_logits = sidecar.seg is not None and sidecar.seg.output == SEG_LOGITS
 
@@ -111,15 +156,14 @@ class Postprocessor:
         results = []
         for i, (fid, lb) in enumerate(zip(frame_ids, letterboxes)):
             rows = dets[i]
-            full = {t: unletterbox_mask(m[i], lb) for t, m in masks.items()}
             results.append(
                 FrameResult(
                     frame_id=fid,
                     boxes=boxes_from_letterbox(rows[:, :4], lb).astype(np.float32),
                     scores=rows[:, 4].astype(np.float32),
                     classes=rows[:, 5].astype(np.int64),
-                    drivable=full.get(TASK_DRIVABLE),
-                    lane=full.get(TASK_LANE),
+                    masks_net={t: m[i] for t, m in masks.items()},
+                    letterbox=lb,
                     timing=dict(timing or {}),
                 )
             )
@@ -135,11 +179,13 @@ class Postprocessor:
                 f"output {DET_OUTPUT!r} has shape {list(det.shape)}; layout {self.det.layout!r} "
                 f"expects [{n}, N, 6{'' if self.det.layout == DET_LAYOUT_XYXY else '+'}]"
             )
-        if self.det.nms_in_graph:
+        t = self.thresholds
+        if self.det.nms_in_graph:  # rows are best first; conf and max_det can only tighten
             counts = np.asarray(outputs[DET_COUNT]).reshape(n).clip(0, det.shape[1])
-            return [det[i, : int(counts[i])].astype(np.float64) for i in range(n)]
+            kept = [det[i, : int(counts[i])].astype(np.float64) for i in range(n)]
+            return [k[k[:, 4] > t.conf_thres][: t.max_det] for k in kept]
         decode = DET_DECODERS[self.det.layout]
-        return [decode(det[i], self.det) for i in range(n)]
+        return [decode(det[i], t) for i in range(n)]
 
     def _masks(self, out: np.ndarray, task: str) -> np.ndarray:
         if self.seg_logits:

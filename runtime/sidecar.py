@@ -15,7 +15,8 @@ import os
 import re
 import types
 import typing
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,10 @@ from runtime.io_names import (
 )
 from runtime.spec import (
     DEFAULT_INPUT_HW,
+    DEPLOY_CONF,
+    DEPLOY_IOU,
+    DEPLOY_MAX_DET,
+    DEPLOY_TOPK,
     DET_CLASSES,
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -64,6 +69,15 @@ class SidecarNotFoundError(SidecarError):
 
 class ArtifactHashError(SidecarError):
     """The artifact's bytes are not the ones the sidecar describes."""
+
+
+class SidecarDefaultsWarning(UserWarning):
+    """An older sidecar lacks a block added later; its documented default is used (said once)."""
+
+
+# Field metadata: a key added after schema 1 was frozen. A sidecar without it still loads, with
+# the field's default, and one warning names what was assumed.
+ADDED_LATER = "added_later"
 
 
 @dataclass(frozen=True)
@@ -105,7 +119,21 @@ class PreprocessInfo:
 
 
 @dataclass(frozen=True)
+class DeployThresholds:
+    """What mtc-run / runtime.run keep by default: boxes scoring above `conf_thres`, at most
+    `topk` best candidates per image go into class-aware NMS at `iou_thres`, `max_det` survive."""
+
+    conf_thres: float = DEPLOY_CONF
+    iou_thres: float = DEPLOY_IOU
+    max_det: int = DEPLOY_MAX_DET
+    topk: int = DEPLOY_TOPK
+
+
+@dataclass(frozen=True)
 class DetInfo:
+    """`conf_thres` / `iou_thres` / `max_det` are the evaluation thresholds (and, with
+    `nms_in_graph`, the ones baked into the graph); `deploy` holds what the runtime applies."""
+
     decoded_in_graph: bool = True
     nms_in_graph: bool = False
     conf_thres: float = NMS_CONF
@@ -115,6 +143,10 @@ class DetInfo:
     strides: tuple[int, ...] = YOLOP_STRIDES
     class_names: tuple[str, ...] = DET_CLASSES
     layout: str = DET_LAYOUT_XYXY
+    deploy: DeployThresholds = field(
+        default_factory=DeployThresholds,
+        metadata={ADDED_LATER: "deploy defaults conf 0.25, iou 0.45, max_det 100, topk 1000"},
+    )
 
 
 @dataclass(frozen=True)
@@ -184,7 +216,16 @@ class Sidecar:
                 f"key 'schema_version' is {version!r}; this runtime reads schema {SCHEMA_VERSION}: "
                 "re-export the artifact with this mtc version, or upgrade mtc"
             )
-        return _build(cls, data, "")
+        assumed: list[str] = []
+        sc = _build(cls, data, "", assumed)
+        if assumed:
+            warnings.warn(
+                f"sidecar of {sc.artifact} was written by an older mtc and lacks "
+                f"{'; '.join(assumed)}: using those (re-export to record them)",
+                SidecarDefaultsWarning,
+                stacklevel=2,
+            )
+        return sc
 
     def write(self, path: str | os.PathLike[str]) -> Path:
         """Write JSON to `path` atomically; `sidecar_path(artifact)` is the conventional path."""
@@ -236,7 +277,7 @@ def read_sidecar(artifact: str | os.PathLike[str], verify_hash: bool = True) -> 
     return sc
 
 
-def _build(cls: type, data: Any, where: str) -> Any:
+def _build(cls: type, data: Any, where: str, assumed: list[str]) -> Any:
     if not isinstance(data, dict):
         raise SidecarError(f"key '{where}' must be an object, got {_describe(data)}")
     hints = typing.get_type_hints(cls)
@@ -249,23 +290,26 @@ def _build(cls: type, data: Any, where: str) -> Any:
     kwargs = {}
     for name in fields:
         key = _join(where, name)
+        if name not in data and ADDED_LATER in fields[name].metadata:
+            assumed.append(f"'{key}' ({fields[name].metadata[ADDED_LATER]})")
+            continue
         if name not in data:  # the writer writes every key, defaults are for constructing only
             raise SidecarError(
                 f"missing key '{key}'; re-export the artifact to rewrite its sidecar"
             )
-        kwargs[name] = _convert(hints[name], data[name], key)
+        kwargs[name] = _convert(hints[name], data[name], key, assumed)
     return cls(**kwargs)
 
 
-def _convert(tp: Any, value: Any, key: str) -> Any:
+def _convert(tp: Any, value: Any, key: str, assumed: list[str]) -> Any:
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return _convert(inner[0], value, key)
+        return _convert(inner[0], value, key, assumed)
     if dataclasses.is_dataclass(tp):
-        return _build(tp, value, key)  # type: ignore[arg-type]
+        return _build(tp, value, key, assumed)  # type: ignore[arg-type]
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             raise SidecarError(f"key '{key}' must be a list, got {_describe(value)}")
@@ -274,7 +318,8 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
             raise SidecarError(f"key '{key}' must have {len(args)} items, got {len(value)}")
         item_types = [args[0]] * len(value) if variadic else list(args)
         return tuple(
-            _convert(t, v, f"{key}[{i}]") for i, (t, v) in enumerate(zip(item_types, value))
+            _convert(t, v, f"{key}[{i}]", assumed)
+            for i, (t, v) in enumerate(zip(item_types, value))
         )
     return _scalar(tp, value, key)
 
@@ -319,12 +364,26 @@ def _check_semantics(sc: Sidecar) -> None:
         raise SidecarError(f"key 'batch' needs 1 <= min <= opt <= max, got {dataclasses.asdict(b)}")
     if sc.det is not None:
         _one_of("det.layout", sc.det.layout, DET_LAYOUTS)
+        check_thresholds(sc.det.deploy, "det.deploy.", SidecarError)
     if sc.seg is not None:
         _one_of("seg.output", sc.seg.output, SEG_OUTPUT_KINDS)
     if sc.format == "engine" and sc.tensorrt is None:
         raise SidecarError("key 'tensorrt' must describe the build (version, gpu) for an engine")
     if sc.tensorrt is not None and sc.tensorrt.fp16_path is not None:
         _one_of("tensorrt.fp16_path", sc.tensorrt.fp16_path, FP16_PATHS)
+
+
+def check_thresholds(t: DeployThresholds, prefix: str, error: type[MtcError]) -> None:
+    """conf and iou in (0, 1], max_det and topk >= 1; `prefix` names the keys or flags."""
+    rules = [
+        ("conf_thres", 0.0 < t.conf_thres <= 1.0, "in (0, 1]"),
+        ("iou_thres", 0.0 < t.iou_thres <= 1.0, "in (0, 1]"),
+        ("max_det", t.max_det >= 1, ">= 1"),
+        ("topk", t.topk >= 1, ">= 1"),
+    ]
+    for name, ok, rule in rules:
+        if not ok:
+            raise error(f"{prefix}{name} must be {rule}, got {getattr(t, name)!r}")
 
 
 def _one_of(key: str, value: str, valid: tuple[str, ...]) -> None:

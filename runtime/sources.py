@@ -26,6 +26,7 @@ Frame = tuple[FrameId, np.ndarray]
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 URL_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
 SourceSpec = Union[str, os.PathLike, int, Iterable[Any], "Source"]
+MAX_BAD_FRAMES = 25  # undecodable video frames in a row before the video counts as ended
 
 
 class SourceError(MtcError):
@@ -38,6 +39,9 @@ class FrameFormatWarning(UserWarning):
 
 class Source(ABC):
     kind: ClassVar[str] = ""
+    # A live source (camera, stream) keeps producing whether or not we keep up: the pipeline reads
+    # it on its own thread and drops its oldest frames when behind. A file waits for us.
+    live: ClassVar[bool] = False
 
     def __init__(self, spec: Any) -> None:
         self.spec = spec
@@ -176,7 +180,9 @@ class _CaptureSource(Source):
         )
 
     def close(self) -> None:
-        if getattr(self, "_cap", None) is not None:
+        # A reader thread stuck in a stalled read() still uses the capture: releasing it under
+        # that thread can crash OpenCV, so it is left to the process exit (runtime.feed says so).
+        if getattr(self, "_cap", None) is not None and not getattr(self, "release_deferred", False):
             self._cap.release()
 
     @property
@@ -196,9 +202,28 @@ class _CaptureSource(Source):
             yield i, frame
             i += 1
             ok, frame = self._cap.read()
+            if not ok and not self.live:
+                ok, frame, i = self._skip_bad_frames(i)
             if not ok:
                 frame = None
         self.stop_reason = self._end_reason(i)
+
+    def _skip_bad_frames(self, index: int) -> tuple[bool, Any, int]:
+        """A file read failed at frame `index`: the end, or frames that do not decode. Read on
+        (up to MAX_BAD_FRAMES); if a frame comes, the failed ones are counted and named, else it
+        was the end and nothing is counted (the container's frame count is only an estimate)."""
+        for bad in range(1, MAX_BAD_FRAMES + 1):
+            ok, frame = self._cap.read()
+            if ok:
+                self.frames_skipped += bad
+                names = f"frame {index}" if bad == 1 else f"frames {index}..{index + bad - 1}"
+                warnings.warn(
+                    f"{names} of {self.spec} could not be decoded; skipped",
+                    FrameFormatWarning,
+                    stacklevel=3,
+                )
+                return True, frame, index + bad
+        return False, None, index
 
     def _end_reason(self, n: int) -> str:
         return "end of video"
@@ -207,6 +232,7 @@ class _CaptureSource(Source):
 @register_source("camera")
 class CameraSource(_CaptureSource):
     what = "camera"
+    live = True
 
     @classmethod
     def claims(cls, spec: Any) -> bool:
@@ -231,6 +257,7 @@ class CameraSource(_CaptureSource):
 @register_source("stream")
 class StreamSource(_CaptureSource):
     what = "stream"
+    live = True
 
     @classmethod
     def claims(cls, spec: Any) -> bool:

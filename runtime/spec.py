@@ -28,7 +28,16 @@ YOLOP_ANCHORS: tuple[tuple[tuple[float, float], ...], ...] = (
     ((19, 50), (38, 81), (68, 157)),
 )
 
-# Detection post-processing defaults of the evaluation protocol.
+# Detection post-processing defaults of the evaluation protocol (mtc-eval, metrics): keep nearly
+# every candidate so that precision/recall curves reach low scores.
 NMS_CONF = 0.001
 NMS_IOU = 0.6
 NMS_MAX_DET = 300
+
+# Deploy defaults (mtc-run, runtime.run): what a vehicle acts on, like other detectors' predict
+# modes. DEPLOY_TOPK bounds the candidates that reach NMS per image (EfficientNMS's topK), so the
+# worst frame (every anchor above the threshold) costs what a typical one costs.
+DEPLOY_CONF = 0.25
+DEPLOY_IOU = 0.45
+DEPLOY_MAX_DET = 100
+DEPLOY_TOPK = 1000

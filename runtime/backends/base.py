@@ -56,6 +56,8 @@ class BackendOptions:
 
     providers: tuple[str, ...] | None = None  # onnxruntime: cpu, cuda, tensorrt (in order)
     memory: str = "auto"  # tensorrt: auto, cuda-python, pycuda
+    threads: int | None = None  # onnxruntime: intra-op threads (None = ONNX Runtime's default)
+    cuda_graph: bool = False  # tensorrt: replay the enqueue as a CUDA graph (one per batch size)
 
 
 @dataclass(frozen=True)

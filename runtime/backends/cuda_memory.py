@@ -78,6 +78,20 @@ class DeviceMemory(ABC):
     @abstractmethod
     def close(self) -> None: ...
 
+    # CUDA graphs (optional: TensorRT backend's cuda_graph option). An adapter without them says so.
+    def graph_capture_begin(self, stream: Any) -> None:
+        raise BackendError(
+            f"CUDA graphs are not available through the {self.name} memory adapter; use "
+            "--memory cuda-python, or drop --cuda-graph"
+        )
+
+    def graph_capture_end(self, stream: Any) -> Any:
+        """End the capture; returns the instantiated graph, released by close()."""
+        raise BackendError(f"CUDA graphs are not available through the {self.name} adapter")
+
+    def graph_launch(self, graph: Any, stream: Any) -> None:
+        raise BackendError(f"CUDA graphs are not available through the {self.name} adapter")
+
 
 _M = TypeVar("_M", bound=DeviceMemory)
 _ADAPTERS: dict[str, type[DeviceMemory]] = {}
@@ -142,6 +156,7 @@ class CudaPythonMemory(DeviceMemory):
         self._host: list[int] = []
         self._streams: list[Any] = []
         self._events: list[Any] = []
+        self._graphs: list[tuple[str, Any]] = []  # (destroy function, handle), execs first
         if self._call("cudaGetDeviceCount") == 0:
             raise CudaError("no CUDA device found: " + _CUDA_HINTS["cudaErrorNoDevice"])
 
@@ -200,6 +215,20 @@ class CudaPythonMemory(DeviceMemory):
     def event_elapsed_ms(self, start: Any, end: Any) -> float:
         return float(self._call("cudaEventElapsedTime", start, end))
 
+    def graph_capture_begin(self, stream: Any) -> None:
+        mode = self._rt.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
+        self._call("cudaStreamBeginCapture", stream, mode)
+
+    def graph_capture_end(self, stream: Any) -> Any:
+        graph = self._call("cudaStreamEndCapture", stream)
+        self._graphs.append(("cudaGraphDestroy", graph))
+        graph_exec = self._call("cudaGraphInstantiate", graph, 0)
+        self._graphs.insert(0, ("cudaGraphExecDestroy", graph_exec))
+        return graph_exec
+
+    def graph_launch(self, graph: Any, stream: Any) -> None:
+        self._call("cudaGraphLaunch", graph, stream)
+
     def device_name(self) -> str:
         props = self._call("cudaGetDeviceProperties", self._call("cudaGetDevice"))
         name = props.name
@@ -209,10 +238,11 @@ class CudaPythonMemory(DeviceMemory):
 
     def close(self) -> None:
         """Release everything; try all of it and report the first failure afterwards."""
-        jobs = [("cudaEventDestroy", e) for e in self._events]
+        jobs = list(self._graphs) + [("cudaEventDestroy", e) for e in self._events]
         jobs += [("cudaStreamDestroy", s) for s in self._streams]
         jobs += [("cudaFree", p) for p in self._device] + [("cudaFreeHost", p) for p in self._host]
         self._events, self._streams, self._device, self._host = [], [], [], []
+        self._graphs = []
         first: CudaError | None = None
         for fn, handle in jobs:
             try:

@@ -54,10 +54,18 @@ class OnnxRuntimeBackend(Backend):
     def _open(self) -> InputSpec:
         if self.options.memory != "auto":
             raise BackendError("--memory applies to the tensorrt backend only; drop it for ONNX")
+        if self.options.cuda_graph:
+            raise BackendError(
+                "--cuda-graph applies to the tensorrt backend only; drop it for ONNX"
+            )
         ort = _import_onnxruntime()
         providers = self._providers(ort)
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
+        if self.options.threads is not None:
+            if self.options.threads < 1:
+                raise BackendError(f"--threads must be >= 1, got {self.options.threads}")
+            opts.intra_op_num_threads = self.options.threads
         try:
             self._session = ort.InferenceSession(str(self.path), opts, providers=providers)
         except Exception as e:  # ORT raises its own pybind classes (InvalidProtobuf, Fail, ...)

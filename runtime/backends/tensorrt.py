@@ -69,6 +69,8 @@ class TensorRTBackend(Backend):
     def _open(self) -> InputSpec:
         if self.options.providers:
             raise BackendError("--providers applies to the onnxruntime backend only; drop it")
+        if self.options.threads is not None:
+            raise BackendError("--threads applies to the onnxruntime backend only; drop it")
         trt = _import_tensorrt()
         plan = self.path.read_bytes()
         self._mem: DeviceMemory | None = _create_memory(self.options.memory)
@@ -165,7 +167,7 @@ class TensorRTBackend(Backend):
         mem.event_record(ev[0], stream)
         mem.htod_async(self._input.device, host_in, stream)
         mem.event_record(ev[1], stream)
-        if not self._context.execute_async_v3(mem.stream_handle(stream)):
+        if not self._enqueue(n):
             raise BackendError("TensorRT execute_async_v3 failed (see the TensorRT log above)")
         mem.event_record(ev[2], stream)
         views = [b.host[: s[0]] for b, s in zip(self._outputs, self._out_shapes)]
@@ -179,6 +181,31 @@ class TensorRTBackend(Backend):
             "d2h": mem.event_elapsed_ms(ev[2], ev[3]),
         }
         return {b.name: v.copy() for b, v in zip(self._outputs, views)}, timing
+
+    def _enqueue(self, n: int) -> bool:
+        """execute_async_v3, or with the cuda_graph option a CUDA graph of it per batch size:
+        the first call at a size enqueues once normally (TensorRT sets up shape-dependent state
+        outside the stream; that run produces this call's outputs), then captures the enqueue;
+        later calls launch the graph, one launch instead of one per kernel. Valid because the
+        device addresses are bound once, at open."""
+        mem, stream = self._memory(), self._stream
+        handle = mem.stream_handle(stream)
+        if not self.options.cuda_graph:
+            return bool(self._context.execute_async_v3(handle))
+        graphs: dict[int, Any] = self.__dict__.setdefault("_graphs", {})
+        if n in graphs:
+            mem.graph_launch(graphs[n], stream)
+            return True
+        if not self._context.execute_async_v3(handle):
+            return False
+        mem.graph_capture_begin(stream)
+        try:
+            ok = bool(self._context.execute_async_v3(handle))
+        finally:
+            graph = mem.graph_capture_end(stream)
+        if ok:
+            graphs[n] = graph
+        return ok
 
     def _set_batch(self, n: int) -> None:
         shape = (n, *self._input.host.shape[1:])
@@ -199,7 +226,7 @@ class TensorRTBackend(Backend):
 
     def _close(self) -> None:
         # The context and engine must go before the memory they point into.
-        for attr in ("_context", "_engine", "_runtime"):
+        for attr in ("_graphs", "_context", "_engine", "_runtime"):
             if hasattr(self, attr):
                 delattr(self, attr)
         mem, self._mem = getattr(self, "_mem", None), None
