@@ -133,11 +133,7 @@ class PruneReport:
         """Horizontal bars: the layers whose narrowing saved the most predicted latency."""
         if not self.latency or not self.latency.get("top_savings"):
             return None
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
+        plt = _pyplot()
         rows = self.latency["top_savings"][:top][::-1]
         fig, ax = plt.subplots(figsize=(8, 0.3 * len(rows) + 1.5))
         ax.barh(range(len(rows)), [r["saved_ms"] for r in rows], color="#2ca02c")
@@ -148,21 +144,11 @@ class PruneReport:
             f"Where the time went: {self.latency['predicted_before_ms']:.1f} -> "
             f"{self.latency['predicted_after_ms']:.1f} ms ({k['backend']} {k['precision']})"
         )
-        fig.tight_layout()
-        try:
-            with atomic_path(path) as tmp:
-                fig.savefig(tmp, dpi=110, format="png")
-        finally:
-            plt.close(fig)
-        return Path(path)
+        return _save(fig, path)
 
     def plot_widths(self, path: str | os.PathLike, title: str = "Per-layer widths") -> Path:
         """Bar chart of output widths before/after, one bar pair per conv/linear layer."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
+        plt = _pyplot()
         rows = self.widths
         fig, ax = plt.subplots(figsize=(max(8, 0.12 * len(rows) + 2), 4.5))
         xs = range(len(rows))
@@ -174,10 +160,24 @@ class PruneReport:
         step = max(1, len(rows) // 30)
         ax.set_xticks(list(xs)[::step], [r["layer"] for r in rows][::step], rotation=90, fontsize=6)
         ax.legend()
-        fig.tight_layout()
-        try:
-            with atomic_path(path) as tmp:
-                fig.savefig(tmp, dpi=110, format="png")
-        finally:
-            plt.close(fig)
-        return Path(path)
+        return _save(fig, path)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: str | os.PathLike) -> Path:
+    """Write a figure as PNG atomically and close it."""
+    fig.tight_layout()
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110, format="png")
+    finally:
+        _pyplot().close(fig)
+    return Path(path)

@@ -102,6 +102,21 @@ def table(bundle_dir, tmp_path_factory):
     return measure_bundle(load_bundle(bundle_dir), AnalyticTimer(), out, FAST)
 
 
+def prune_latency(model, cfg, table, measure=None):
+    """prune() of a YOLOP with its protected outputs, against `table`, on one example input."""
+    return prune(
+        model,
+        None,
+        [],
+        cfg,
+        torch.zeros(1, 3, *HW),
+        PROTECTED,
+        progress=False,
+        latency_table=table,
+        measure=measure,
+    )
+
+
 def widths_of(model, table):
     mods = dict(model.named_modules())
     return {n: (mods[n].in_channels, mods[n].out_channels) for n in table.layers}
@@ -143,16 +158,7 @@ def test_prediction_is_exact_for_an_analytic_backend(teacher, table):
     assert table.per_volume_ms == pytest.approx(1e-5, rel=1e-6)
     student = copy.deepcopy(teacher)
     cfg = PruneConfig(ratio=0.3, target="latency", importance="l1")
-    res = prune(
-        student,
-        None,
-        [],
-        cfg,
-        torch.zeros(1, 3, *HW),
-        PROTECTED,
-        progress=False,
-        latency_table=table,
-    )
+    res = prune_latency(student, cfg, table)
     measured = analytic_ms(export_onnx(student, HW, 1), whole=True)
     predicted = res.report.latency["predicted_after_ms"]
     assert predicted == pytest.approx(measured, rel=1e-6)
@@ -172,16 +178,7 @@ def test_prediction_is_exact_for_an_analytic_backend(teacher, table):
 def test_safe_rule_and_min_width_hold_under_the_latency_target(teacher, table):
     student = copy.deepcopy(teacher)
     cfg = PruneConfig(ratio=0.3, target="latency", importance="l1", min_width=16, round_to=16)
-    prune(
-        student,
-        None,
-        [],
-        cfg,
-        torch.zeros(1, 3, *HW),
-        PROTECTED,
-        progress=False,
-        latency_table=table,
-    )
+    prune_latency(student, cfg, table)
     before, after = widths_of(teacher, table), widths_of(student, table)
     changed = [n for n in after if after[n][1] != before[n][1]]
     assert changed
@@ -193,16 +190,7 @@ def test_unreachable_ratio_says_how_far_it_can_go(teacher, table):
     params = sum(p.numel() for p in student.parameters())
     cfg = PruneConfig(ratio=0.95, target="latency", importance="l1")
     with pytest.raises(ImpossibleTargetError, match=r"at most \d+\.\d% can be removed"):
-        prune(
-            student,
-            None,
-            [],
-            cfg,
-            torch.zeros(1, 3, *HW),
-            PROTECTED,
-            progress=False,
-            latency_table=table,
-        )
+        prune_latency(student, cfg, table)
     assert sum(p.numel() for p in student.parameters()) == params  # nothing pruned
 
 
@@ -211,16 +199,7 @@ def test_table_of_another_model_or_size_is_refused_before_pruning(table):
     params = sum(p.numel() for p in other.parameters())
     cfg = PruneConfig(ratio=0.2, target="latency", importance="l1")
     with pytest.raises(LatencyTableMismatchError, match="channels in this model"):
-        prune(
-            other,
-            None,
-            [],
-            cfg,
-            torch.zeros(1, 3, *HW),
-            PROTECTED,
-            progress=False,
-            latency_table=table,
-        )
+        prune_latency(other, cfg, table)
     assert sum(p.numel() for p in other.parameters()) == params
     with pytest.raises(PruneConfigError, match="needs a latency table"):
         prune(other, None, [], cfg, torch.zeros(1, 3, *HW), PROTECTED, progress=False)
@@ -241,17 +220,7 @@ def test_measured_plans_recalibrate_and_replan(teacher, table):
 
     student = copy.deepcopy(teacher)
     cfg = PruneConfig(ratio=0.2, target="latency", importance="l1", latency_rounds=3)
-    res = prune(
-        student,
-        None,
-        [],
-        cfg,
-        torch.zeros(1, 3, *HW),
-        PROTECTED,
-        progress=False,
-        latency_table=t,
-        measure=measure,
-    )
+    res = prune_latency(student, cfg, t, measure=measure)
     cal = res.report.latency["calibration"]
     assert 2 <= len(cal) <= 3 and len(calls) == len(cal)
     assert cal[0]["measured_ms"] > 0.8 * full * 1.01  # the first plan missed on the real backend

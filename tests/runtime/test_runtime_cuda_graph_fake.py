@@ -1,20 +1,26 @@
-"""The TensorRT backend's CUDA-graph option, on CPU through tests/runtime/fake_trt.py. The fake
+"""The TensorRT backend's CUDA-graph option, on CPU through the one TensorRT fake (tests/fakes). The fake
 graph records the enqueue at capture and replays it at launch (reading device memory then, like a
 real graph); it tests our capture/launch bookkeeping, not CUDA (gpu tests do that)."""
 
 from __future__ import annotations
 
-import fake_trt
 import numpy as np
 import pytest
-from runtime_helpers import install_fake_trt, make_artifact, make_fake_engine
+from runtime_helpers import (  # puts tests/fakes on the path
+    FAKE_TRT_VERSION,
+    FakeMemory,
+    install_fake_tensorrt,
+    install_fake_trt,
+    make_artifact,
+    make_fake_engine,
+)
 
 from runtime import load_artifact
 from runtime.backends import BackendError
 from runtime.backends import tensorrt as trt_backend
 
 
-class GraphMemory(fake_trt.FakeMemory):
+class GraphMemory(FakeMemory):
     def __init__(self) -> None:
         super().__init__()
         self.capturing: list | None = None
@@ -36,7 +42,7 @@ class GraphMemory(fake_trt.FakeMemory):
 
 
 def _open(tmp_path, monkeypatch, cuda_graph=True):
-    install_fake_trt(monkeypatch)
+    GraphMemory.gpu = install_fake_tensorrt(monkeypatch, FAKE_TRT_VERSION).gpu
     mem = GraphMemory()
     monkeypatch.setattr(trt_backend, "_create_memory", lambda name: mem)
     be = load_artifact(make_fake_engine(tmp_path, profile=(1, 2, 4)), cuda_graph=cuda_graph)
@@ -45,14 +51,14 @@ def _open(tmp_path, monkeypatch, cuda_graph=True):
     def execute(handle):
         if mem.capturing is None:
             return real(handle)
-        shape = ctx._shape  # a graph bakes the shapes it was captured with
+        shapes = dict(ctx._shapes)  # a graph bakes the shapes it was captured with
 
         def replay():
-            saved, ctx._shape = ctx._shape, shape
+            saved, ctx._shapes = ctx._shapes, shapes
             try:
                 assert real(handle)
             finally:
-                ctx._shape = saved
+                ctx._shapes = saved
 
         mem.capturing.append(replay)
         return True
