@@ -61,7 +61,7 @@ def test_ratio_outside_open_interval(ratio):
         ({"aggregate": "weighted"}, "needs task_weights"),
         ({"round_to": 0}, "round_to must be >= 1"),
         ({"safe_top_q": 1.0}, r"safe_top_q must be in \[0, 1\)"),
-        ({"target": "latency"}, "target 'latency' is not one of params, flops"),
+        ({"target": "speed"}, "target 'speed' is not one of params, flops, latency"),
     ],
 )
 def test_bad_config_values(kw, match):
