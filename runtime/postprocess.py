@@ -47,7 +47,7 @@ class FrameResult:
 
     def mask(self, task: str) -> np.ndarray | None:
         """(H, W) uint8 {0, 1} at frame size; mapped back on the first read, then cached."""
-        if task not in self.masks_net:
+        if not self.masks_net or task not in self.masks_net:
             return None
         full = self._full.get(task)
         if full is None:

@@ -5,6 +5,8 @@ timed here, on the machine that will run the model, into a latency table that th
 bundle (probes.json + probe ONNX) -> measure (a timer per backend) -> LatencyTable (a file keyed
 by backend, device, versions, precision, input size, batch and model) -> predict(widths)."""
 
+from __future__ import annotations
+
 from runtime.latency_model.table import (
     LatencyTable,
     LatencyTableError,
