@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--target", choices=("latency", "params", "flops"), help="what --ratio removes (latency)"
     )
-    p.add_argument("--ratio", type=float, help="fraction of the target to remove (default 0.4)")
+    p.add_argument("--ratio", type=float, help="fraction of the target to remove (default 0.3)")
     p.add_argument("--importance", help="random|l1|taylor_sum|tci|tci_gcp (default tci_gcp)")
     p.add_argument("--no-kd", action="store_true", help="prune without distillation")
     p.add_argument("--imgsz", type=int, nargs=2, metavar=("H", "W"))
