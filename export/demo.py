@@ -56,9 +56,9 @@ class DemoConfig:
     batch: int = 8
     augment: bool = False  # off: measured better on the small synthetic set (bench_teacher)
     target: str = "latency"  # what `ratio` removes: latency (measured here) | params | flops
-    # 0.3 of the predicted latency: measured 1.52x / 1.56x faster on ONNX Runtime CPU (two runs;
-    # isolated probes understate this model's savings); 0.4 is beyond what the trained w0.5
-    # teacher allows (38.6 % with every group at its minimum width)
+    # 0.3 of the predicted latency: measured 1.32x with a table taken on a quiet machine, 1.52x /
+    # 1.56x with one taken under load (README); 0.4 is beyond what the trained w0.5 teacher
+    # allows (38.6 % with every group at its minimum width)
     ratio: float = 0.3
     # plans measured to calibrate the latency model; 0 keeps the plan a function of the cached
     # latency table alone, so a re-run with the same seed reproduces the same student
