@@ -16,6 +16,7 @@ from torch import nn
 
 from compressor.latency.onnx_io import INPUT_NAME, export_onnx
 from compressor.latency.probes import export_probe_bundle, fingerprint, probed_layers
+from runtime.errors import MtcError
 from runtime.latency_model.bundle import load_bundle
 from runtime.latency_model.measure import MeasureConfig, measure_bundle, table_key
 from runtime.latency_model.table import LatencyTable, LatencyTableMismatchError, load_table
@@ -104,12 +105,10 @@ def obtain_table(
     if path.is_file():
         try:
             table = load_table(path)
-        except LatencyTableMismatchError:
-            table = None
-        except Exception:  # a damaged cache file is re-measured, never trusted
+        except MtcError:  # a damaged cache file is re-measured, never trusted
             table = None
         if table is not None:
-            expected = table_key(_FakeBundle(fp, input_hw, batch), timer)
+            expected = table_key(_KeyFacts(fp, input_hw, batch), timer)
             if table.key == expected:
                 log(f"latency table: reusing {path}")
                 timer.close()
@@ -136,7 +135,7 @@ def obtain_table(
     return table
 
 
-class _FakeBundle:
+class _KeyFacts:
     """The three bundle facts `table_key` reads, for comparing a cached table's key."""
 
     def __init__(self, model: str, input_hw: tuple[int, int], batch: int):

@@ -359,3 +359,32 @@ def test_remote_backend_needs_a_table_measured_on_the_device(tmp_path, synth_dat
     err = capsys.readouterr().err
     assert code == 2 and "measured on the machine that runs the model" in err
     assert err.count("\n") == 1
+
+
+class _TwoConv(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = torch.nn.Conv2d(3, 16, 3, 1, 1)
+        self.head = torch.nn.Conv2d(16, 2, 1)
+
+    def forward(self, x):
+        return {"drivable": self.head(torch.relu(self.a(x)))}
+
+
+def test_local_table_is_cached_reused_and_remeasured_when_damaged(tmp_path):
+    from compressor.latency import obtain_table
+
+    model, logs = _TwoConv().eval(), []
+    first = obtain_table(model, (32, 64), threads=1, cache=tmp_path, log=logs.append)
+    assert any("exporting probes" in m for m in logs)
+    (cached,) = (tmp_path / "latency").glob("*.json")
+    logs.clear()
+    again = obtain_table(model, (32, 64), threads=1, cache=tmp_path, log=logs.append)
+    assert logs == [f"latency table: reusing {cached}"]
+    assert again.key == first.key, (again.key, first.key)
+    assert again.predict() == pytest.approx(first.predict(), abs=1e-4)  # file keeps 10 ns
+    cached.write_text("{ damaged")
+    logs.clear()
+    obtain_table(model, (32, 64), threads=1, cache=tmp_path, log=logs.append)
+    assert any("exporting probes" in m for m in logs)
+    assert load_table(cached).key == first.key
