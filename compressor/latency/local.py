@@ -108,7 +108,7 @@ def obtain_table(
         except MtcError:  # a damaged cache file is re-measured, never trusted
             table = None
         if table is not None:
-            expected = table_key(_KeyFacts(fp, input_hw, batch), timer)
+            expected = table_key(timer, fp, input_hw, batch)
             if table.key == expected:
                 log(f"latency table: reusing {path}")
                 timer.close()
@@ -133,13 +133,6 @@ def obtain_table(
         )
         table = measure_bundle(bundle, timer, path, MeasureConfig(), progress=progress)
     return table
-
-
-class _KeyFacts:
-    """The three bundle facts `table_key` reads, for comparing a cached table's key."""
-
-    def __init__(self, model: str, input_hw: tuple[int, int], batch: int):
-        self.model, self.input_hw, self.batch = model, input_hw, batch
 
 
 def measure_models(

@@ -125,7 +125,7 @@ class LatencyPlanner:
     def _candidates(self, st: _GroupState) -> list[int]:
         keeps, k = [], st.keep
         for _ in range(LOOKAHEAD):
-            k = (k - 1) // self.round_to * self.round_to if k % self.round_to else k - self.round_to
+            k = (k - 1) // self.round_to * self.round_to  # next multiple of round_to below k
             if k < st.floor:
                 break
             keeps.append(k)

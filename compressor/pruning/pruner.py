@@ -67,13 +67,17 @@ def _example_input(example_inputs: torch.Tensor | None, batches: Iterable) -> to
     raise CalibrationError("no calibration batches and no example_inputs: nothing to trace with")
 
 
+def _unscored(groups: list[ChannelGroup]) -> dict[int, GroupScores]:
+    """Zero scores and no safe channel: every group can go down to its structural floor."""
+    return {
+        g.index: GroupScores(torch.zeros(g.size), torch.zeros(g.size, dtype=torch.bool))
+        for g in groups
+    }
+
+
 def _structural_floor(graph: PruneGraph, cost: CostModel, cfg: PruneConfig) -> tuple[int, int]:
     """(params, MACs) with every prunable group at its minimum allowed width."""
-    no_safe = {
-        g.index: GroupScores(torch.zeros(g.size), torch.zeros(g.size, dtype=torch.bool))
-        for g in graph.groups
-    }
-    planner = Planner(graph.groups, no_safe, cost, cfg.round_to, cfg.min_width)
+    planner = Planner(graph.groups, _unscored(graph.groups), cost, cfg.round_to, cfg.min_width)
     p = planner.plan_at(planner.n_candidates)
     return p.params, p.macs
 
@@ -131,11 +135,7 @@ class _Session:
         )
 
     def _check_latency_reachable(self) -> None:
-        no_safe = {
-            g.index: GroupScores(torch.zeros(g.size), torch.zeros(g.size, dtype=torch.bool))
-            for g in self.graph.groups
-        }
-        planner = self._latency_planner(no_safe)
+        planner = self._latency_planner(_unscored(self.graph.groups))
         planner.run(0.0)  # as far as the floors allow
         if planner.predicted() > (1 - self.cfg.ratio) * self.lat0:
             raise impossible_latency(

@@ -38,14 +38,15 @@ def partial_path(out: Path) -> Path:
     return out.with_name(out.name + ".partial")
 
 
-def table_key(bundle: ProbeBundle, timer: ProbeTimer) -> TableKey:
+def table_key(timer: ProbeTimer, model: str, input_hw: tuple[int, int], batch: int) -> TableKey:
+    """The key a table measured now on `timer` gets, for a model fingerprint, input and batch."""
     return TableKey(
         backend=timer.name,
         device=timer.device(),
         precision=timer.precision,
-        input_hw=bundle.input_hw,
-        batch=bundle.batch,
-        model=bundle.model,
+        input_hw=input_hw,
+        batch=batch,
+        model=model,
         versions=tuple(sorted(timer.versions().items())),
         threads=timer.threads,
     )
@@ -76,7 +77,7 @@ def measure_bundle(
     """Time every probe cell and anchor of `bundle` on `timer`; write and return the table."""
     cfg = cfg or MeasureConfig()
     out = Path(out)
-    key = table_key(bundle, timer)
+    key = table_key(timer, bundle.model, bundle.input_hw, bundle.batch)
     ppath = partial_path(out)
     state: dict[str, Any] = (
         _load_partial(ppath, key, bundle.digest())

@@ -12,19 +12,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from runtime.backends.base import BackendUnavailableError
+from runtime.backends.onnxruntime import _import_onnxruntime
 from runtime.hostinfo import cpu_name
 from runtime.latency_model.timers import ProbeTimer, TimerError, random_input, register_timer
-
-
-def _ort() -> Any:
-    try:
-        import onnxruntime
-    except ImportError:
-        raise BackendUnavailableError(
-            "the onnxruntime latency backend needs ONNX Runtime: pip install 'mtc[onnx]'"
-        ) from None
-    return onnxruntime
 
 
 @register_timer("onnxruntime")
@@ -33,7 +23,7 @@ class OnnxRuntimeTimer(ProbeTimer):
 
     def __init__(self, precision: str = "fp32", threads: int | None = None) -> None:
         super().__init__(precision, threads)
-        self._ort = _ort()
+        self._ort: Any = _import_onnxruntime()
 
     def device(self) -> str:
         return cpu_name()

@@ -8,23 +8,11 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-from runtime.backends.base import BackendOptions, BackendUnavailableError
-from runtime.backends.tensorrt import TensorRTBackend
+from runtime.backends.base import BackendOptions
+from runtime.backends.tensorrt import TensorRTBackend, _import_tensorrt
 from runtime.latency_model.timers import ProbeTimer, Repeat, random_input, register_timer
 from runtime.trt_build import build_serialized_engine
-
-
-def _import_trt() -> Any:
-    try:
-        import tensorrt
-    except ImportError:
-        raise BackendUnavailableError(
-            "the tensorrt latency backend needs TensorRT's Python package on the machine that will "
-            "run the model (Jetson: apt python3-libnvinfer; desktop: pip install tensorrt)"
-        ) from None
-    return tensorrt
 
 
 @register_timer("tensorrt")
@@ -33,7 +21,7 @@ class TensorRTTimer(ProbeTimer):
 
     def __init__(self, precision: str = "fp16", threads: int | None = None) -> None:
         super().__init__(precision, threads)
-        self._trt = _import_trt()
+        self._trt = _import_tensorrt()
         self._tmp = tempfile.TemporaryDirectory(prefix="mtc-trt-probes-")
         self._open: list[TensorRTBackend] = []
         self._device_name: str | None = None
