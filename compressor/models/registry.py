@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from torch import nn
 
+from compressor.models.spec import ModelSpec, ModelSpecError, register_spec
 from runtime.errors import MtcError
 
 
@@ -21,11 +22,19 @@ class DuplicateModelError(MtcError):
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
 
-def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+def register_model(
+    name: str, spec: ModelSpec | None = None
+) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Register a builder under `name` with its spec (what the pipeline reads about it)."""
+    if spec is not None and spec.name != name:
+        raise ModelSpecError(f"model {name!r} registered with the spec of {spec.name!r}")
+
     def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _REGISTRY:
             raise DuplicateModelError(f"model {name!r} is already registered by {_REGISTRY[name]}")
         _REGISTRY[name] = fn
+        if spec is not None:
+            register_spec(spec)
         return fn
 
     return deco
@@ -50,4 +59,6 @@ def build_model(name: str, **config) -> nn.Module:
     so checkpoints can rebuild it."""
     model = get_builder(name)(**config)
     model.model_name = name  # type: ignore[assignment]
+    if not hasattr(model, "config"):
+        model.config = dict(config)  # type: ignore[assignment]
     return model
