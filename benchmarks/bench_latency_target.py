@@ -26,7 +26,7 @@ import torch
 from bench_prune_speed import random_batches
 
 from compressor import build_model
-from compressor.compress import DEFAULT_PROTECTED
+from compressor.models.spec import get_spec
 from compressor.latency import measure_models, obtain_table, plan_measurer
 from compressor.losses import YolopLoss
 from compressor.pruning import PruneConfig, prune
@@ -63,7 +63,7 @@ def main() -> None:
     hw = tuple(args.imgsz)
     torch.manual_seed(0)
     teacher = build_model("yolop").eval()
-    protected = DEFAULT_PROTECTED["yolop"]
+    protected = get_spec("yolop").protected
     loss = YolopLoss.for_model(teacher)
     batches = random_batches(args.calib_batches, 2, hw)
     load = os.getloadavg()

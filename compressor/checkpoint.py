@@ -1,8 +1,9 @@
 """Checkpoints: one file with everything needed to rebuild, evaluate, export and resume.
 
 Fields: model name + config, (pruned) state dict, pruning record, preprocessing, task/class
-names, metrics, provenance, and optionally the training state for exact resume. Official
-hustvl/YOLOP checkpoints (a dict with a `state_dict` key) load too. Written atomically.
+names, metrics, provenance, and optionally the training state for exact resume. A registered
+model's official checkpoint loads too: its spec's importer recognises the file by its keys.
+Written atomically.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from torch import nn
 
 from compressor.models import build_model
 from compressor.models.reshape import ShapeMismatchError, resize_to_state_dict
+from compressor.models.spec import ModelSpec, closest_model, import_official, spec_of
 from runtime.errors import MtcError
 from runtime.fileio import normal_permissions, remove_stale_temps
 from runtime.spec import DEFAULT_INPUT_HW, DET_CLASSES, IMAGENET_MEAN, IMAGENET_STD, TASKS
@@ -103,15 +105,41 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
         raise
 
 
-def save_checkpoint(path: str | os.PathLike, model: nn.Module, **fields: Any) -> Checkpoint:
-    """Save `model` (built-in or pruned) with the given Checkpoint fields."""
-    name = fields.pop("model_name", getattr(model, "model_name", None))
+def spec_fields(spec: ModelSpec, input_hw: tuple[int, int] | None = None) -> dict:
+    """The checkpoint fields a model's spec determines: preprocessing, tasks, class names."""
+    return {
+        "preprocess": spec.preprocess.to_dict(input_hw),
+        "tasks": list(spec.task_names),
+        "class_names": list(spec.class_names),
+    }
+
+
+def save_checkpoint(
+    path: str | os.PathLike, model: nn.Module, spec: ModelSpec | None = None, **fields: Any
+) -> Checkpoint:
+    """Save `model` (built-in or pruned) with the given Checkpoint fields; preprocessing, tasks
+    and class names not given come from the model's spec (`spec=` for a model that is not
+    registered). An unregistered model is loaded back with `load_checkpoint(path, model=...)`."""
+    own = spec or getattr(model, "model_spec", None)
+    name = fields.pop(
+        "model_name", getattr(model, "model_name", None) or getattr(own, "name", None)
+    )
     config = fields.pop("model_config", getattr(model, "config", None))
+    if config is None and own is not None:
+        config = {}
     if name is None or config is None:
         raise CheckpointError(
             f"{type(model).__name__} has no model_name/config: build it with "
-            "compressor.build_model, or pass model_name= and model_config= explicitly"
+            "compressor.build_model, pass spec= (its ModelSpec), or pass model_name= and "
+            "model_config= explicitly"
         )
+    try:
+        ms = spec_of(model, spec)
+    except MtcError:
+        ms = None
+    if ms is not None:
+        for key, value in spec_fields(ms).items():
+            fields.setdefault(key, value)
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     prov = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "torch": str(torch.__version__)}
     prov.update(fields.pop("provenance", {}) or {})
@@ -122,7 +150,8 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, **fields: Any) ->
 
 
 _EXPECTED = (
-    "expected a checkpoint written by mtc (mtc-train / mtc-compress) or an official YOLOP .pth"
+    "expected a checkpoint written by mtc (mtc-train / mtc-compress) or the official checkpoint "
+    "of a registered model"
 )
 
 
@@ -180,9 +209,9 @@ def _read(path: Path, map_location: str | torch.device) -> Any:
         raise CheckpointError(f"{path} is {what}; {_EXPECTED}") from None
 
 
-def _parse(payload: Any, path: Path) -> Checkpoint:
+def _parse(payload: Any, path: Path, model: nn.Module | None = None) -> Checkpoint:
     try:
-        return _parse_payload(payload, path)
+        return _parse_payload(payload, path, model)
     except (KeyError, TypeError, AttributeError, ValueError) as e:
         raise CheckpointError(
             f"{path} is a damaged mtc checkpoint (field {e} missing or of the wrong type); "
@@ -190,7 +219,7 @@ def _parse(payload: Any, path: Path) -> Checkpoint:
         ) from None
 
 
-def _parse_payload(payload: Any, path: Path) -> Checkpoint:
+def _parse_payload(payload: Any, path: Path, model: nn.Module | None) -> Checkpoint:
     if isinstance(payload, dict) and payload.get("format") == FORMAT:
         if payload.get("format_version") != FORMAT_VERSION:
             raise CheckpointError(
@@ -219,19 +248,52 @@ def _parse_payload(payload: Any, path: Path) -> Checkpoint:
             payload["state_dict"],
             **{k: payload[k] for k in keep if payload.get(k) is not None},
         )
-    sd = payload.get("state_dict") if isinstance(payload, dict) else None
-    if isinstance(sd, dict) and "model.24.anchors" in sd:  # official hustvl/YOLOP
-        return Checkpoint(
-            "yolop",
-            {"width": 1.0, "depth": 1.0, "num_classes": 1},
-            sd,
-            provenance={"source": "hustvl/YOLOP official checkpoint"},
+    sd = _official_state_dict(payload)
+    if sd is not None:
+        got = import_official(sd)
+        if got is not None:
+            name, config, state = got
+            from compressor.models.spec import get_spec
+
+            spec = get_spec(name)
+            return Checkpoint(
+                name,
+                config,
+                state,
+                provenance={"source": spec.official_source or f"official {name} checkpoint"},
+                **spec_fields(spec),
+            )
+        if model is not None:  # a foreign file for an architecture the caller built
+            clean = {k.removeprefix("module."): v for k, v in sd.items()}
+            name = str(getattr(model, "model_name", type(model).__name__))
+            extra = spec_fields(model.model_spec) if hasattr(model, "model_spec") else {}
+            return Checkpoint(name, dict(getattr(model, "config", {}) or {}), clean, **extra)
+        close = closest_model(list(sd))
+        hint = f" (closest registered model: {close!r})" if close else ""
+        raise CheckpointError(
+            f"{path} holds a state dict of {len(sd)} tensors that no registered model's importer "
+            f"recognises{hint}; register the model with its spec (compressor.register_model), "
+            "or load it with load_checkpoint(path, model=...)"
         )
     keys = sorted(map(str, payload))[:6] if isinstance(payload, dict) else type(payload).__name__
     raise CheckpointError(
-        f"{path} is not an mtc or YOLOP checkpoint (top-level keys: {keys}); expected "
-        f"format={FORMAT!r} or an official YOLOP file with a 'state_dict'"
+        f"{path} is not an mtc checkpoint or a state dict (top-level keys: {keys}); expected "
+        f"format={FORMAT!r}, a registered model's official file, or a plain state dict"
     )
+
+
+def _official_state_dict(payload: Any) -> dict | None:
+    """The tensors of a foreign checkpoint: `{'state_dict': {...}}`, `{'model': {...}}` or a
+    bare state dict (keys -> tensors, possibly with DataParallel's `module.` prefix)."""
+    if not isinstance(payload, dict):
+        return None
+    for key in ("state_dict", "model"):
+        inner = payload.get(key)
+        if isinstance(inner, dict) and inner and all(torch.is_tensor(v) for v in inner.values()):
+            return inner
+    if payload and all(isinstance(k, str) and torch.is_tensor(v) for k, v in payload.items()):
+        return payload
+    return None
 
 
 def load_checkpoint(
@@ -240,7 +302,7 @@ def load_checkpoint(
     """Load a checkpoint and rebuild its model. Pruned models are rebuilt from the stored
     shapes (no re-pruning). Pass `model` to load into an architecture that is not registered."""
     path = Path(path)
-    ckpt = _parse(_read(path, map_location), path)
+    ckpt = _parse(_read(path, map_location), path, model)
     ckpt.path, ckpt.sha256 = str(path), file_sha256(path)
     if model is None:
         try:

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from compressor.checkpoint import default_preprocess, load_checkpoint, save_checkpoint
+from compressor.checkpoint import load_checkpoint, save_checkpoint
 from compressor.compress_resume import (
     check_out_folder,
     remove_run_files,
@@ -29,7 +29,7 @@ from compressor.distill.taps import tap_modules
 from compressor.flops import count_cost
 from compressor.latency import is_local, measure_models, obtain_table, plan_measurer
 from compressor.latency.config import LatencyConfig
-from compressor.losses import YolopLoss
+from compressor.models.spec import ModelSpec, spec_of
 from compressor.pruning import PruneConfig, prune
 from compressor.train import EvalConfig, TrainConfig, evaluate, train
 from compressor.train.report import HEADLINE, write_json
@@ -37,26 +37,14 @@ from runtime.errors import MtcError
 from runtime.fileio import atomic_write_text
 from runtime.latency_model.measure import TqdmProgress
 
-# Final prediction convs of the built-in models (their output channels are the anchor layout /
-# the class maps). The generic output rule finds them too; naming them makes the intent visible.
-DEFAULT_PROTECTED: dict[str, tuple[str, ...]] = {
-    "yolop": ("model.24.m.0", "model.24.m.1", "model.24.m.2", "model.33", "model.42"),
-}
-# Taps distilled when none are named (`--taps all` = every feature_info tap). For YOLOP the
-# backbone stages and the encoder output: in the synthetic ablation, also distilling the neck
-# outputs that feed the detect head cost 10-16 mAP50 points after the same fine-tune, while
-# backbone + encoder taps kept detection within noise of the teacher
-DEFAULT_TAPS: dict[str, tuple[str, ...]] = {
-    "yolop": ("backbone_s8", "backbone_s16", "backbone_s32", "encoder_s8"),
-}
 
-
-def resolve_distill(cfg: DistillConfig, model_name: str) -> DistillConfig:
-    """The model's default taps when none are named; ('all',) = every declared tap."""
+def resolve_distill(cfg: DistillConfig, spec: ModelSpec) -> DistillConfig:
+    """The model's default taps (its spec's) when none are named; ('all',) = every declared
+    tap."""
     if cfg.taps == ("all",):
         return replace(cfg, taps=())
-    if not cfg.taps and model_name in DEFAULT_TAPS:
-        return replace(cfg, taps=DEFAULT_TAPS[model_name])
+    if not cfg.taps and spec.taps:
+        return replace(cfg, taps=tuple(spec.taps))
     return cfg
 
 
@@ -99,9 +87,9 @@ class CompressConfig:
     def __post_init__(self) -> None:
         if self.imgsz is not None:
             hw = tuple(int(v) for v in self.imgsz)
-            if len(hw) != 2 or min(hw) <= 0 or any(v % 32 for v in hw):
+            if len(hw) != 2 or min(hw) <= 0:
                 raise CompressConfigError(
-                    f"imgsz must be two positive multiples of 32 (height width), got {self.imgsz}"
+                    f"imgsz must be two positive integers (height width), got {self.imgsz}"
                 )
             object.__setattr__(self, "imgsz", hw)
         for name in ("epochs", "step_epochs", "workers"):
@@ -144,12 +132,15 @@ def _check_out(cfg: CompressConfig) -> Path:
     return out
 
 
-def _loaders(cfg: CompressConfig, hw: tuple[int, int]):
-    calib = BddDataset(cfg.data, "train", DataConfig(input_hw=hw, max_images=cfg.max_train_images))
+def _loaders(cfg: CompressConfig, hw: tuple[int, int], preprocess: dict):
+    def data(**kw) -> DataConfig:
+        return DataConfig.for_preprocess(preprocess, input_hw=hw, **kw)
+
+    calib = BddDataset(cfg.data, "train", data(max_images=cfg.max_train_images))
     val = BddDataset(
         cfg.data,
         "val",
-        DataConfig(input_hw=hw, lane_labels=cfg.val_lane_labels, max_images=cfg.max_val_images),
+        data(lane_labels=cfg.val_lane_labels, max_images=cfg.max_val_images),
     )
     calib_loader = make_loader(calib, cfg.calib_batch, shuffle=True, workers=0, seed=cfg.seed)
     return calib_loader, make_loader(val, cfg.batch, shuffle=False, workers=cfg.workers)
@@ -204,20 +195,30 @@ def _train_student(cfg, dcfg, hw, teacher, student, record, out: Path) -> tuple[
     return res.deploy_model, {"trained": True, "kd": False, "history": res.history}
 
 
-def compress(cfg: CompressConfig) -> CompressResult:
-    """Run the whole job; see the module docstring."""
+def compress(
+    cfg: CompressConfig, spec: ModelSpec | None = None, model: nn.Module | None = None
+) -> CompressResult:
+    """Run the whole job; see the module docstring. A teacher whose model is not registered
+    passes its `spec` and the `model` architecture its checkpoint loads into."""
     t0 = time.perf_counter()
     out = _check_out(cfg)
-    teacher, tckpt = load_checkpoint(cfg.teacher)
-    hw = cfg.imgsz or tuple(tckpt.preprocess.get("input_hw") or (384, 640))
-    calib_loader, val_loader = _loaders(cfg, hw)
-    dcfg = resolve_distill(cfg.distill, tckpt.model_name)
+    teacher, tckpt = load_checkpoint(cfg.teacher, model=model)
+    ms = spec_of(teacher, spec)
+    if spec is not None:
+        teacher.model_spec = spec  # type: ignore[assignment]  (travels with the student copy)
+    hw = cfg.imgsz or tuple(tckpt.preprocess.get("input_hw") or ms.preprocess.input_hw)
+    try:
+        hw = ms.check_input_hw(hw, "imgsz")
+    except MtcError as e:
+        raise CompressConfigError(str(e)) from None
+    calib_loader, val_loader = _loaders(cfg, hw, tckpt.preprocess)
+    dcfg = resolve_distill(cfg.distill, ms)
     if cfg.kd and cfg.epochs > 0:
         tap_modules(teacher, dcfg.taps)  # unknown tap names fail here, before any work
-    protected = DEFAULT_PROTECTED.get(tckpt.model_name, ())
+    protected = tuple(ms.protected)
     table = None if cfg.resume else _latency_table(cfg, teacher, hw, protected)
     student = copy.deepcopy(teacher)
-    loss_fn = YolopLoss.for_model(teacher)
+    loss_fn = ms.make_loss(teacher)
     flops_hw = tuple(cfg.prune.flops_input_hw or hw)
     pcfg = replace(cfg.prune, flops_input_hw=flops_hw)
     _clear_for_overwrite(cfg, out)
@@ -347,7 +348,7 @@ def _save_student(cfg, out: Path, student, record: dict, metrics: dict, hw, tckp
         student,
         pruning=record,
         metrics=metrics,
-        preprocess=default_preprocess(hw),
+        preprocess={**tckpt.preprocess, "input_hw": list(hw)},
         tasks=tckpt.tasks,
         class_names=tckpt.class_names,
         provenance={

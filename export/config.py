@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from export.errors import ExportConfigError
-from runtime.spec import NMS_CONF, NMS_IOU, NMS_MAX_DET, YOLOP_STRIDES
+from runtime.spec import NMS_CONF, NMS_IOU, NMS_MAX_DET
 
 SIMPLIFIERS: tuple[str, ...] = ("none", "onnxslim", "onnxsim")
 ENGINES: tuple[str, ...] = ("fp16", "fp32", "none")
@@ -17,7 +17,6 @@ TRT_TARGETS: tuple[str, ...] = ("10.3", "11")
 # TensorRT 10.3 (JetPack 6) parses opsets 9..20; 17 is the newest opset every exporter path here
 # and onnxconverter-common handle without surprises.
 DEFAULT_OPSET = 17
-MAX_STRIDE = max(YOLOP_STRIDES)
 
 
 @dataclass(frozen=True)
@@ -153,18 +152,20 @@ def _check_choice(flag: str, value: str, choices: tuple[str, ...]) -> None:
         raise ExportConfigError(f"{flag}={value!r} is not one of {', '.join(choices)}")
 
 
-def check_imgsz(imgsz: tuple[int, int] | list[int]) -> tuple[int, int]:
-    """(H, W), each a positive multiple of the largest stride: the detection grids and the
-    segmentation upsampling only line up then."""
+def check_imgsz(
+    imgsz: tuple[int, int] | list[int], stride: int = 1, model: str = "the model"
+) -> tuple[int, int]:
+    """(H, W), each a positive multiple of the model's stride (its spec's input-size rule):
+    the feature grids and the segmentation upsampling only line up then."""
     hw = tuple(int(v) for v in imgsz)
     if len(hw) != 2:
         raise ExportConfigError(f"--imgsz takes two numbers H W, got {list(imgsz)}")
-    bad = [v for v in hw if v <= 0 or v % MAX_STRIDE]
+    bad = [v for v in hw if v <= 0 or v % stride]
     if bad:
-        ok = [max(MAX_STRIDE, round(v / MAX_STRIDE) * MAX_STRIDE) for v in hw]
+        ok = [max(stride, round(v / stride) * stride) for v in hw]
         raise ExportConfigError(
-            f"--imgsz {hw[0]} {hw[1]}: both sides must be positive multiples of {MAX_STRIDE} "
-            f"(the largest detection stride); try --imgsz {ok[0]} {ok[1]}"
+            f"--imgsz {hw[0]} {hw[1]}: both sides must be positive multiples of {stride} "
+            f"({model}'s stride rule); try --imgsz {ok[0]} {ok[1]}"
         )
     return hw[0], hw[1]
 

@@ -27,7 +27,6 @@ from export.pipeline import ExportResult, export_model
 from runtime.errors import MtcError
 from runtime.pipeline import RunConfig, run
 from runtime.sources import open_source
-from runtime.spec import DET_CLASSES
 
 
 class DemoConfigError(MtcError):
@@ -44,6 +43,7 @@ class DemoConfig:
     n_train: int = 256
     n_val: int = 48
     seed: int = 0
+    model: str = "yolop"  # a registered model; width/depth apply where its builder takes them
     imgsz: tuple[int, int] = (192, 320)
     # width 0.5: at 0.25 the prediction layers (2-channel seg convs at full resolution, which no
     # pruning may touch) and per-op overhead are 87 % of the ONNX Runtime CPU latency, so even
@@ -91,12 +91,30 @@ class DemoConfig:
                 ("distill_epochs", self.distill_epochs >= 0, ">= 0"),
                 ("engine", self.engine in ("auto", "fp16", "fp32", "none"), "auto|fp16|fp32|none"),
                 ("runtime_frames", self.runtime_frames >= 1, ">= 1"),
-                ("imgsz", all(v > 0 and v % 32 == 0 for v in self.imgsz), "multiples of 32"),
             )
             if not ok
         ]
+        problems += self._model_problems()
         if problems:
             raise DemoConfigError("bad demo option: " + "; ".join(problems))
+
+    def _model_problems(self) -> list[str]:
+        from compressor.models.spec import ModelSpecError, get_spec
+
+        try:
+            get_spec(self.model).check_input_hw(self.imgsz, "imgsz")
+        except ModelSpecError as e:
+            return [str(e)]
+        return []
+
+    def arch(self) -> dict[str, float]:
+        """width / depth for a model whose builder takes them (else its own architecture)."""
+        import inspect
+
+        from compressor.models.registry import get_builder
+
+        params = inspect.signature(get_builder(self.model)).parameters
+        return {k: getattr(self, k) for k in ("width", "depth") if k in params}
 
     @classmethod
     def real(cls, data: str, **overrides: Any) -> DemoConfig:
@@ -175,8 +193,8 @@ class _Demo:
                 batch=c.batch,
                 augment=c.augment,
                 eval_every=max(1, c.teacher_epochs // 3),
-                width=c.width,
-                depth=c.depth,
+                model=c.model,
+                **c.arch(),
                 seed=c.seed,
                 device=c.device,
                 workers=c.workers,
@@ -280,6 +298,8 @@ class _Demo:
             m: run(_required(r, "onnx"), frames, RunConfig(progress=False)).results
             for m, r in artifacts.items()
         }
+        from compressor.models.spec import get_spec
+
         prefix = "overlay"
         return write_overlays(
             frames,
@@ -287,7 +307,7 @@ class _Demo:
             results["student"],
             self.out / "overlays",
             prefix,
-            tuple(DET_CLASSES),
+            tuple(get_spec(self.cfg.model).class_names),
         )
 
 

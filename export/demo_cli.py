@@ -45,6 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ratio", type=float, help="fraction of the target to remove (default 0.3)")
     p.add_argument("--importance", help="random|l1|taylor_sum|tci|tci_gcp (default tci_gcp)")
     p.add_argument("--no-kd", action="store_true", help="prune without distillation")
+    p.add_argument(
+        "--model",
+        help="registered model to train and compress (default yolop; e.g. twinlitenet)",
+    )
     p.add_argument("--imgsz", type=int, nargs=2, metavar=("H", "W"))
     p.add_argument("--device", help="auto|cpu|cuda|cuda:N")
     p.add_argument("--seed", type=int)
@@ -77,6 +81,7 @@ def _main(argv: Sequence[str] | None) -> int:
         target=a.target,
         importance=a.importance,
         imgsz=tuple(a.imgsz) if a.imgsz else None,
+        model=a.model,
         device=a.device,
         seed=a.seed,
         kd=False if a.no_kd else None,

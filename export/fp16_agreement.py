@@ -10,10 +10,10 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from export.config import Fp16Thresholds
+from export.deploy import DeploySpec
 from export.errors import Fp16Error
 from runtime.boxes import box_iou
 from runtime.io_names import DET_COUNT, DET_OUTPUT
-from runtime.spec import SEG_TASKS
 
 MIN_BOX_AREA = 1.0  # px^2
 
@@ -74,9 +74,11 @@ def _nms_ious(a: dict, b: dict, k: int) -> tuple[list[float], float]:
     return ious, delta
 
 
-def _masks(a: dict, b: dict, seg_argmax: bool) -> tuple[dict[str, float], dict[str, float]]:
+def _masks(
+    a: dict, b: dict, seg_argmax: bool, tasks: tuple[str, ...]
+) -> tuple[dict[str, float], dict[str, float]]:
     agree, logit_err = {}, {}
-    for t in SEG_TASKS:
+    for t in tasks:
         ma, mb = (a[t], b[t]) if seg_argmax else (a[t].argmax(1), b[t].argmax(1))
         agree[t] = 100.0 * float(np.mean(ma == mb))
         if not seg_argmax:
@@ -88,25 +90,27 @@ def fp16_agreement(
     run32: Callable[[np.ndarray], dict],
     run16: Callable[[np.ndarray], dict],
     cases: list[tuple[str, np.ndarray]],
-    nms_in_graph: bool,
-    seg_argmax: bool,
+    spec: DeploySpec,
     th: Fp16Thresholds,
 ) -> Fp16Report:
+    """Both runners return graph outputs; `spec` says which there are (and decodes a raw
+    detection output the way the runtime does before boxes are compared)."""
     ious: list[float] = []
     delta = 0.0
-    agree: dict[str, list[float]] = {t: [] for t in SEG_TASKS}
+    agree: dict[str, list[float]] = {t: [] for t in spec.seg_tasks}
     logit_err: dict[str, float] = {}
     for _, images in cases:
-        a, b = run32(images), run16(images)
-        got, d = (
-            _nms_ious(a, b, th.topk)
-            if nms_in_graph
-            else _dense_ious(a[DET_OUTPUT], b[DET_OUTPUT], th.topk)
-        )
-        ious += got
-        delta = max(delta, d)
-        ag, le = _masks(a, b, seg_argmax)
-        for t in SEG_TASKS:
+        a, b = spec.checkable(run32(images)), spec.checkable(run16(images))
+        if spec.has_det:
+            got, d = (
+                _nms_ious(a, b, th.topk)
+                if spec.nms_in_graph
+                else _dense_ious(a[DET_OUTPUT], b[DET_OUTPUT], th.topk)
+            )
+            ious += got
+            delta = max(delta, d)
+        ag, le = _masks(a, b, spec.seg_argmax, spec.seg_tasks)
+        for t in spec.seg_tasks:
             agree[t].append(ag[t])
             logit_err[t] = max(logit_err.get(t, 0.0), le.get(t, 0.0))
     rep = Fp16Report(
@@ -115,7 +119,7 @@ def fp16_agreement(
         float(np.min(ious)) if ious else None,
         len(ious),
         delta,
-        logit_err if not seg_argmax else {},
+        logit_err if not spec.seg_argmax else {},
     )
     rep.failures = _failures(rep, th)
     return rep

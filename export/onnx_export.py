@@ -22,10 +22,10 @@ import onnx
 import torch
 from torch import nn
 
+from compressor.models.spec import ModelSpec, ModelSpecError, spec_of
 from export.deploy import DeploySpec, DeployWrapper
 from export.errors import ExportConfigError, OnnxExportError
 from runtime.io_names import INPUT_NAME
-from runtime.spec import TASKS
 
 _PROTOBUF_LIMIT = 2**31 - 1
 
@@ -39,6 +39,7 @@ class LoadedModel:
     model_config: dict
     preprocess: dict
     class_names: list
+    spec: ModelSpec
     checkpoint_sha256: str | None = None
     checkpoint_path: str | None = None
 
@@ -46,21 +47,25 @@ class LoadedModel:
 class ModelFromCheckpoint:
     """Lazy: calling loads the checkpoint (ours or official YOLOP) and rebuilds the model once."""
 
-    def __init__(self, path: str | Path):
+    def __init__(
+        self, path: str | Path, model: nn.Module | None = None, spec: ModelSpec | None = None
+    ):
         self.path = Path(path)
+        self.model, self.spec = model, spec  # an architecture that is not registered, its spec
         self._loaded: LoadedModel | None = None
 
     def __call__(self) -> LoadedModel:
         if self._loaded is None:
             # Imported by name so `mypy export` checks export, not the compressor it calls.
             load_checkpoint = importlib.import_module("compressor.checkpoint").load_checkpoint
-            model, ckpt = load_checkpoint(self.path)
+            model, ckpt = load_checkpoint(self.path, model=self.model)
             self._loaded = LoadedModel(
                 model.eval(),
                 ckpt.model_name,
                 dict(ckpt.model_config),
                 dict(ckpt.preprocess),
                 list(ckpt.class_names),
+                spec_of(model, self.spec),
                 ckpt.sha256,
                 str(self.path),
             )
@@ -74,21 +79,17 @@ def tracing_input(batch: int, imgsz: tuple[int, int], seed: int) -> torch.Tensor
     return torch.randn(batch, 3, *imgsz, generator=g)
 
 
-def eager_output_shapes(wrapper: DeployWrapper, images: torch.Tensor) -> list[tuple[int, ...]]:
+def eager_output_shapes(
+    wrapper: DeployWrapper, images: torch.Tensor, spec: ModelSpec
+) -> list[tuple[int, ...]]:
     """One eager pass: checks the multi-task contract (so a model that breaks it fails here
     with a message, not deep inside the tracer) and returns the graph output shapes."""
     with torch.no_grad():
         out = wrapper.raw(images)
-        if not isinstance(out, dict) or set(TASKS) - set(out):
-            got = sorted(out) if isinstance(out, dict) else type(out).__name__
-            raise ExportConfigError(
-                f"model forward must return a dict with keys {list(TASKS)} in eval mode, got {got}"
-            )
-        det = out[TASKS[0]]
-        if det.ndim != 3 or det.shape[-1] < 6:
-            raise ExportConfigError(
-                f"eval-mode 'det' must be decoded [B, N, 5+nc], got shape {tuple(det.shape)}"
-            )
+        try:
+            spec.check_outputs(out, images.shape[2:], images.shape[0])
+        except ModelSpecError as e:
+            raise ExportConfigError(f"{e} (eval mode)") from None
         return [tuple(t.shape) for t in wrapper.finish(out)]
 
 
@@ -103,17 +104,24 @@ class OnnxFromModel:
         imgsz: tuple[int, int],
         opset: int,
         seed: int = 0,
+        model_spec: ModelSpec | None = None,
     ):
         self.model, self.spec, self.imgsz, self.opset, self.seed = model, spec, imgsz, opset, seed
+        self.model_spec = model_spec
+
+    def _module(self) -> tuple[nn.Module, ModelSpec]:
+        if isinstance(self.model, nn.Module):
+            return self.model, spec_of(self.model, self.model_spec)
+        loaded = self.model()
+        return loaded.model, loaded.spec
 
     def wrapper(self) -> DeployWrapper:
-        model = self.model if isinstance(self.model, nn.Module) else self.model().model
-        return DeployWrapper(model, self.spec).eval()
+        return DeployWrapper(self._module()[0], self.spec).eval()
 
     def __call__(self) -> onnx.ModelProto:
         wrapper = self.wrapper()
         images = tracing_input(2, self.imgsz, self.seed)
-        shapes = eager_output_shapes(wrapper, images)
+        shapes = eager_output_shapes(wrapper, images, self._module()[1])
         names = list(self.spec.output_names)
         axes = {n: {0: "batch"} for n in [INPUT_NAME, *names]}
         try:

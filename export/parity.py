@@ -20,7 +20,6 @@ from export.deploy import DeploySpec, DeployWrapper
 from export.errors import ParityError
 from runtime.boxes import box_iou
 from runtime.io_names import DET_COUNT, DET_OUTPUT
-from runtime.spec import SEG_TASKS
 
 
 @dataclass
@@ -64,7 +63,7 @@ def torch_reference(
         raw = wrapper.raw(torch.from_numpy(images))
         final = wrapper.finish(raw)
     outs = {n: t.numpy() for n, t in zip(wrapper.spec.output_names, final)}
-    return outs, {t: raw[t].numpy() for t in SEG_TASKS}
+    return wrapper.spec.checkable(outs), {t: raw[t].numpy() for t in wrapper.spec.seg_tasks}
 
 
 def top2_margin(logits: np.ndarray) -> np.ndarray:
@@ -205,12 +204,14 @@ def compare_case(
     spec: DeploySpec,
     tol: ParityTolerances,
 ) -> list[OutputParity]:
-    out = (
-        _det_nms(ref, got, spec, tol)
-        if spec.nms_in_graph
-        else _det_dense(ref[DET_OUTPUT], got[DET_OUTPUT], tol)
-    )
-    for t in SEG_TASKS:
+    out: list[OutputParity] = []
+    if spec.has_det:
+        out = (
+            _det_nms(ref, got, spec, tol)
+            if spec.nms_in_graph
+            else _det_dense(ref[DET_OUTPUT], got[DET_OUTPUT], tol)
+        )
+    for t in spec.seg_tasks:
         out.append(
             _mask(t, ref[t], got[t], logits[t], tol)
             if spec.seg_argmax
@@ -239,7 +240,7 @@ def check_parity(
     results: list[OutputParity] = []
     for _, images in cases:
         ref, logits = torch_reference(wrapper, images)
-        results += compare_case(ref, logits, run_onnx(images), spec, tol)
+        results += compare_case(ref, logits, spec.checkable(run_onnx(images)), spec, tol)
     return ParityReport(_worst(results), [label for label, _ in cases])
 
 

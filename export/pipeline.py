@@ -5,7 +5,6 @@ them, stages files (nothing half-written) and collects the numbers."""
 
 from __future__ import annotations
 
-import importlib
 import sys
 import time
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ import onnx
 from torch import nn
 from tqdm import tqdm
 
+from compressor.models.spec import ModelSpec, spec_of
 from export import stages
 from export.config import ExportConfig
 from export.errors import ExportError, LintError, TensorRTUnavailableError
@@ -48,22 +48,29 @@ class ExportResult:
         return Path(hit["path"]) if hit else None
 
 
-def _loaded_from_module(model: nn.Module, imgsz: tuple[int, int] | None) -> LoadedModel:
-    from runtime.spec import DEFAULT_INPUT_HW, DET_CLASSES
-
-    default_preprocess = importlib.import_module("compressor.checkpoint").default_preprocess
+def _loaded_from_module(
+    model: nn.Module, imgsz: tuple[int, int] | None, spec: ModelSpec | None
+) -> LoadedModel:
+    ms = spec_of(model, spec)
     return LoadedModel(
         model.eval(),
-        str(getattr(model, "model_name", type(model).__name__)),
+        str(getattr(model, "model_name", ms.name)),
         dict(getattr(model, "config", {}) or {}),
-        default_preprocess(imgsz or DEFAULT_INPUT_HW),
-        list(DET_CLASSES),
+        ms.preprocess.to_dict(imgsz),
+        list(ms.class_names),
+        ms,
     )
 
 
 class _Export:
-    def __init__(self, source: str | Path | nn.Module, cfg: ExportConfig):
-        self.cfg, self.source = cfg, source
+    def __init__(
+        self,
+        source: str | Path | nn.Module,
+        cfg: ExportConfig,
+        spec: ModelSpec | None = None,
+        model: nn.Module | None = None,
+    ):
+        self.cfg, self.source, self.spec, self.model = cfg, source, spec, model
         self._created = not Path(cfg.output_dir).exists()
         check_output_dir(cfg.output_dir, "-o")
         self._name = cfg.name or (
@@ -106,9 +113,9 @@ class _Export:
     def _run_stages(self) -> None:
         with self._stage("load"):
             self.loaded = (
-                ModelFromCheckpoint(self.source)()
+                ModelFromCheckpoint(self.source, self.model, self.spec)()
                 if not isinstance(self.source, nn.Module)
-                else _loaded_from_module(self.source, self.cfg.imgsz)
+                else _loaded_from_module(self.source, self.cfg.imgsz, self.spec)
             )
             self.plan = stages.resolve_plan(self.cfg, self.loaded, self.source)
             self.result.name = self.plan.name
@@ -222,14 +229,19 @@ class _Export:
 
 
 def export_model(
-    source: str | Path | nn.Module, config: ExportConfig | None = None
+    source: str | Path | nn.Module,
+    config: ExportConfig | None = None,
+    spec: ModelSpec | None = None,
+    model: nn.Module | None = None,
 ) -> ExportResult:
-    """Export a checkpoint path (ours or official YOLOP) or a model to verified artifacts.
+    """Export a checkpoint path (ours, or a registered model's official file) or a model to
+    verified artifacts. A model that is not registered passes its `spec` (and, for a
+    checkpoint path, the `model` architecture to load it into).
 
     Raises a subclass of `ExportError` (an `MtcError`) on anything the user can fix; on failure
     before the ONNX is verified nothing is left in the output folder. When only the engine is
     missing (no TensorRT), the ONNX artifacts are written and the error carries `.result`."""
-    return _Export(source, config or ExportConfig()).run()
+    return _Export(source, config or ExportConfig(), spec, model).run()
 
 
 __all__ = ["ExportResult", "export_model"]

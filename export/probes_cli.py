@@ -50,12 +50,15 @@ def _main(argv: Sequence[str] | None) -> int:
     if args.batch < 1:
         raise MtcError(f"--batch must be >= 1, got {args.batch}")
     from compressor.checkpoint import load_checkpoint
-    from compressor.compress import DEFAULT_PROTECTED
     from compressor.latency import export_probe_bundle
+    from compressor.models.spec import spec_of
 
     model, ckpt = load_checkpoint(args.teacher)
-    hw = parse_pair(args.imgsz, "--imgsz") or tuple(ckpt.preprocess.get("input_hw") or (384, 640))
-    protected = tuple(DEFAULT_PROTECTED.get(ckpt.model_name, ())) + tuple(args.protect)
+    ms = spec_of(model)
+    hw = parse_pair(args.imgsz, "--imgsz") or tuple(
+        ckpt.preprocess.get("input_hw") or ms.preprocess.input_hw
+    )
+    protected = tuple(ms.protected) + tuple(args.protect)
     export_probe_bundle(
         model,
         out,

@@ -12,6 +12,7 @@ from export.onnx_export import LoadedModel
 from export.tensorrt_build import BuiltEngine
 from runtime.io_names import (
     DET_COUNT,
+    DET_LAYOUT_CXCYWH,
     DET_LAYOUT_XYXY,
     DET_OUTPUT,
     INPUT_NAME,
@@ -30,7 +31,6 @@ from runtime.sidecar import (
     TensorInfo,
     TensorRTInfo,
 )
-from runtime.spec import SEG_TASKS
 
 
 @dataclass(frozen=True)
@@ -38,23 +38,27 @@ class GraphFacts:
     """What every sidecar of one export shares."""
 
     imgsz: tuple[int, int]
-    det_rows: int  # N candidates, or K = min(max_det, N) with NMS in the graph
-    num_seg_classes: int
+    det_rows: int  # N candidates, or K = min(max_det, N) with NMS in the graph (0: no det)
+    seg_classes: dict[str, int]  # segmentation task -> class count
     batch: BatchRange
     params: int | None
     flops: float | None
+    det_width: int = 6  # columns of the detection output (raw: the decoder's input width)
 
 
 def outputs_for(spec: DeploySpec, facts: GraphFacts) -> tuple[TensorInfo, ...]:
     h, w = facts.imgsz
-    outs = [TensorInfo(DET_OUTPUT, (-1, facts.det_rows, 6), "float32")]
-    if spec.nms_in_graph:
+    outs = []
+    if spec.has_det:
+        width = facts.det_width if spec.det_raw else 6
+        outs.append(TensorInfo(DET_OUTPUT, (-1, facts.det_rows, width), "float32"))
+    if spec.has_det and spec.nms_in_graph:
         outs.append(TensorInfo(DET_COUNT, (-1,), "int32"))
-    for t in SEG_TASKS:
+    for t in spec.seg_tasks:
         outs.append(
             TensorInfo(t, (-1, h, w), "uint8")
             if spec.seg_argmax
-            else TensorInfo(t, (-1, facts.num_seg_classes, h, w), "float32")
+            else TensorInfo(t, (-1, facts.seg_classes[t], h, w), "float32")
         )
     return tuple(outs)
 
@@ -72,17 +76,16 @@ def preprocess_for(loaded: LoadedModel, imgsz: tuple[int, int]) -> PreprocessInf
     )
 
 
-def det_for(loaded: LoadedModel, spec: DeploySpec, facts: GraphFacts) -> DetInfo:
-    # Informational (the decode is in the graph); empty for a model that declares none.
-    anchors_t = getattr(loaded.model, "det_anchors", None)
-    anchors = (
-        tuple(tuple((float(a), float(b)) for a, b in lvl) for lvl in anchors_t.tolist())
-        if anchors_t is not None
-        else ()
-    )
-    strides = tuple(int(s) for s in getattr(loaded.model, "det_strides", ()))
+def det_for(loaded: LoadedModel, spec: DeploySpec, facts: GraphFacts) -> DetInfo | None:
+    """The detection block from the model spec's decoder and its parameters (None without a
+    detection task). With the decode in the graph they are informational."""
+    if not spec.has_det:
+        return None
+    p = spec.decoder_params
+    anchors = tuple(tuple((float(a), float(b)) for a, b in lvl) for lvl in p.get("anchors", ()))
+    strides = tuple(int(s) for s in p.get("strides", ()))
     return DetInfo(
-        decoded_in_graph=True,
+        decoded_in_graph=not spec.det_raw,
         nms_in_graph=spec.nms_in_graph,
         conf_thres=spec.conf_thres,
         iou_thres=spec.iou_thres,
@@ -90,10 +93,12 @@ def det_for(loaded: LoadedModel, spec: DeploySpec, facts: GraphFacts) -> DetInfo
         anchors=anchors,
         strides=strides,
         class_names=tuple(loaded.class_names),
-        layout=DET_LAYOUT_XYXY,
+        layout=DET_LAYOUT_CXCYWH if spec.det_raw else DET_LAYOUT_XYXY,
         # The export's conf/iou/max_det above are the evaluation ones (and the graph's, with NMS
         # in the graph); the runtime applies these unless told otherwise.
         deploy=DeployThresholds(),
+        decoder=str(spec.det_decoder),
+        reg_max=int(p.get("reg_max", 0)),
     )
 
 
@@ -125,7 +130,9 @@ def make_sidecar(
         outputs=outputs_for(spec, facts),
         preprocess=preprocess_for(loaded, facts.imgsz),
         det=det_for(loaded, spec, facts),
-        seg=SegInfo(SEG_TASKS, SEG_ARGMAX if spec.seg_argmax else SEG_LOGITS),
+        seg=SegInfo(spec.seg_tasks, SEG_ARGMAX if spec.seg_argmax else SEG_LOGITS)
+        if spec.seg_tasks
+        else None,
         precision=precision,
         model=ModelInfo(loaded.model_name, facts.params, facts.flops, loaded.checkpoint_sha256),
         tensorrt=trt,

@@ -13,8 +13,10 @@ from typing import Any
 import onnx
 import torch
 
+from compressor.models.spec import ModelSpec
 from export.config import ExportConfig, check_imgsz, default_timing_cache_dir, resolve_trt_target
 from export.deploy import DeploySpec, DeployWrapper
+from export.errors import ExportConfigError
 from export.fp16 import Fp16Info, Fp16OnnxFromOnnx
 from export.fp16_agreement import fp16_agreement, require_fp16_agreement
 from export.fp16_emulation import emulate_fp16
@@ -34,7 +36,6 @@ from export.trtexec import (
 )
 from runtime.io_names import INPUT_NAME
 from runtime.sidecar import BatchRange, sidecar_path
-from runtime.spec import DEFAULT_INPUT_HW, IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ["LintReport", "require_lint"]
 
@@ -52,11 +53,14 @@ class ExportPlan:
 def resolve_plan(cfg: ExportConfig, loaded: LoadedModel, source: Any) -> ExportPlan:
     """Defaults resolved in one place: size from the checkpoint, name from its file, TensorRT
     target from what is installed."""
-    imgsz = check_imgsz(cfg.imgsz or loaded.preprocess.get("input_hw", DEFAULT_INPUT_HW))
-    name = cfg.name or (Path(source).stem if isinstance(source, (str, Path)) else loaded.model_name)
-    spec = DeploySpec(
-        cfg.nms_in_graph, cfg.seg_output == "argmax", cfg.conf_thres, cfg.iou_thres, cfg.max_det
+    ms = loaded.spec
+    imgsz = check_imgsz(
+        cfg.imgsz or loaded.preprocess.get("input_hw", ms.preprocess.input_hw),
+        ms.stride,
+        f"model {ms.name!r}",
     )
+    name = cfg.name or (Path(source).stem if isinstance(source, (str, Path)) else loaded.model_name)
+    spec = deploy_spec_for(cfg, ms, loaded.model, imgsz)
     installed = installed_version()
     build = EngineBuildConfig(
         cfg.engine,
@@ -72,6 +76,32 @@ def resolve_plan(cfg: ExportConfig, loaded: LoadedModel, source: Any) -> ExportP
     )
     return ExportPlan(
         name, imgsz, spec, resolve_trt_target(cfg.trt_target, installed), installed, build
+    )
+
+
+def deploy_spec_for(
+    cfg: ExportConfig, ms: ModelSpec, model: torch.nn.Module, imgsz: tuple[int, int]
+) -> DeploySpec:
+    """The graph's outputs from the model spec: a detection output when it has a detection
+    task (raw, for the runtime's decoder, when the model does not decode in its graph), one
+    output per segmentation task."""
+    det = ms.det
+    if det is not None and not ms.decoded_in_graph and cfg.nms_in_graph:
+        raise ExportConfigError(
+            f"--nms-in-graph needs boxes decoded in the graph; model {ms.name!r} leaves decoding "
+            f"to the runtime's {det.decoder!r} decoder: export without --nms-in-graph"
+        )
+    return DeploySpec(
+        cfg.nms_in_graph,
+        cfg.seg_output == "argmax",
+        cfg.conf_thres,
+        cfg.iou_thres,
+        cfg.max_det,
+        det_decoder=det.decoder if det is not None else None,
+        det_raw=det is not None and not ms.decoded_in_graph,
+        seg_tasks=tuple(t.name for t in ms.seg_tasks),
+        input_hw=imgsz,
+        decoder_params=ms.decoder_info(model),
     )
 
 
@@ -98,7 +128,7 @@ def describe_source(loaded: LoadedModel, plan: ExportPlan) -> dict:
 def make_onnx(
     loaded: LoadedModel, plan: ExportPlan, cfg: ExportConfig
 ) -> tuple[onnx.ModelProto, DeployWrapper, SimplifierInfo]:
-    raw = OnnxFromModel(loaded.model, plan.spec, plan.imgsz, cfg.opset, cfg.seed)
+    raw = OnnxFromModel(loaded.model, plan.spec, plan.imgsz, cfg.opset, cfg.seed, loaded.spec)
     model, info = SimplifiedOnnx(raw, cfg.simplifier).with_info()
     meta = {
         "mtc.exporter": f"torch.onnx TorchScript (torch {torch.__version__})",
@@ -111,13 +141,9 @@ def make_onnx(
 
 def probe(plan: ExportPlan, loaded: LoadedModel, cfg: ExportConfig) -> list:
     big = max(1, min(cfg.max_batch, cfg.parity_batch_cap))
-    p = loaded.preprocess
+    p, default = loaded.preprocess, loaded.spec.preprocess.to_dict()
     return probe_cases(
-        plan.imgsz,
-        (1, big),
-        cfg.seed,
-        p.get("mean", IMAGENET_MEAN),
-        p.get("std", IMAGENET_STD),
+        plan.imgsz, (1, big), cfg.seed, p.get("mean", default["mean"]), p.get("std", default["std"])
     )
 
 
@@ -148,9 +174,7 @@ def make_fp16(
         ("onnxruntime", model),
         ("emulated", emulate_fp16(fp32, cfg.fp16_keep_resize_fp32)),
     ):
-        rep = fp16_agreement(
-            ref, OrtModel(other), cases, plan.spec.nms_in_graph, plan.spec.seg_argmax, cfg.fp16
-        )
+        rep = fp16_agreement(ref, OrtModel(other), cases, plan.spec, cfg.fp16)
         require_fp16_agreement(rep, f"FP16 ONNX ({label})")
         reports[label] = rep.to_dict()
     return model, info, reports
@@ -158,16 +182,20 @@ def make_fp16(
 
 def facts_for(plan: ExportPlan, loaded: LoadedModel, fp32: onnx.ModelProto) -> GraphFacts:
     count_cost = importlib.import_module("compressor.flops").count_cost
-    dims = fp32.graph.output[0].type.tensor_type.shape.dim
     cost = count_cost(loaded.model, plan.imgsz)
     b = plan.build
+    det_rows = det_width = 0
+    if plan.spec.has_det:
+        dims = fp32.graph.output[0].type.tensor_type.shape.dim
+        det_rows, det_width = int(dims[1].dim_value), int(dims[2].dim_value)
     return GraphFacts(
         plan.imgsz,
-        int(dims[1].dim_value),
-        2,
+        det_rows,
+        {t.name: t.num_classes for t in loaded.spec.seg_tasks},
         BatchRange(b.min_batch, b.opt_batch, b.max_batch),
         cost.params,
         float(cost.flops),
+        det_width,
     )
 
 
@@ -246,9 +274,7 @@ def stage_engine(
     run = runtime_runner(path)
     try:
         ref = OrtModel(onnx.load(str(out_dir / f"{plan.name}.onnx")))
-        report = fp16_agreement(
-            ref, run, cases, plan.spec.nms_in_graph, plan.spec.seg_argmax, cfg.fp16
-        )
+        report = fp16_agreement(ref, run, cases, plan.spec, cfg.fp16)
     finally:
         run.close()  # type: ignore[attr-defined]
     require_fp16_agreement(report)

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from runtime.boxes import batched_nms_early_exit, topk_indices, xywh_to_xyxy
+from runtime.decoders import get_decoder
 from runtime.errors import MtcError
 from runtime.geometry import Letterbox, boxes_from_letterbox, crop_padding, unletterbox_mask
 from runtime.io_names import DET_COUNT, DET_LAYOUT_CXCYWH, DET_LAYOUT_XYXY, DET_OUTPUT, SEG_LOGITS
@@ -116,10 +117,16 @@ class Postprocessor:
 
     def __init__(self, sidecar: Sidecar, thresholds: DeployThresholds | None = None) -> None:
         det = sidecar.det
-        if det is not None and not det.decoded_in_graph:
+        self.input_hw = tuple(sidecar.preprocess.input_hw)
+        # Raw detection output (decoded_in_graph false): the sidecar's decoder turns it into
+        # candidate rows (cx, cy, w, h, obj, class scores) here, in numpy.
+        self.decoder = (
+            get_decoder(det.decoder) if det is not None and not det.decoded_in_graph else None
+        )
+        if self.decoder is not None and (det.nms_in_graph or det.layout != DET_LAYOUT_CXCYWH):  # type: ignore[union-attr]
             raise OutputMismatchError(
-                "sidecar says det.decoded_in_graph is false: the runtime needs box decoding inside "
-                "the graph (mtc-export's default); re-export without disabling it"
+                "sidecar says det.decoded_in_graph is false: a raw detection output needs "
+                f"det.layout {DET_LAYOUT_CXCYWH!r} and no NMS in the graph"
             )
         if det is not None and det.nms_in_graph and det.layout != DET_LAYOUT_XYXY:
             raise OutputMismatchError(
@@ -173,6 +180,8 @@ class Postprocessor:
         if self.det is None:
             return [np.zeros((0, 6))] * n
         det = outputs[DET_OUTPUT]
+        if self.decoder is not None:
+            det = self.decoder.decode(det, self.input_hw, self.det.decoder_params())  # type: ignore[arg-type]
         width_ok = det.shape[-1] == 6 if self.det.layout == DET_LAYOUT_XYXY else det.shape[-1] >= 6
         if det.ndim != 3 or det.shape[0] != n or not width_ok:
             raise OutputMismatchError(

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from runtime.decoders import DecoderError, get_decoder, list_decoders
 from runtime.errors import MtcError
 from runtime.fileio import atomic_write_text, file_sha256
 from runtime.io_names import (
@@ -43,8 +44,6 @@ from runtime.spec import (
     NMS_MAX_DET,
     PAD_VALUE,
     SEG_TASKS,
-    YOLOP_ANCHORS,
-    YOLOP_STRIDES,
 )
 
 SCHEMA_VERSION = 1
@@ -139,14 +138,28 @@ class DetInfo:
     conf_thres: float = NMS_CONF
     iou_thres: float = NMS_IOU
     max_det: int = NMS_MAX_DET
-    anchors: tuple[tuple[tuple[float, float], ...], ...] = YOLOP_ANCHORS
-    strides: tuple[int, ...] = YOLOP_STRIDES
+    anchors: tuple[tuple[tuple[float, float], ...], ...] = ()
+    strides: tuple[int, ...] = ()
     class_names: tuple[str, ...] = DET_CLASSES
     layout: str = DET_LAYOUT_XYXY
     deploy: DeployThresholds = field(
         default_factory=DeployThresholds,
         metadata={ADDED_LATER: "deploy defaults conf 0.25, iou 0.45, max_det 100, topk 1000"},
     )
+    # The detection decoder (runtime.decoders) and its bins; with decoded_in_graph false the
+    # runtime decodes the raw output with it. Sidecars written before decoders were named all
+    # came from the anchor-based head.
+    decoder: str = field(default="yolop_anchor", metadata={ADDED_LATER: "decoder 'yolop_anchor'"})
+    reg_max: int = field(default=0, metadata={ADDED_LATER: "reg_max 0"})
+
+    def decoder_params(self) -> dict[str, Any]:
+        """What `runtime.decoders` decoders take."""
+        return {
+            "anchors": [list(map(list, lvl)) for lvl in self.anchors],
+            "strides": list(self.strides),
+            "reg_max": self.reg_max,
+            "num_classes": len(self.class_names),
+        }
 
 
 @dataclass(frozen=True)
@@ -365,6 +378,12 @@ def _check_semantics(sc: Sidecar) -> None:
     if sc.det is not None:
         _one_of("det.layout", sc.det.layout, DET_LAYOUTS)
         check_thresholds(sc.det.deploy, "det.deploy.", SidecarError)
+        _one_of("det.decoder", sc.det.decoder, tuple(list_decoders()))
+        if not sc.det.decoded_in_graph:
+            try:
+                get_decoder(sc.det.decoder).check_params(sc.det.decoder_params())
+            except DecoderError as e:
+                raise SidecarError(f"key 'det': {e}") from None
     if sc.seg is not None:
         _one_of("seg.output", sc.seg.output, SEG_OUTPUT_KINDS)
     if sc.format == "engine" and sc.tensorrt is None:

@@ -29,7 +29,7 @@ from runtime.sidecar import (
     TensorInfo,
     sidecar_path,
 )
-from runtime.spec import TASK_DRIVABLE, TASK_LANE, YOLOP_STRIDES
+from runtime.spec import TASK_DRIVABLE, TASK_LANE
 
 OPSET = 17
 
@@ -49,9 +49,10 @@ class StandinConfig:
     seed: int = 0
 
 
-def yolop_count(input_hw: tuple[int, int]) -> int:
-    """Anchor rows YOLOP decodes at this input size: 3 anchors per cell at strides 8, 16, 32."""
-    return sum(3 * (input_hw[0] // s) * (input_hw[1] // s) for s in YOLOP_STRIDES)
+def yolop_count(input_hw: tuple[int, int], strides: tuple[int, ...] = (8, 16, 32)) -> int:
+    """Rows an anchor-based head with 3 anchors per cell decodes at this input size (the
+    built-in YOLOP's strides by default)."""
+    return sum(3 * (input_hw[0] // s) * (input_hw[1] // s) for s in strides)
 
 
 def standin_candidates(cfg: StandinConfig) -> np.ndarray:

@@ -3,7 +3,9 @@ function that produces the batch every trainer, loss and metric in the project c
 
 from __future__ import annotations
 
+import functools
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -159,7 +161,7 @@ class BddDataset(Dataset):
                 image, boxes, classes, masks, self.cfg.augment_config, rng
             )
         return {
-            "image": image,
+            "image": image if self.cfg.color == "RGB" else image[..., ::-1],
             "boxes": boxes.astype(np.float32).reshape(-1, 4),
             "classes": classes.astype(np.int64),
             "drivable": masks[0],
@@ -173,19 +175,25 @@ class BddDataset(Dataset):
         }
 
 
-_MEAN = torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(1, 3, 1, 1)
-_STD = torch.tensor(IMAGENET_STD, dtype=torch.float32).view(1, 3, 1, 1)
-
-
-def normalize_images(images_u8: np.ndarray) -> torch.Tensor:
-    """uint8 [B,H,W,3] RGB -> float32 [B,3,H,W] with ImageNet mean/std."""
+def normalize_images(
+    images_u8: np.ndarray,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> torch.Tensor:
+    """uint8 [B,H,W,3] -> float32 [B,3,H,W] as (x / 255 - mean) / std (ImageNet's by default)."""
     x = torch.from_numpy(np.ascontiguousarray(images_u8)).permute(0, 3, 1, 2).float()
-    return ((x / 255.0 - _MEAN) / _STD).contiguous()
+    m = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+    return ((x / 255.0 - m) / s).contiguous()
 
 
-def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+def collate(
+    items: list[dict[str, Any]],
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> dict[str, Any]:
     """Samples -> the batch of docs/CONTRACTS.md (targets: img_idx, cls, cx, cy, w, h in
-    letterboxed input pixels)."""
+    letterboxed input pixels); images normalised with the data config's mean/std."""
     rows = []
     for i, it in enumerate(items):
         if len(it["boxes"]):
@@ -195,7 +203,7 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
             rows.append(np.concatenate([idx, cls, xywh], axis=1))
     targets = np.concatenate(rows, 0) if rows else np.zeros((0, 6), np.float32)
     return {
-        "images": normalize_images(np.stack([it["image"] for it in items])),
+        "images": normalize_images(np.stack([it["image"] for it in items]), mean, std),
         "targets": torch.from_numpy(targets.astype(np.float32)),
         "drivable": torch.from_numpy(np.stack([it["drivable"] for it in items]).astype(np.int64)),
         "lane": torch.from_numpy(np.stack([it["lane"] for it in items]).astype(np.int64)),
@@ -224,16 +232,26 @@ def make_loader(
             "make_loader got shuffle=True and a sampler; pass shuffle to the sampler "
             "(e.g. DistributedSampler(ds, shuffle=True)) and shuffle=False here"
         )
+    cfg = _data_config(dataset)
     return _NamedErrorLoader(
         dataset,
         batch_size=batch_size,
         shuffle=shuffle,
         sampler=sampler,
         num_workers=workers,
-        collate_fn=collate,
+        collate_fn=functools.partial(collate, mean=cfg.mean, std=cfg.std),
         drop_last=drop_last,
         generator=torch.Generator().manual_seed(seed),
     )
+
+
+def _data_config(dataset: Dataset) -> DataConfig:
+    """The DataConfig behind a dataset (through Subset and friends); the default otherwise."""
+    ds: Any = dataset
+    while not hasattr(ds, "cfg") and hasattr(ds, "dataset"):
+        ds = ds.dataset
+    cfg = getattr(ds, "cfg", None)
+    return cfg if isinstance(cfg, DataConfig) else DataConfig()
 
 
 class _NamedErrorLoader(DataLoader):

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from compressor.data.augment import AugmentConfig
 from compressor.data.errors import DataConfigError
-from runtime.spec import DEFAULT_INPUT_HW
+from runtime.spec import DEFAULT_INPUT_HW, IMAGENET_MEAN, IMAGENET_STD
 
 LANE_LABEL_KINDS: tuple[str, ...] = ("wide", "thin")
 
@@ -36,6 +36,21 @@ class DataConfig:
     max_images: int | None = None
     layout: str = "auto"
     seed: int = 0
+    # The model's preprocessing (its spec's): input = (pixels / 255 - mean) / std, channels in
+    # `color` order. Mean 0 / std 1 for a model that takes [0, 1] input.
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    color: str = "RGB"
+
+    @classmethod
+    def for_preprocess(cls, preprocess: dict, **fields: object) -> DataConfig:
+        """A config whose input_hw / mean / std / color are a checkpoint's `preprocess` block."""
+        keys = {"input_hw": "input_hw", "mean": "mean", "std": "std", "color": "color"}
+        taken = {k: preprocess[v] for k, v in keys.items() if preprocess.get(v) is not None}
+        for k in ("mean", "std", "input_hw"):
+            if k in taken:
+                taken[k] = tuple(taken[k])
+        return cls(**{**taken, **fields})  # type: ignore[arg-type]
 
     def __post_init__(self) -> None:
         hw = tuple(self.input_hw)
@@ -45,6 +60,11 @@ class DataConfig:
                 f"e.g. (384, 640)"
             )
         object.__setattr__(self, "input_hw", (int(hw[0]), int(hw[1])))
+        if self.color not in ("RGB", "BGR") or len(self.mean) != 3 or len(self.std) != 3:
+            raise DataConfigError(
+                f"color must be RGB or BGR and mean/std three numbers, got {self.color!r}, "
+                f"{self.mean!r}, {self.std!r}"
+            )
         if self.lane_labels not in LANE_LABEL_KINDS:
             raise DataConfigError(
                 f"lane_labels must be one of {', '.join(LANE_LABEL_KINDS)}, got {self.lane_labels!r}"

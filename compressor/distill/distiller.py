@@ -190,7 +190,7 @@ def distill(
     """Train `student` on its task losses plus feature distillation from the frozen `teacher`.
 
     Give `train_cfg` (a compressor.train.TrainConfig) to run the full training loop (DDP, resume,
-    checkpoints; loss_fn None = YolopLoss), or `batches` (a re-iterable of dicts with 'images'
+    checkpoints; loss_fn None = the model spec's loss), or `batches` (a re-iterable of dicts with 'images'
     or tensors) with a per-task `loss_fn` for any model. Taps (`taps=` overrides cfg.taps),
     adapters and the KD loss come from `cfg`; teacher/student taps are checked before any
     training step."""

@@ -107,8 +107,9 @@ def _no_importer(state_dict: Mapping[str, Any]) -> dict | None:
 class ModelSpec:
     """A multi-task model as the pipeline sees it.
 
-    loss: `loss(model) -> (outputs, batch) -> dict[task, scalar]` (built from the live, maybe
-        pruned, model). taps: default distillation taps (names in `model.feature_info`).
+    loss: `loss(model, config=None) -> (outputs, batch) -> dict[task, scalar]` (built from the
+        live, maybe pruned, model; `config` is the training run's `LossConfig`: per-task
+        weights and head gains, None = defaults). taps: default distillation taps (names in `model.feature_info`).
     protected: modules pruning never touches (prediction convs whose channels are a layout).
     importer: `importer(state_dict) -> (model_config, state_dict) | None`, recognising the
         model's official checkpoint by its keys. decoder_params: `fn(model) -> dict` the
@@ -118,7 +119,7 @@ class ModelSpec:
 
     name: str
     tasks: tuple[TaskSpec, ...]
-    loss: Callable[[nn.Module], LossFn]
+    loss: Callable[..., LossFn]
     stride: int = 32
     preprocess: PreprocessSpec = field(default_factory=PreprocessSpec)
     taps: tuple[str, ...] = ()
@@ -214,6 +215,10 @@ class ModelSpec:
                     f"model {self.name!r}: task {t.name!r} ({t.kind}) output has shape "
                     f"{list(shape)}, its spec expects {text} for a {batch}x3x{h}x{w} input"
                 )
+
+    def make_loss(self, model: nn.Module, config: Any = None) -> LossFn:
+        """The task-loss callable for the live `model` (see `loss`)."""
+        return self.loss(model, config) if config is not None else self.loss(model)
 
     def decoder_info(self, model: nn.Module) -> dict:
         """The detection decoder's parameters for the sidecar (empty without detection)."""

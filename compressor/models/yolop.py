@@ -217,10 +217,10 @@ class YOLOP(nn.Module):
         }
 
 
-def _loss(model: nn.Module):
-    from compressor.losses.yolop import YolopLoss  # the loss module imports the model package
+def _loss(model: nn.Module, config=None):
+    from compressor.losses.yolop import LossConfig, YolopLoss  # imports the model package
 
-    return YolopLoss.for_model(model)
+    return YolopLoss.for_model(model, config or LossConfig())
 
 
 def _decoder_params(model: nn.Module) -> dict:

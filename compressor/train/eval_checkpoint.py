@@ -9,6 +9,7 @@ import torch
 
 from compressor.checkpoint import load_checkpoint
 from compressor.data import BddDataset, DataConfig, make_loader
+from compressor.models.spec import ModelSpecError, spec_of
 from compressor.train.ddp import resolve_device
 from compressor.train.evaluate import EvalConfig, EvalConfigError, evaluate
 from compressor.train.report import eval_markdown, write_json
@@ -36,11 +37,9 @@ class EvalJob:
             raise EvalConfigError(
                 f"batch must be >= 1 and workers >= 0 (got batch {self.batch}, workers {self.workers})"
             )
-        if self.imgsz is not None and (
-            len(self.imgsz) != 2 or min(self.imgsz) <= 0 or any(v % 32 for v in self.imgsz)
-        ):
+        if self.imgsz is not None and (len(self.imgsz) != 2 or min(self.imgsz) <= 0):
             raise EvalConfigError(
-                f"imgsz must be two positive multiples of 32 (height width), got {self.imgsz}"
+                f"imgsz must be two positive integers (height width), got {self.imgsz}"
             )
 
 
@@ -49,8 +48,15 @@ def evaluate_checkpoint(job: EvalJob) -> dict:
     the checkpoint (path, sha256, model, parameters) so numbers can be traced back."""
     device = resolve_device(job.device)
     model, ckpt = load_checkpoint(job.checkpoint)
-    imgsz = tuple(job.imgsz or ckpt.preprocess.get("input_hw") or (384, 640))
-    data_cfg = DataConfig(
+    spec = spec_of(model)
+    try:
+        imgsz = spec.check_input_hw(
+            job.imgsz or ckpt.preprocess.get("input_hw") or spec.preprocess.input_hw, "imgsz"
+        )
+    except ModelSpecError as e:
+        raise EvalConfigError(str(e)) from None
+    data_cfg = DataConfig.for_preprocess(
+        ckpt.preprocess,
         input_hw=imgsz,
         lane_labels=job.lane_labels,
         max_images=job.max_images,
@@ -59,7 +65,7 @@ def evaluate_checkpoint(job: EvalJob) -> dict:
     loader = make_loader(
         BddDataset(job.data, job.split, data_cfg), job.batch, shuffle=False, workers=job.workers
     )
-    report = evaluate(model.to(device), loader, job.eval)
+    report = evaluate(model.to(device), loader, job.eval, spec)
     report["checkpoint"] = {
         "path": str(job.checkpoint),
         "sha256": ckpt.sha256,

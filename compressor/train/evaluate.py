@@ -17,7 +17,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from compressor.models.spec import ModelSpec, ModelSpecError, spec_of
 from runtime.boxes import postprocess_detections
+from runtime.decoders import get_decoder
 from runtime.errors import MtcError
 from runtime.geometry import boxes_from_letterbox
 from runtime.metrics import DetectionEvaluator, SegmentationEvaluator
@@ -70,21 +72,39 @@ class EvalConfig:
 class _Scorer:
     """Per-task evaluators, created lazily for the tasks the model actually outputs."""
 
-    def __init__(self, cfg: EvalConfig) -> None:
-        self.cfg = cfg
+    def __init__(
+        self, cfg: EvalConfig, spec: ModelSpec | None = None, params: dict | None = None
+    ) -> None:
+        self.cfg, self.spec, self.params = cfg, spec, params or {}
         self.det: dict[str, DetectionEvaluator] = {}
         self.seg: dict[str, SegmentationEvaluator] = {}
 
-    def update(self, outputs: dict, batch: dict) -> None:
+    def _seg_classes(self, task: str) -> int:
+        return self.spec.task(task).num_classes if self.spec is not None else 2
+
+    def update(self, outputs: dict, batch: dict, input_hw: tuple[int, int]) -> None:
         meta = batch["meta"]
         boxes = [m["letterbox"] for m in meta]
         if TASK_DET in outputs:
-            self._update_det(outputs[TASK_DET], meta)
+            self._update_det(self._decoded(outputs[TASK_DET], input_hw), meta)
         for task in (TASK_DRIVABLE, TASK_LANE):
             if task in outputs:
-                ev = self.seg.setdefault(task, SegmentationEvaluator(2, self.cfg.seg_mode))
+                ev = self.seg.setdefault(
+                    task, SegmentationEvaluator(self._seg_classes(task), self.cfg.seg_mode)
+                )
                 pred = outputs[task].argmax(1).to(torch.uint8).cpu().numpy()
                 ev.update_letterboxed(pred, batch[task].numpy(), boxes)
+
+    def _decoded(self, det: torch.Tensor, input_hw: tuple[int, int]) -> torch.Tensor:
+        """Candidate rows; a model that leaves decoding to the runtime is decoded by the same
+        numpy decoder the runtime uses (runtime.decoders), so evaluation scores what ships."""
+        spec = self.spec
+        if spec is None or spec.decoded_in_graph or spec.det is None or isinstance(det, list):
+            return det
+        rows = get_decoder(spec.det.decoder).decode(  # type: ignore[arg-type]
+            det.float().cpu().numpy(), input_hw, self.params
+        )
+        return torch.from_numpy(rows)
 
     def _update_det(self, decoded: torch.Tensor, meta: list[dict]) -> None:
         if not self.det:
@@ -117,20 +137,28 @@ def lane_labels_of(loader: torch.utils.data.DataLoader) -> str:
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, loader: torch.utils.data.DataLoader, cfg: EvalConfig = EvalConfig()
+    model: nn.Module,
+    loader: torch.utils.data.DataLoader,
+    cfg: EvalConfig = EvalConfig(),
+    spec: ModelSpec | None = None,
 ) -> dict:
-    """Score `model` on every batch of `loader`; returns the report dict (see `summarize`)."""
+    """Score `model` on every batch of `loader`; returns the report dict (see `summarize`).
+    The model's spec (given, or its own) says its class counts and detection decoder."""
     was_training = model.training
     model.eval()
     device = _model_device(model)
-    scorer = _Scorer(cfg)
+    try:
+        ms: ModelSpec | None = spec_of(model, spec)
+    except ModelSpecError:  # a model without a spec: decoded detection, 2-class masks
+        ms = None
+    scorer = _Scorer(cfg, ms, ms.decoder_info(model) if ms is not None else None)
     start, n_images = time.perf_counter(), 0
     try:
         for batch in tqdm(loader, desc="eval", leave=False, disable=not cfg.progress):
             images = batch["images"].to(device, non_blocking=True)
             with torch.autocast(device.type, enabled=cfg.amp and device.type == "cuda"):
                 outputs = model(images)
-            scorer.update(outputs, batch)
+            scorer.update(outputs, batch, tuple(images.shape[2:]))
             n_images += images.shape[0]
     finally:
         model.train(was_training)

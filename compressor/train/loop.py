@@ -18,7 +18,8 @@ from torch import nn
 from tqdm import tqdm
 
 from compressor.checkpoint import save_checkpoint
-from compressor.losses import YolopLoss, total_loss
+from compressor.losses import total_loss
+from compressor.models.spec import spec_of
 from compressor.train.config import TrainConfig
 from compressor.train.ddp import (
     DistContext,
@@ -76,7 +77,7 @@ def train(
     init_checkpoint_fields: dict | None = None,
 ) -> TrainResult:
     """Train `model` (default: built from cfg, or cfg.init / cfg.resume) with `loss_fn`
-    (default: YolopLoss with cfg.loss). `init_checkpoint_fields` (e.g. the pruning record) go
+    (default: the model spec's loss with cfg.loss). `init_checkpoint_fields` (e.g. the pruning record) go
     into every checkpoint written, so `load_checkpoint` rebuilds a pruned model."""
     ctx = init_distributed(cfg.device)
     existed = Path(cfg.out).exists()
@@ -120,8 +121,8 @@ class Trainer:
         self.cfg, self.ctx = cfg, ctx
         self.out = Path(cfg.out)
         check_out_dir(cfg)
-        self.data = build_data(cfg, ctx)
         src = load_model(cfg, model, extra_fields)
+        self.data = build_data(cfg, ctx, src.fields.get("preprocess"))
         self.fields = src.fields
         self.model = src.model.to(ctx.device).train()
         # EMA copy before attach: a deepcopy would otherwise clone the extension's hooks.
@@ -132,7 +133,7 @@ class Trainer:
             extension.attach(self.model)
             self._attached = True
             extension.to(ctx.device)
-        self.loss_fn = loss_fn or YolopLoss.for_model(self.model, cfg.loss)
+        self.loss_fn = loss_fn or spec_of(self.model).make_loss(self.model, cfg.loss)
         self.module = wrap(TrainModule(self.model, extension), ctx)
         self.steps_per_epoch = len(self.data.loader)
         trained = [self.model] + ([extension] if extension is not None else [])

@@ -3,6 +3,7 @@ init checkpoint, or from the checkpoint being resumed) and the checkpoint fields
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,6 +13,8 @@ from torch.utils.data import DataLoader
 from compressor.checkpoint import Checkpoint, CheckpointError, default_preprocess, load_checkpoint
 from compressor.data import BddDataset, DataConfig, make_loader
 from compressor.models import build_model
+from compressor.models.registry import get_builder
+from compressor.models.spec import ModelSpecError, spec_of
 from compressor.train.config import RESUME_OVERRIDABLE, TrainConfig, TrainConfigError
 from compressor.train.ddp import DistContext
 from compressor.train.sampler import EpochSampler
@@ -66,6 +69,29 @@ def _carried_fields(ckpt: Checkpoint) -> dict:
     return {"pruning": ckpt.pruning, "tasks": ckpt.tasks, "class_names": ckpt.class_names}
 
 
+_ARCH_FLAGS = ("width", "depth", "num_classes")
+
+
+def builder_kwargs(cfg: TrainConfig) -> dict:
+    """The architecture flags the model's builder takes; a flag set away from its default for a
+    builder that does not take it is a mistake, not something to ignore."""
+    params = inspect.signature(get_builder(cfg.model)).parameters
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    defaults = TrainConfig.__dataclass_fields__
+    out, refused = {}, []
+    for k in _ARCH_FLAGS:
+        if takes_any or k in params:
+            out[k] = getattr(cfg, k)
+        elif getattr(cfg, k) != defaults[k].default:
+            refused.append(f"{k}={getattr(cfg, k)!r}")
+    if refused:
+        raise TrainConfigError(
+            f"model {cfg.model!r} takes no {', '.join(refused)}; its builder takes "
+            f"{', '.join(params) or 'no arguments'}"
+        )
+    return out
+
+
 def load_model(cfg: TrainConfig, model: nn.Module | None, extra: dict | None) -> ModelSource:
     """Resume > init checkpoint > given model > a new built-in model."""
     src = ModelSource(model) if model is not None else None
@@ -81,10 +107,19 @@ def load_model(cfg: TrainConfig, model: nn.Module | None, extra: dict | None) ->
             src.resume_state = state
             src.fields["provenance"] = ckpt.provenance
     if src is None:
-        src = ModelSource(
-            build_model(cfg.model, width=cfg.width, depth=cfg.depth, num_classes=cfg.num_classes)
-        )
-    src.fields["preprocess"] = default_preprocess(cfg.imgsz)
+        src = ModelSource(build_model(cfg.model, **builder_kwargs(cfg)))
+    try:
+        spec = spec_of(src.model)
+    except ModelSpecError:  # a model without a spec: the ImageNet letterbox default
+        src.fields["preprocess"] = default_preprocess(cfg.imgsz)
+    else:
+        try:
+            hw = spec.check_input_hw(cfg.imgsz, "imgsz")
+        except ModelSpecError as e:
+            raise TrainConfigError(str(e)) from None
+        src.fields["preprocess"] = spec.preprocess.to_dict(hw)
+        src.fields.setdefault("tasks", list(spec.task_names))
+        src.fields.setdefault("class_names", list(spec.class_names))
     src.fields.update(extra or {})
     if not (hasattr(src.model, "model_name") or "model_name" in src.fields):
         raise CheckpointError(
@@ -123,9 +158,12 @@ class Data:
     val_loader: DataLoader | None
 
 
-def build_data(cfg: TrainConfig, ctx: DistContext) -> Data:
-    """Training loader on every rank (sharded); validation loader on rank 0 only."""
-    train_cfg = DataConfig(
+def build_data(cfg: TrainConfig, ctx: DistContext, preprocess: dict | None = None) -> Data:
+    """Training loader on every rank (sharded); validation loader on rank 0 only. Images are
+    normalised as the model's `preprocess` (its checkpoint block) says."""
+    pre = {k: v for k, v in (preprocess or {}).items() if k != "input_hw"}
+    train_cfg = DataConfig.for_preprocess(
+        pre,
         input_hw=cfg.imgsz,
         augment=cfg.augment,
         lane_labels=cfg.train_lane_labels,
@@ -145,7 +183,8 @@ def build_data(cfg: TrainConfig, ctx: DistContext) -> Data:
         train, cfg.batch, shuffle=False, workers=cfg.workers, sampler=sampler, seed=cfg.seed
     )
     # Every rank opens the val split so a missing one fails everywhere (not a hang on rank 1).
-    val_cfg = DataConfig(
+    val_cfg = DataConfig.for_preprocess(
+        pre,
         input_hw=cfg.imgsz,
         augment=False,
         lane_labels=cfg.val_lane_labels,

@@ -334,10 +334,15 @@ def test_iterative_steps_fine_tune_in_between(teacher_ckpt, synth_dataset, tmp_p
 
 
 def test_default_taps_per_model_and_all():
-    from compressor.compress import DEFAULT_TAPS, resolve_distill
-    from compressor.distill import DistillConfig
+    from dataclasses import replace
 
-    assert resolve_distill(DistillConfig(), "yolop").taps == DEFAULT_TAPS["yolop"]
-    assert resolve_distill(DistillConfig(taps=("all",)), "yolop").taps == ()
-    assert resolve_distill(DistillConfig(taps=("neck_s8",)), "yolop").taps == ("neck_s8",)
-    assert resolve_distill(DistillConfig(), "other").taps == ()
+    from compressor.compress import resolve_distill
+    from compressor.distill import DistillConfig
+    from compressor.models.spec import get_spec
+
+    yolop = get_spec("yolop")
+    assert resolve_distill(DistillConfig(), yolop).taps == yolop.taps
+    assert "backbone_s8" in yolop.taps and "neck_s8" not in yolop.taps
+    assert resolve_distill(DistillConfig(taps=("all",)), yolop).taps == ()
+    assert resolve_distill(DistillConfig(taps=("neck_s8",)), yolop).taps == ("neck_s8",)
+    assert resolve_distill(DistillConfig(), replace(yolop, taps=())).taps == ()

@@ -17,7 +17,7 @@ from onnx import numpy_helper, shape_inference
 
 from compressor import build_model, save_checkpoint
 from compressor.checkpoint import default_preprocess
-from compressor.compress import DEFAULT_PROTECTED
+from compressor.models.spec import get_spec
 from compressor.latency import export_probe_bundle
 from compressor.latency.onnx_io import export_onnx
 from compressor.pruning import ImpossibleTargetError, PruneConfig, PruneConfigError, prune
@@ -27,7 +27,7 @@ from runtime.latency_model.table import LatencyTableMismatchError, load_table
 from runtime.latency_model.timers import ProbeTimer, Repeat
 
 HW = (64, 128)
-PROTECTED = DEFAULT_PROTECTED["yolop"]
+PROTECTED = get_spec("yolop").protected
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.usefixtures("one_thread")
 
