@@ -108,7 +108,7 @@ def test_checkpoint_roundtrip_and_errors(tmp_path):
     with pytest.raises(CheckpointError, match="bad.pt is not a PyTorch checkpoint"):
         load_checkpoint(tmp_path / "bad.pt")
     torch.save({"hello": 1}, tmp_path / "foreign.pt")
-    with pytest.raises(CheckpointError, match="not an mtc or YOLOP checkpoint"):
+    with pytest.raises(CheckpointError, match="not an mtc checkpoint or a state dict"):
         load_checkpoint(tmp_path / "foreign.pt")
     with pytest.raises(CheckpointError, match="does not fit"):
         load_checkpoint(tmp_path / "a.pt", model=build_model("yolop", width=0.25, depth=1.0))

@@ -8,6 +8,23 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from compressor.models.spec import KIND_DETECTION, KIND_SEGMENTATION, ModelSpec, TaskSpec
+
+_SEG = ("background", "foreground")
+# Its spec, carried on the model (`model.model_spec`): how an unregistered model tells the
+# pipeline what it is. Decoded in the graph (rows cx, cy, w, h, obj, cls).
+SPEC = ModelSpec(
+    name="tiny-multitask",
+    tasks=(
+        TaskSpec("det", KIND_DETECTION, ("vehicle",), decoder="yolop_anchor"),
+        TaskSpec("drivable", KIND_SEGMENTATION, _SEG),
+        TaskSpec("lane", KIND_SEGMENTATION, _SEG),
+    ),
+    loss=lambda model, cfg=None: None,
+    stride=8,
+    protected=("det_head", "seg_head"),
+)
+
 
 class TinyMultiTask(nn.Module):
     def __init__(self, unsupported_op: bool = False):
@@ -26,6 +43,7 @@ class TinyMultiTask(nn.Module):
         self.unsupported_op = unsupported_op
         self.model_name = "tiny-multitask"
         self.config = {"unsupported_op": unsupported_op}
+        self.model_spec = SPEC
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         f = self.stem(x)

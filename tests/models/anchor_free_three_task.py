@@ -94,8 +94,8 @@ class ThreeTaskLoss:
     """{det, drivable, lane}: the anchor-free det loss, BCE for drivable, BCE + Tversky
     (Dice at 0.5/0.5) for the thin lanes, as YOLOP's loss does."""
 
-    def __init__(self, model: AnchorFreeThreeTask) -> None:
-        head = model.det_head
+    def __init__(self, model: AnchorFreeThreeTask, config: object = None) -> None:
+        head = model.det_head  # `config`: the run's LossConfig, not used by this loss
         self.det = AnchorFreeLoss(head.strides, head.nc, head.reg_max)
 
     def __call__(self, outputs: dict, batch: dict) -> dict[str, torch.Tensor]:
