@@ -1,5 +1,11 @@
 """Task losses: callables `(outputs, batch) -> dict[task, scalar tensor]`."""
 
+from compressor.losses.segmentation import (
+    TWINLITE_LOSS,
+    SegmentationLoss,
+    SegTaskLoss,
+    focal_loss,
+)
 from compressor.losses.yolop import (
     LossConfig,
     LossConfigError,
@@ -10,6 +16,10 @@ from compressor.losses.yolop import (
 )
 
 __all__ = [
+    "TWINLITE_LOSS",
+    "SegTaskLoss",
+    "SegmentationLoss",
+    "focal_loss",
     "LossConfig",
     "LossConfigError",
     "LossInputError",

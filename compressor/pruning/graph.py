@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch_pruning as tp
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from compressor.pruning.errors import ProtectedLayerError, PruningGraphError
 from compressor.pruning.group import ChannelGroup, LayerSlice, slice_kind
@@ -21,6 +22,7 @@ ROOT_TYPES = (nn.modules.conv._ConvNd, nn.Linear)
 # Channel semantics do not survive a matrix product (the channel axis may be contracted or
 # become a token axis); DepGraph treats such ops as element-wise, so we refuse those groups.
 _MATMUL = re.compile(r"(mm|matmul|einsum|baddbmm|bmm)backward", re.IGNORECASE)
+_CATS = (torch.cat, torch.concat, torch.concatenate)
 
 
 @dataclass(frozen=True)
@@ -54,23 +56,74 @@ def _set_modes(model: nn.Module, modes: dict[nn.Module, bool]) -> None:
         m.training = training
 
 
+class _CatWidths(TorchFunctionMode):
+    """Records each channel concat's input widths, keyed by the result's grad_fn. DepGraph
+    infers them from neighbouring layers; when one input has no layer behind it (e.g. the image,
+    pooled) it gives up on that concat and maps each of its inputs to offset 0, so a group that
+    enters the concat twice loses one of its slices there."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.widths: dict = {}
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if func in _CATS and isinstance(out, torch.Tensor) and out.grad_fn is not None:
+            tensors = args[0] if args else kwargs["tensors"]
+            dim = args[1] if len(args) > 1 else kwargs.get("dim", 0)
+            if out.ndim > 1 and dim % out.ndim == 1:
+                self.widths[out.grad_fn] = [int(t.shape[1]) for t in tensors]
+        return out
+
+
 class _TraceForward:
     """Trace in train mode with BN frozen: the calibration mode, in which heads output their
     raw tensors (fewer decode ops for the tracer to interpret). Remembers the output tensors:
     DepGraph only marks an output node when the last op is not a layer, so a conv whose result
-    *is* an output would otherwise look prunable."""
+    *is* an output would otherwise look prunable; and the concats' input widths. The input
+    requires grad so that a branch computed from the image alone (an image pyramid concatenated
+    with features) is in the autograd graph, i.e. DepGraph sees every input of such a concat."""
 
     def __init__(self) -> None:
         self.outputs: list[torch.Tensor] = []
+        self.cat_widths: dict = {}
 
     def __call__(self, model: nn.Module, x: torch.Tensor):
         model.train()
         for m in model.modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
                 m.eval()
-        out = model(x)
+        if x.is_floating_point():
+            x = x.detach().requires_grad_(True)
+        with _CatWidths() as cats:
+            out = model(x)
+        self.cat_widths = cats.widths
         self.outputs = [t for t in tp.utils.flatten_as_list(out) if isinstance(t, torch.Tensor)]
         return out
+
+
+class _TracedDepGraph(tp.DependencyGraph):
+    """DepGraph whose channel concats carry the traced input widths before its shape inference
+    and index mapping run; concats without them are listed in `untraced_concats`."""
+
+    def __init__(self, tracer: _TraceForward):
+        super().__init__()
+        self._tracer = tracer
+        self.untraced_concats: set = set()
+
+    def _trace(self, *args, **kwargs):
+        module2node = super()._trace(*args, **kwargs)
+        widths = self._tracer.cat_widths
+        for node in module2node.values():
+            if node.type != tp.ops.OPTYPE.CONCAT:
+                continue
+            got = widths.get(node.grad_fn)
+            if got is not None and len(got) == len(node.inputs):
+                node.module.concat_sizes = list(got)
+            else:  # not a channel concat, or an input DepGraph does not see (a leaf)
+                self.untraced_concats.add(node)
+        return module2node
 
 
 class PruneGraph:
@@ -94,7 +147,7 @@ class PruneGraph:
         try:
             with warnings.catch_warnings(), torch.enable_grad():
                 warnings.simplefilter("ignore")
-                self.dg = tp.DependencyGraph().build_dependency(
+                self.dg = _TracedDepGraph(tracer).build_dependency(
                     model, example_inputs=example_inputs, forward_fn=tracer, verbose=False
                 )
         except Exception as e:  # the tracer raises anything from inside user code
@@ -159,6 +212,8 @@ class PruneGraph:
             is_output = isinstance(target, tp.ops._OutputOp) or target in self._output_layers
             if self.protect_outputs and is_output and self._is_out(item.dep.handler):
                 return "its channels are a model output (prediction layer)"
+            if item.dep.target in self.dg.untraced_concats:
+                return "channels pass through a concat whose input widths could not be traced"
             grad_fn = getattr(item.dep.target, "grad_fn", None)
             if grad_fn is not None and _MATMUL.search(grad_fn.name()):
                 return f"channels pass through a matrix product ({grad_fn.name()})"
