@@ -107,7 +107,7 @@ class DemoConfig:
             return [str(e)]
         return []
 
-    def arch(self) -> dict[str, float]:
+    def arch(self) -> dict[str, Any]:
         """width / depth for a model whose builder takes them (else its own architecture)."""
         import inspect
 

@@ -89,6 +89,7 @@ class Fp16Info:
     fp32_nodes: int
     casts_added: int
     fp32_ops: tuple[str, ...]
+    kept_fp32_for_range: tuple[str, ...] = ()  # tensors beyond FP16's safe range on the probes
 
 
 def _consumers(graph: onnx.GraphProto) -> dict[str, list[int]]:
@@ -122,10 +123,17 @@ def float_tensors(model: onnx.ModelProto) -> set[str]:
     return names | {t.name for t in g.initializer if t.data_type == TensorProto.FLOAT}
 
 
-def half_nodes(graph: onnx.GraphProto, sensitive: frozenset[str]) -> set[int]:
-    """Indices of the nodes that run in FP16: whitelisted ops outside the FP32 region."""
+def half_nodes(
+    graph: onnx.GraphProto, sensitive: frozenset[str], wide: frozenset[str] = frozenset()
+) -> set[int]:
+    """Indices of the nodes that run in FP16: whitelisted ops outside the FP32 region whose
+    outputs are not among the `wide` tensors (values beyond FP16's safe range)."""
     keep = fp32_region(graph, sensitive)
-    return {i for i, n in enumerate(graph.node) if i not in keep and n.op_type in FP16_OPS}
+    return {
+        i
+        for i, n in enumerate(graph.node)
+        if i not in keep and n.op_type in FP16_OPS and not set(n.output) & wide
+    }
 
 
 def sensitive_ops(keep_resize_fp32: bool) -> frozenset[str]:
@@ -133,11 +141,11 @@ def sensitive_ops(keep_resize_fp32: bool) -> frozenset[str]:
 
 
 class _Converter:
-    def __init__(self, model: onnx.ModelProto, sensitive: frozenset[str]):
+    def __init__(self, model: onnx.ModelProto, sensitive: frozenset[str], wide: frozenset[str]):
         self.model = model
         self.graph = model.graph
         self.floats = float_tensors(model)
-        self.half = half_nodes(self.graph, sensitive)
+        self.half = half_nodes(self.graph, sensitive, wide)
         self.inits = {t.name: t for t in self.graph.initializer}
         self.fp16_names: set[str] = set()  # tensors that now hold float16
         self.cast_cache: dict[tuple[str, int], str] = {}
@@ -240,11 +248,14 @@ def _topological(nodes: list[onnx.NodeProto], graph: onnx.GraphProto) -> list[on
 
 
 def convert_to_fp16(
-    model: onnx.ModelProto, keep_resize_fp32: bool = False
+    model: onnx.ModelProto,
+    keep_resize_fp32: bool = False,
+    wide: frozenset[str] = frozenset(),
 ) -> tuple[onnx.ModelProto, Fp16Info]:
+    """`wide`: tensors whose producers stay FP32 (see `fp16_ranges.wide_range_outputs`)."""
     work = onnx.ModelProto()
     work.CopyFrom(model)
-    info = _Converter(work, sensitive_ops(keep_resize_fp32)).run()
+    info = _Converter(work, sensitive_ops(keep_resize_fp32), wide).run()
     work = onnx.shape_inference.infer_shapes(work, strict_mode=True)
     try:
         onnx.checker.check_model(work, full_check=True)
@@ -256,13 +267,19 @@ def convert_to_fp16(
 class Fp16OnnxFromOnnx:
     """Lazy: calling converts `onnx_loader()`; `info` is filled after the call."""
 
-    def __init__(self, onnx_loader: Callable[[], onnx.ModelProto], keep_resize_fp32: bool = False):
+    def __init__(
+        self,
+        onnx_loader: Callable[[], onnx.ModelProto],
+        keep_resize_fp32: bool = False,
+        wide: frozenset[str] = frozenset(),
+    ):
         self.onnx_loader, self.keep_resize_fp32 = onnx_loader, keep_resize_fp32
+        self.wide = wide
         self.info: Fp16Info | None = None
 
     def __call__(self) -> onnx.ModelProto:
         return self.with_info()[0]
 
     def with_info(self) -> tuple[onnx.ModelProto, Fp16Info]:
-        model, self.info = convert_to_fp16(self.onnx_loader(), self.keep_resize_fp32)
+        model, self.info = convert_to_fp16(self.onnx_loader(), self.keep_resize_fp32, self.wide)
         return model, self.info

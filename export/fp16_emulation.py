@@ -40,12 +40,14 @@ def _round_nodes(src: str, dst: str) -> list[onnx.NodeProto]:
     ]
 
 
-def emulate_fp16(model: onnx.ModelProto, keep_resize_fp32: bool = False) -> onnx.ModelProto:
+def emulate_fp16(
+    model: onnx.ModelProto, keep_resize_fp32: bool = False, wide: frozenset[str] = frozenset()
+) -> onnx.ModelProto:
     work = onnx.ModelProto()
     work.CopyFrom(model)
     g = work.graph
     floats = float_tensors(work)
-    half = half_nodes(g, sensitive_ops(keep_resize_fp32))
+    half = half_nodes(g, sensitive_ops(keep_resize_fp32), wide)
     inits = {t.name: t for t in g.initializer}
     _const(g, "__r16_split", _SPLIT)
     _const(g, "__r16_max", _FP16_MAX)

@@ -20,6 +20,7 @@ from export.errors import ExportConfigError
 from export.fp16 import Fp16Info, Fp16OnnxFromOnnx
 from export.fp16_agreement import fp16_agreement, require_fp16_agreement
 from export.fp16_emulation import emulate_fp16
+from export.fp16_ranges import wide_range_outputs
 from export.lint import LintReport, lint_onnx, require_lint
 from export.onnx_export import LoadedModel, OnnxFromModel
 from export.ort_run import OrtModel
@@ -167,12 +168,15 @@ def make_fp16(
     """The FP16 ONNX, and its agreement with FP32 twice: as ONNX Runtime CPU runs the artifact
     (FP16 weights, mostly FP32 compute) and under FP16 rounding emulation (what a GPU does).
     Both must meet the thresholds."""
-    model, info = Fp16OnnxFromOnnx(lambda: fp32, cfg.fp16_keep_resize_fp32).with_info()
+    wide = wide_range_outputs(fp32, [images for _, images in cases])
+    keep = cfg.fp16_keep_resize_fp32
+    model, info = Fp16OnnxFromOnnx(lambda: fp32, keep, wide).with_info()
+    info = replace(info, kept_fp32_for_range=tuple(sorted(wide)))
     ref = OrtModel(fp32)
     reports = {}
     for label, other in (
         ("onnxruntime", model),
-        ("emulated", emulate_fp16(fp32, cfg.fp16_keep_resize_fp32)),
+        ("emulated", emulate_fp16(fp32, keep, wide)),
     ):
         rep = fp16_agreement(ref, OrtModel(other), cases, plan.spec, cfg.fp16)
         require_fp16_agreement(rep, f"FP16 ONNX ({label})")

@@ -49,6 +49,15 @@ class Letterbox:
         return cls(**{k: d[k] for k in cls.__dataclass_fields__})
 
 
+def stretch_params(src_hw: tuple[int, int], out_hw: tuple[int, int]) -> Letterbox:
+    """A plain resize expressed as a Letterbox without padding (models whose preprocessing says
+    `letterbox: false`); masks map back exactly, boxes exactly when the aspect ratio is kept
+    (one scale; BDD100K's 16:9 frames to 640x360)."""
+    (src_h, src_w), (out_h, out_w) = src_hw, out_hw
+    scale = min(out_h / src_h, out_w / src_w)
+    return Letterbox(src_h, src_w, out_h, out_w, out_h, out_w, 0, 0, scale)
+
+
 def letterbox_params(src_hw: tuple[int, int], out_hw: tuple[int, int]) -> Letterbox:
     """Scale to fit `out_hw` keeping aspect ratio, centre, pad the rest."""
     src_h, src_w = int(src_hw[0]), int(src_hw[1])

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from runtime.errors import MtcError
-from runtime.geometry import Letterbox, letterbox_image, letterbox_params
+from runtime.geometry import Letterbox, letterbox_image, letterbox_params, stretch_params
 from runtime.sidecar import PreprocessInfo
 
 # Network colour order -> which BGR channel feeds network channel 0, 1, 2.
@@ -22,14 +22,6 @@ CHANNEL_SOURCES: dict[str, tuple[int, int, int]] = {"RGB": (2, 1, 0), "BGR": (0,
 
 class PreprocessError(MtcError):
     """Frames that cannot become a batch (too many, wrong shape)."""
-
-
-def stretch_params(src_hw: tuple[int, int], out_hw: tuple[int, int]) -> Letterbox:
-    """A plain resize expressed as a Letterbox without padding, for artifacts exported with
-    `letterbox: false`; every coordinate mapping then works unchanged."""
-    (src_h, src_w), (out_h, out_w) = src_hw, out_hw
-    scale = min(out_h / src_h, out_w / src_w)
-    return Letterbox(src_h, src_w, out_h, out_w, out_h, out_w, 0, 0, scale)
 
 
 class Preprocessor:

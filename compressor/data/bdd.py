@@ -36,6 +36,7 @@ from runtime.geometry import (
     letterbox_image,
     letterbox_mask,
     letterbox_params,
+    stretch_params,
 )
 from runtime.image_read import ImageDecodeError, file_truncation, read_image
 from runtime.spec import IMAGENET_MEAN, IMAGENET_STD
@@ -150,7 +151,8 @@ class BddDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         rec = self.records[index]
         image, drivable, lane = self.load_raw(index)
-        lb = letterbox_params(image.shape[:2], self.cfg.input_hw)
+        fit = letterbox_params if self.cfg.letterbox else stretch_params
+        lb = fit(image.shape[:2], self.cfg.input_hw)
         image = letterbox_image(image, lb)
         masks = (letterbox_mask(drivable, lb), letterbox_mask(lane, lb))
         boxes = boxes_to_letterbox(rec.boxes, lb)

@@ -41,11 +41,12 @@ class DataConfig:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     color: str = "RGB"
+    letterbox: bool = True  # False: a plain resize to input_hw (no padding)
 
     @classmethod
     def for_preprocess(cls, preprocess: dict, **fields: object) -> DataConfig:
         """A config whose input_hw / mean / std / color are a checkpoint's `preprocess` block."""
-        keys = {"input_hw": "input_hw", "mean": "mean", "std": "std", "color": "color"}
+        keys = {k: k for k in ("input_hw", "mean", "std", "color", "letterbox")}
         taken = {k: preprocess[v] for k, v in keys.items() if preprocess.get(v) is not None}
         for k in ("mean", "std", "input_hw"):
             if k in taken:

@@ -263,7 +263,9 @@ class TwinLiteNet(nn.Module):
         return {TASK_DRIVABLE: drivable, TASK_LANE: lane}
 
 
-def _loss(model: nn.Module):
+def _loss(model: nn.Module, config=None):
+    """Focal + Tversky as the official training; `config` (the run's LossConfig) scales the
+    tasks by its drivable/lane weights when given."""
     from compressor.losses.segmentation import TWINLITE_LOSS, SegmentationLoss
 
     return SegmentationLoss(TWINLITE_LOSS)

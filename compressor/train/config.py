@@ -152,20 +152,6 @@ def _positive(cfg: TrainConfig, names: tuple[str, ...], allow_zero: bool = False
     return out
 
 
-def _stride_problem(cfg: TrainConfig) -> str | None:
-    """The model's input-size rule (its spec's stride), when the model is a registered one."""
-    from compressor.models.spec import ModelSpecError, registered_specs
-
-    spec = registered_specs().get(cfg.model)
-    if spec is None or cfg.init or cfg.resume:  # a checkpoint's model is checked when loaded
-        return None
-    try:
-        spec.check_input_hw(cfg.imgsz, "imgsz")
-    except ModelSpecError as e:
-        return str(e)
-    return None
-
-
 def _problems(cfg: TrainConfig) -> list[str | None]:
     out: list[str | None] = [
         _choice("optimizer", cfg.optimizer, OPTIMIZERS),
@@ -178,8 +164,6 @@ def _problems(cfg: TrainConfig) -> list[str | None]:
     ]
     if len(cfg.imgsz) != 2 or min(cfg.imgsz) <= 0:
         out.append(f"imgsz must be two positive integers (height width), got {cfg.imgsz}")
-    else:
-        out.append(_stride_problem(cfg))
     out += _positive(
         cfg,
         (
