@@ -42,7 +42,7 @@ from compressor.compress import CompressConfig, compress, finetune_config
 from compressor.data import BddDataset, DataConfig, make_loader
 from compressor.data.synth import SynthConfig, generate
 from compressor.distill import DistillConfig
-from compressor.pruning import IMPORTANCES, PruneConfig
+from compressor.pruning import PruneConfig, list_importances
 from compressor.train import TrainConfig, train
 from compressor.train.evaluate import EvalConfig, evaluate, summarize
 
@@ -70,7 +70,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--calib-batches", type=int, default=8)
-    p.add_argument("--importances", nargs="*", default=list(IMPORTANCES))
+    p.add_argument("--importances", nargs="*", default=list_importances())
     p.add_argument("--kd-modes", nargs="+", default=["no_kd", "kd"], choices=["no_kd", "kd"])
     p.add_argument("--kd-weight", type=float, default=None, help="default: DistillConfig's")
     p.add_argument("--kd-loss", default=None, help="default: DistillConfig's")

@@ -26,9 +26,9 @@ import torch
 from bench_prune_speed import random_batches
 
 from compressor import build_model
-from compressor.models.spec import get_spec
 from compressor.latency import measure_models, obtain_table, plan_measurer
 from compressor.losses import YolopLoss
+from compressor.models.spec import get_spec
 from compressor.pruning import PruneConfig, prune
 from runtime.hostinfo import cpu_name
 

@@ -17,6 +17,7 @@ from runtime.cli_kernel import (
     run_cli,
 )
 from runtime.errors import MtcError
+from runtime.trt_targets import DEFAULT_TARGET, target_names
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -96,9 +97,10 @@ def _engine_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dla-core", type=int, default=None, help="build for this DLA core (Jetson)")
     p.add_argument(
         "--trt-target",
-        choices=("10.3", "11"),
+        choices=target_names(),
         default=None,
-        help="TensorRT to lint for and write the build for (default: installed, else 10.3)",
+        help="TensorRT to lint for and write the build for (runtime/trt_targets.py; default: "
+        f"installed, else {DEFAULT_TARGET})",
     )
     p.add_argument(
         "--dry-run",
@@ -166,7 +168,7 @@ def _lint_only(a: argparse.Namespace) -> int:
     if not path.is_file():
         raise MtcError(f"{path} does not exist (--lint-only takes an .onnx file)")
     try:
-        rep = lint_onnx(path, a.trt_target or "10.3")
+        rep = lint_onnx(path, a.trt_target or DEFAULT_TARGET)
     except Exception as e:  # onnx.load raises DecodeError etc. on a non-ONNX file
         raise MtcError(f"cannot read {path} as ONNX ({str(e)[:200]})") from None
     out = prepare_output_dir(Path(a.output)) / f"{path.stem}.lint.json"

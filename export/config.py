@@ -9,13 +9,13 @@ from pathlib import Path
 
 from export.errors import ExportConfigError
 from runtime.spec import NMS_CONF, NMS_IOU, NMS_MAX_DET
+from runtime.trt_targets import DEFAULT_TARGET, get_target, resolve_target, target_names
 
 SIMPLIFIERS: tuple[str, ...] = ("none", "onnxslim", "onnxsim")
 ENGINES: tuple[str, ...] = ("fp16", "fp32", "none")
 SEG_OUTPUT_CHOICES: tuple[str, ...] = ("argmax", "logits")
-TRT_TARGETS: tuple[str, ...] = ("10.3", "11")
-# TensorRT 10.3 (JetPack 6) parses opsets 9..20; 17 is the newest opset every exporter path here
-# and onnxconverter-common handle without surprises.
+# TensorRT targets: runtime/trt_targets.py. 17 is inside every target's opset range and the
+# newest opset every exporter path here and onnxconverter-common handle without surprises.
 DEFAULT_OPSET = 17
 
 
@@ -58,7 +58,7 @@ class Fp16Thresholds:
 class ExportConfig:
     """Everything `export_model` needs besides the model. `imgsz=None` takes the checkpoint's
     input size; `name=None` takes the checkpoint's file stem; `trt_target=None` follows the
-    installed TensorRT, else 10.3 (JetPack 6)."""
+    installed TensorRT, else runtime.trt_targets.DEFAULT_TARGET (JetPack 6)."""
 
     output_dir: str = "export_out"
     name: str | None = None
@@ -95,7 +95,7 @@ class ExportConfig:
         _check_choice("engine", self.engine, ENGINES)
         _check_choice("seg_output", self.seg_output, SEG_OUTPUT_CHOICES)
         if self.trt_target is not None:
-            _check_choice("trt_target", self.trt_target, TRT_TARGETS)
+            _check_choice("trt_target", self.trt_target, target_names())
         if self.imgsz is not None:
             check_imgsz(self.imgsz)
         if self.name is not None and (
@@ -107,10 +107,11 @@ class ExportConfig:
             )
         self._check_batches()
         self._check_numbers()
-        if self.engine == "fp16" and self.trt_target == "11" and not self.fp16_onnx:
+        target = get_target(self.trt_target or DEFAULT_TARGET)
+        if self.engine == "fp16" and target.strongly_typed and not self.fp16_onnx:
             raise ExportConfigError(
-                "--engine fp16 for TensorRT 11 builds from the FP16 ONNX (strongly typed), but "
-                "--no-fp16-onnx was given; drop --no-fp16-onnx or use --engine fp32"
+                f"--engine fp16 for TensorRT {target.name} builds from the FP16 ONNX (strongly "
+                "typed), but --no-fp16-onnx was given; drop --no-fp16-onnx or use --engine fp32"
             )
 
     def _check_batches(self) -> None:
@@ -125,10 +126,11 @@ class ExportConfig:
             raise ExportConfigError(f"parity_batch_cap must be >= 1, got {self.parity_batch_cap}")
 
     def _check_numbers(self) -> None:
-        if not 9 <= self.opset <= 20:
+        t = get_target(self.trt_target or DEFAULT_TARGET)
+        if not t.opset_min <= self.opset <= t.opset_max:
             raise ExportConfigError(
-                f"--opset {self.opset} is outside 9..20, the range TensorRT 10.3 parses; "
-                f"use --opset {DEFAULT_OPSET}"
+                f"--opset {self.opset} is outside {t.opset_min}..{t.opset_max}, the range "
+                f"TensorRT {t.name} parses; use --opset {DEFAULT_OPSET}"
             )
         if self.nms_in_graph and self.opset < 11:
             raise ExportConfigError("--nms-in-graph needs --opset >= 11 (NonMaxSuppression)")
@@ -177,8 +179,6 @@ def default_timing_cache_dir() -> Path:
 
 
 def resolve_trt_target(cfg_target: str | None, installed_version: str | None) -> str:
-    """The op table to lint against: asked for, else the installed TensorRT, else JetPack 6."""
-    if cfg_target is not None:
-        return cfg_target
-    major = (installed_version or "").split(".")[0]
-    return "11" if major.isdigit() and int(major) >= 11 else "10.3"
+    """The target to lint for and build: asked for, else the installed TensorRT's, else
+    DEFAULT_TARGET (runtime/trt_targets.py)."""
+    return resolve_target(cfg_target, installed_version).name

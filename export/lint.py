@@ -2,7 +2,8 @@
 
 No GPU-free TensorRT parser exists, so this is the closest static check: ONNX checker, strict
 shape inference, the opset range of the target, every node against the onnx-tensorrt operator
-table of the target release (shipped in `export/data/`, source named inside), per-op
+table of the target release (the targets: runtime/trt_targets.py; their tables are shipped in
+`export/data/`, source named inside), per-op
 restrictions (`lint_rules`), UINT8 only at the network boundary, and static shapes except the
 batch axis. Errors fail the export; warnings (uncertain table entries) are reported only."""
 
@@ -17,9 +18,9 @@ from pathlib import Path
 import onnx
 from onnx import TensorProto
 
-from export.config import TRT_TARGETS
 from export.errors import ExportConfigError, LintError
 from export.lint_rules import RULES, GraphConstants
+from runtime.trt_targets import DEFAULT_TARGET, TrtTarget, TrtTargetError, get_target
 
 DATA_DIR = Path(__file__).parent / "data"
 _DEFAULT_DOMAINS = ("", "ai.onnx")
@@ -83,11 +84,28 @@ class LintReport:
         return "\n".join(lines)
 
 
-@cache
+def lint_target(target: str) -> TrtTarget:
+    try:
+        return get_target(target)
+    except TrtTargetError as e:
+        raise ExportConfigError(f"no op table for TensorRT {target!r}: {e}") from None
+
+
 def op_table(target: str) -> dict:
-    if target not in TRT_TARGETS:
-        raise ExportConfigError(f"no op table for TensorRT {target!r}; known: {TRT_TARGETS}")
-    with open(DATA_DIR / f"trt_ops_{target}.json", encoding="utf-8") as f:
+    """The operator table of `target` (its entry names the file)."""
+    t = lint_target(target)
+    table = _load_table(str(DATA_DIR / t.op_table))
+    if table.get("tensorrt") != t.name:
+        raise ExportConfigError(
+            f"{t.op_table} is the op table of TensorRT {table.get('tensorrt')!r}, not of target "
+            f"{t.name!r}; fix op_table in runtime/trt_targets.py"
+        )
+    return table
+
+
+@cache
+def _load_table(path: str) -> dict:
+    with open(path, encoding="utf-8") as f:
         return json.load(f)
 
 
@@ -108,11 +126,11 @@ def _check_structure(model: onnx.ModelProto, rep: LintReport) -> onnx.ModelProto
         return None
 
 
-def _check_opsets(model: onnx.ModelProto, table: dict, rep: LintReport) -> None:
+def _check_opsets(model: onnx.ModelProto, target: TrtTarget, rep: LintReport) -> None:
     for imp in model.opset_import:
         if imp.domain in _DEFAULT_DOMAINS:
             rep.opset = imp.version
-            lo, hi = table["opset_min"], table["opset_max"]
+            lo, hi = target.opset_min, target.opset_max
             if not lo <= imp.version <= hi:
                 rep.issues.append(
                     LintIssue(
@@ -219,8 +237,8 @@ def _elem_types(inferred: onnx.ModelProto) -> dict[str, int]:
     return out
 
 
-def lint_onnx(model: onnx.ModelProto | str | Path, target: str = "10.3") -> LintReport:
-    """Lint one ONNX (proto or path) for TensorRT `target` ("10.3" or "11")."""
+def lint_onnx(model: onnx.ModelProto | str | Path, target: str = DEFAULT_TARGET) -> LintReport:
+    """Lint one ONNX (proto or path) for TensorRT `target` (a name in runtime/trt_targets.py)."""
     table = op_table(target)
     if not isinstance(model, onnx.ModelProto):
         model = onnx.load(str(model))
@@ -232,10 +250,10 @@ def lint_onnx(model: onnx.ModelProto | str | Path, target: str = "10.3") -> Lint
                 "warning",
                 "op-table",
                 f"the TensorRT {target} op table is unverified: "
-                f"{table['source']}; see export/data/trt_ops_{target}.json",
+                f"{table['source']}; see export/data/{lint_target(target).op_table}",
             )
         )
-    _check_opsets(model, table, rep)
+    _check_opsets(model, lint_target(target), rep)
     inferred = _check_structure(model, rep)
     elem = _elem_types(inferred) if inferred is not None else {}
     _check_ops(model.graph, table, elem, rep)

@@ -10,6 +10,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from runtime.trt_targets import get_target
+
 _RESIZE_MODES = {"nearest", "linear"}
 _RESIZE_COORDS = {
     "half_pixel",
@@ -94,7 +96,7 @@ def _scatter_nd(node: onnx.NodeProto, consts: GraphConstants, target: str) -> li
 
 
 def _const_axes(node: onnx.NodeProto, consts: GraphConstants, target: str) -> list[str]:
-    if target != "10.3" or len(node.input) < 2 or not node.input[1]:
+    if not get_target(target).const_axes or len(node.input) < 2 or not node.input[1]:
         return []
     if consts.get(node.input[1]) is None:
         return ["axes input is not a constant (dynamic axes need TensorRT >= 10.7)"]

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from export.errors import ExportError
-from export.tensorrt_build import FP16_BUILDER_FLAG, FP16_STRONGLY_TYPED, EngineBuildConfig
-from runtime import trt_build
+from export.tensorrt_build import FP16_STRONGLY_TYPED, EngineBuildConfig
+from runtime import trt_build, trt_targets
 from runtime.fileio import atomic_write_text
 
 # The export machine is usually not the target, so the scripts find the timing cache folder and
@@ -25,7 +25,7 @@ class EnginePlan:
 
     onnx: str  # file name next to the script
     engine: str
-    target: str  # "10.3" | "11"
+    target: str  # a name in runtime/trt_targets.py
     fp16_path: str | None
     cache_dir: str | None  # None: the per-user default on the target
 
@@ -37,9 +37,7 @@ class EnginePlan:
 def plan_for_target(
     name: str, precision: str, target: str, has_fp16_onnx: bool, cache_dir: str | None
 ) -> EnginePlan:
-    fp16_path = None
-    if precision == "fp16":
-        fp16_path = FP16_STRONGLY_TYPED if target == "11" else FP16_BUILDER_FLAG
+    fp16_path = trt_targets.get_target(target).fp16_path if precision == "fp16" else None
     use_fp16_onnx = fp16_path == FP16_STRONGLY_TYPED and has_fp16_onnx
     onnx = f"{name}_fp16.onnx" if use_fp16_onnx else f"{name}.onnx"
     return EnginePlan(onnx, f"{name}_{precision}.engine", target, fp16_path, cache_dir)
@@ -51,10 +49,8 @@ def _shape(cfg: EngineBuildConfig, batch: int) -> str:
 
 def trtexec_command(plan: EnginePlan, cfg: EngineBuildConfig) -> list[str]:
     cmd = ["trtexec", f"--onnx={plan.onnx}", f"--saveEngine={plan.engine}"]
-    if plan.fp16_path == FP16_BUILDER_FLAG:
-        cmd.append("--fp16")
-    if plan.fp16_path == FP16_STRONGLY_TYPED:
-        cmd.append("--stronglyTyped")
+    if plan.fp16_path:
+        cmd += trt_targets.get_target(plan.target).trtexec_fp16
     cmd += [
         f"--minShapes={_shape(cfg, cfg.min_batch)}",
         f"--optShapes={_shape(cfg, cfg.opt_batch)}",
@@ -117,10 +113,11 @@ def write_build_script(path: Path, plan: EnginePlan, cfg: EngineBuildConfig) -> 
     """Ship `runtime/trt_build.py` itself beside the ONNX, with this build's arguments in its
     SHIPPED_ARGS: the same builder and sidecar code as mtc-export, and it needs TensorRT only."""
     source = Path(trt_build.__file__).read_text(encoding="utf-8")
-    if source.count(_SHIPPED_MARKER) != 1 or not source.startswith("#!"):
+    markers = (_SHIPPED_MARKER, _TARGETS_MARKER)
+    if any(source.count(m) != 1 for m in markers) or not source.startswith("#!"):
         raise ExportError(
-            f"{trt_build.__file__} lost its shebang or its {_SHIPPED_MARKER.strip()!r} line; "
-            "the device build script is made from them"
+            f"{trt_build.__file__} lost its shebang or one of its lines "
+            f"{[m.strip() for m in markers]}; the device build script is made from them"
         )
     args = build_script_args(plan, cfg)
     shebang, rest = source.split("\n", 1)
@@ -130,9 +127,12 @@ def write_build_script(path: Path, plan: EnginePlan, cfg: EngineBuildConfig) -> 
         "# arguments below; extra arguments override them (see --help). Needs TensorRT only.\n"
     )
     rest = rest.replace(_SHIPPED_MARKER, f"SHIPPED_ARGS: list[str] = {args!r}\n")
+    rows = [(t.name, t.min_version, t.fp16_path) for t in trt_targets.TARGETS]
+    rest = rest.replace(_TARGETS_MARKER, f"{_TARGETS_MARKER.split(' = ')[0]} = {rows!r}\n")
     atomic_write_text(path, f"{shebang}\n{header}{rest}")
     path.chmod(0o755)
     return path
 
 
 _SHIPPED_MARKER = "SHIPPED_ARGS: list[str] = []\n"
+_TARGETS_MARKER = "SHIPPED_TARGETS: list[tuple[str, tuple[int, int], str]] = []\n"

@@ -45,13 +45,13 @@ from runtime.spec import (
     PAD_VALUE,
     SEG_TASKS,
 )
+from runtime.trt_build import FP16_PATHS
 
 SCHEMA_VERSION = 1
 # Artifact suffix -> sidecar `format`.
 SUFFIX_FORMATS: dict[str, str] = {".onnx": "onnx", ".engine": "engine", ".plan": "engine"}
 FORMATS = ("onnx", "engine")
 PRECISIONS = ("fp32", "fp16")
-FP16_PATHS = ("builder_flag", "strongly_typed_fp16_onnx")
 COLORS = ("RGB", "BGR")
 DET_LAYOUTS = (DET_LAYOUT_XYXY, DET_LAYOUT_CXCYWH)
 SEG_OUTPUT_KINDS = (SEG_ARGMAX, SEG_LOGITS)

@@ -10,11 +10,12 @@
   library at import time, and mtc's own helpers only where they are installed.
 - Latency probes time engines built by `build_serialized_engine` on the device.
 
-FP16 by TensorRT version (never silently FP32):
-- 10.x: weakly typed network from the FP32 ONNX + `BuilderFlag.FP16`, after checking
-  `platform_has_fast_fp16`  -> fp16_path "builder_flag".
-- 11.x (no `BuilderFlag.FP16`): strongly typed network from the FP16 ONNX, whose own tensor types
-  carry the precision  -> fp16_path "strongly_typed_fp16_onnx".
+FP16 by TensorRT version (never silently FP32), as the target table (runtime/trt_targets.py)
+says for the installed version (the shipped copy carries the table's rows in SHIPPED_TARGETS):
+- fp16_path "builder_flag" (10.x): weakly typed network from the FP32 ONNX + `BuilderFlag.FP16`,
+  after checking `platform_has_fast_fp16`.
+- fp16_path "strongly_typed_fp16_onnx" (11.x, no `BuilderFlag.FP16`): strongly typed network from
+  the FP16 ONNX, whose own tensor types carry the precision.
 The engine's sidecar is the source ONNX's sidecar with the engine's facts put in
 (`engine_sidecar`), so the runtime finds the same input, outputs and preprocessing in both.
 """
@@ -50,6 +51,9 @@ INSTALL_HINT = (
 )
 # mtc-export writes the build's arguments here in the copy it ships; empty in the package.
 SHIPPED_ARGS: list[str] = []
+# ... and the TensorRT target table's rows, (name, (major, minor) from, fp16_path); empty in the
+# package, which reads runtime/trt_targets.py itself.
+SHIPPED_TARGETS: list[tuple[str, tuple[int, int], str]] = []
 
 Shapes = dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]
 
@@ -106,24 +110,58 @@ def trt_major(trt: Any) -> int:
     return int(str(trt.__version__).split(".")[0])
 
 
+def target_rows() -> list[tuple[str, tuple[int, int], str]]:
+    """(name, lowest (major, minor), fp16_path) per TensorRT target: the shipped copy's rows, else
+    runtime/trt_targets.py; none for a bare copy of this file (then only capabilities count)."""
+    if SHIPPED_TARGETS:
+        return [(n, (int(v[0]), int(v[1])), p) for n, v, p in SHIPPED_TARGETS]
+    try:
+        from runtime.trt_targets import TARGETS
+    except ImportError:
+        return []
+    return [(t.name, t.min_version, t.fp16_path) for t in TARGETS]
+
+
+def installed_target(trt: Any) -> tuple[str, str] | None:
+    """(target name, fp16_path) of the installed TensorRT: the row with the highest lowest
+    version not above it (runtime.trt_targets.target_for_version, on the rows); None when the
+    version is unreadable or older than every target."""
+    parts = str(trt.__version__).split(".")
+    try:
+        version = (int(parts[0]), int(parts[1]) if len(parts) > 1 else 0)
+    except ValueError:
+        return None
+    fits = [row for row in target_rows() if row[1] <= version]
+    if not fits:
+        return None
+    name, _, path = max(fits, key=lambda row: row[1])
+    return name, path
+
+
 def fp16_path_for(trt: Any) -> str:
-    """10.x keeps the weakly typed FP16 flag; 11.x removed it, so only strongly typed works."""
-    if trt_major(trt) >= 11 or not hasattr(trt.BuilderFlag, "FP16"):
+    """The installed version's target says; a TensorRT without `BuilderFlag.FP16` (11.x removed
+    it) can only build strongly typed, whatever the table says."""
+    if not hasattr(trt.BuilderFlag, "FP16"):
         return FP16_STRONGLY_TYPED
-    return FP16_BUILDER_FLAG
+    target = installed_target(trt)
+    return target[1] if target else FP16_BUILDER_FLAG
 
 
 def check_fp16_path(trt: Any, fp16_path: str) -> None:
     """A recipe made for one TensorRT line must not be built, silently different, on another."""
     if fp16_path not in FP16_PATHS:
         raise EngineBuildError(f"fp16_path {fp16_path!r} is not one of {', '.join(FP16_PATHS)}")
+    target = installed_target(trt)
     if fp16_path == FP16_BUILDER_FLAG and fp16_path_for(trt) != FP16_BUILDER_FLAG:
+        fix = f"--trt-target {target[0]}" if target else "the --trt-target of this TensorRT"
         raise EngineBuildError(
-            f"TensorRT {trt.__version__} has no FP16 builder flag: re-export with --trt-target 11"
+            f"TensorRT {trt.__version__} has no FP16 builder flag: re-export with {fix}"
         )
-    if fp16_path == FP16_STRONGLY_TYPED and trt_major(trt) < 10:
+    rows = target_rows()
+    if fp16_path == FP16_STRONGLY_TYPED and rows and target is None:
+        known = ", ".join(f"{n} (from {v[0]}.{v[1]})" for n, v, _ in rows)
         raise EngineBuildError(
-            f"TensorRT {trt.__version__} is too old for this export (needs 10.x or 11.x)"
+            f"TensorRT {trt.__version__} is too old for this export (targets: {known})"
         )
 
 

@@ -22,6 +22,7 @@ from compressor.latency.config import BACKENDS as LATENCY_BACKENDS
 from compressor.latency.config import PRECISIONS, LatencyConfig
 from compressor.pruning import PruneConfig
 from compressor.pruning.config import AGGREGATES, CONFLICT_MODES, NORMALIZERS, RESCALES, TARGETS
+from compressor.pruning.importance import importance_aliases, list_importances
 from runtime.cli_kernel import check_input_path, check_output_dir, default_help
 from runtime.errors import MtcError
 
@@ -72,11 +73,7 @@ FLAGS: list[tuple[str, str, dict]] = [
         "latency.measure",
         {"action": BOOL, "help": "time teacher and student side by side at the end"},
     ),
-    (
-        "--importance",
-        "prune.importance",
-        {"help": "random | l1 | taylor_sum | tci | tci_gcp (alias tci+gcp)"},
-    ),
+    ("--importance", "prune.importance", {"help": "IMPORTANCES"}),  # filled from the registry
     ("--calib-batches", "prune.calib_batches", {"type": int}),
     ("--calib-batch", "calib_batch", {"type": int, "help": "images per calibration batch"}),
     ("--normalize", "prune.normalize", {"choices": NORMALIZERS}),
@@ -147,9 +144,18 @@ def _field_default(dest: str) -> object:
     return None if f.default is dataclasses.MISSING else f.default
 
 
+def _importance_help() -> str:
+    """The registered importances, read when the parser is built (a criterion registered with
+    register_importance before that is listed and accepted; PruneConfig validates the name)."""
+    aliases = ", ".join(f"{a} = {n}" for a, n in sorted(importance_aliases().items()))
+    return " | ".join(list_importances()) + (f" (aliases: {aliases})" if aliases else "")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="mtc-compress", description=__doc__.split("\n\n")[0])
     for flag, dest, opts in FLAGS:
+        if flag == "--importance":
+            opts = {**opts, "help": _importance_help()}
         names = [flag, "--out"] if flag == "-o" else [flag]
         plain = opts.get("action") not in ("store_true", BOOL) and "choices" not in opts
         if "metavar" not in opts and plain:

@@ -5,7 +5,7 @@ and yields our ChannelGroups, `calibrate` collects per-task gradients, `importan
 `plan` turns scores into a target-exact cut, `pruner.prune` executes it, `record`/`report` say
 what was kept."""
 
-from compressor.pruning.config import IMPORTANCES, PruneConfig
+from compressor.pruning.config import PruneConfig
 from compressor.pruning.errors import (
     CalibrationError,
     ImpossibleTargetError,
@@ -13,12 +13,15 @@ from compressor.pruning.errors import (
     PruneConfigError,
     PruningGraphError,
 )
-from compressor.pruning.importance import list_importances, register_importance
+from compressor.pruning.importance import (
+    list_importances,
+    register_importance,
+    unregister_importance,
+)
 from compressor.pruning.pruner import PruneResult, group_scores, prune
 from compressor.pruning.report import PruneReport
 
 __all__ = [
-    "IMPORTANCES",
     "CalibrationError",
     "ImpossibleTargetError",
     "PruneConfig",
@@ -31,4 +34,12 @@ __all__ = [
     "list_importances",
     "prune",
     "register_importance",
+    "unregister_importance",
 ]
+
+
+def __getattr__(name: str) -> tuple[str, ...]:
+    # IMPORTANCES, kept for old imports: a live view of the registry; prefer list_importances().
+    if name == "IMPORTANCES":
+        return tuple(list_importances())
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

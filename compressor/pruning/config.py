@@ -10,13 +10,25 @@ from dataclasses import asdict, dataclass
 from compressor.pruning.errors import PruneConfigError
 from runtime.spec import DEFAULT_INPUT_HW
 
-IMPORTANCES: tuple[str, ...] = ("random", "l1", "taylor_sum", "tci", "tci_gcp")
-ALIASES = {"tci+gcp": "tci_gcp", "taylor": "taylor_sum", "magnitude": "l1"}
 NORMALIZERS = ("mean", "max", "l2")
 AGGREGATES = ("max", "mean", "sum", "weighted")
 CONFLICT_MODES = ("multiplicative", "additive")
 RESCALES = ("aggregate", "score", "none")
 TARGETS = ("params", "flops", "latency")
+
+
+def _registry():
+    """The importance registry (`importance` imports this module, so it is imported here)."""
+    from compressor.pruning import importance
+
+    return importance
+
+
+def __getattr__(name: str) -> tuple[str, ...]:
+    # IMPORTANCES, kept for old imports: a live view of the registry (list_importances()).
+    if name == "IMPORTANCES":
+        return tuple(_registry().list_importances())
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _choice(value: str, valid: tuple[str, ...], field: str) -> None:
@@ -32,7 +44,8 @@ class PruneConfig:
 
     ratio: fraction of the target quantity to remove, in (0, 1): params, FLOPs, or the latency
         the latency table predicts for the unpruned model (target="latency").
-    importance: random | l1 | taylor_sum | tci | tci_gcp ("tci+gcp" accepted).
+    importance: a registered importance (list_importances(): random | l1 | taylor_sum | tci |
+        tci_gcp built in, "tci+gcp" accepted, plus any added with register_importance).
     normalize: per-task normalisation within a group (mean | max | l2).
     aggregate: how per-task importances combine (max | mean | sum | weighted with task_weights).
     conflict_lambda / conflict_mode: S = I * (1 - lambda C) (multiplicative) or I - lambda C.
@@ -74,11 +87,11 @@ class PruneConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "importance", ALIASES.get(self.importance, self.importance))
         object.__setattr__(self, "protected", tuple(self.protected))
         object.__setattr__(self, "task_weights", tuple(tuple(p) for p in self.task_weights))
         self._validate_numbers()
-        _choice(self.importance, IMPORTANCES, "importance")
+        entry = _registry().importance_entry(self.importance)  # unknown: lists the registered
+        object.__setattr__(self, "importance", entry.name)
         _choice(self.normalize, NORMALIZERS, "normalize")
         _choice(self.aggregate, AGGREGATES, "aggregate")
         _choice(self.conflict_mode, CONFLICT_MODES, "conflict_mode")
@@ -123,11 +136,16 @@ class PruneConfig:
     @property
     def task_aware(self) -> bool:
         """Importances that score each task separately (and so apply the safe rule)."""
-        return self.importance in ("tci", "tci_gcp")
+        return _registry().importance_entry(self.importance).task_aware
 
     @property
     def needs_gradients(self) -> bool:
-        return self.importance in ("taylor_sum", "tci", "tci_gcp")
+        return _registry().importance_entry(self.importance).needs_gradients
+
+    @property
+    def needs_conflict(self) -> bool:
+        """Calibration also collects per-task gradient dot products (the conflict term)."""
+        return _registry().importance_entry(self.importance).conflict
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -1,12 +1,14 @@
 """Channel importances. An importance is one callable: ChannelGroup -> GroupScores (higher =
 keep, plus the channels the safe rule forbids pruning). A strict registry maps the config names
-(random, l1, taylor_sum, tci, tci_gcp) to factories, so a new criterion is a new function.
+(random, l1, taylor_sum, tci, tci_gcp, and whatever a user registers) to factories, so a new
+criterion is a new function; PruneConfig and the CLI read the same registry.
 
 Every score is normalised within its group, which is what makes one global ranking across
 groups meaningful."""
 
 from __future__ import annotations
 
+import difflib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,30 +50,90 @@ class ImportanceContext:
     stats: CalibrationStats | None
 
 
-_REGISTRY: dict[str, Callable[[ImportanceContext], Importance]] = {}
+@dataclass(frozen=True)
+class ImportanceEntry:
+    """A registered importance: its factory and what pruning must prepare for it.
+    needs_gradients: per-task calibration runs first (ctx.stats is set; prune needs a loss_fn).
+    conflict: calibration also collects the per-task gradient dot products (ctx.stats.gram).
+    task_aware: scores each task separately (and applies the safe rule)."""
+
+    name: str
+    factory: Callable[[ImportanceContext], Importance]
+    needs_gradients: bool = False
+    conflict: bool = False
+    task_aware: bool = False
 
 
-def register_importance(name: str):
+_REGISTRY: dict[str, ImportanceEntry] = {}
+_ALIASES: dict[str, str] = {}
+
+
+def register_importance(
+    name: str,
+    *,
+    aliases: tuple[str, ...] = (),
+    needs_gradients: bool = False,
+    conflict: bool = False,
+    task_aware: bool = False,
+):
+    """Decorator: register `factory(ctx) -> Importance` under `name` (and `aliases`). The
+    registry is what PruneConfig, `mtc-compress --importance` and `list_importances()` read, so
+    a registered name is usable everywhere at once. A name or alias taken already raises."""
+
     def deco(factory: Callable[[ImportanceContext], Importance]):
-        if name in _REGISTRY:
-            raise PruneConfigError(f"importance {name!r} is already registered")
-        _REGISTRY[name] = factory
+        for n in (name, *aliases):
+            if n in _REGISTRY or n in _ALIASES:
+                raise PruneConfigError(f"importance {n!r} is already registered")
+        _REGISTRY[name] = ImportanceEntry(
+            name, factory, needs_gradients or conflict, conflict, task_aware
+        )
+        _ALIASES.update(dict.fromkeys(aliases, name))
         return factory
 
     return deco
+
+
+def unregister_importance(name: str) -> None:
+    """Remove `name` and its aliases (tests, or a plugin that replaces its own criterion)."""
+    if name not in _REGISTRY:
+        raise PruneConfigError(
+            f"importance {name!r} is not registered; registered: {', '.join(list_importances())}"
+        )
+    del _REGISTRY[name]
+    for alias in [a for a, n in _ALIASES.items() if n == name]:
+        del _ALIASES[alias]
 
 
 def list_importances() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def build_importance(ctx: ImportanceContext) -> Importance:
-    name = ctx.cfg.importance
-    if name not in _REGISTRY:
+def importance_aliases() -> dict[str, str]:
+    return dict(_ALIASES)
+
+
+def canonical_importance(name: str) -> str:
+    """The registered name `name` stands for (an alias maps to its importance)."""
+    return _ALIASES.get(name, name)
+
+
+def importance_entry(name: str) -> ImportanceEntry:
+    """The entry for `name` (or its alias); an unknown name lists the registered ones and the
+    closest match."""
+    entry = _REGISTRY.get(canonical_importance(name))
+    if entry is None:
+        valid = list_importances()
+        close = difflib.get_close_matches(str(name), valid + list(_ALIASES), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
         raise PruneConfigError(
-            f"unknown importance {name!r}; valid: {', '.join(list_importances())}"
+            f"importance {name!r} is not registered; registered: {', '.join(valid)}{hint} "
+            "(register a new one with compressor.pruning.register_importance)"
         )
-    return _REGISTRY[name](ctx)
+    return entry
+
+
+def build_importance(ctx: ImportanceContext) -> Importance:
+    return importance_entry(ctx.cfg.importance).factory(ctx)
 
 
 def normalize(x: torch.Tensor, how: str) -> torch.Tensor:
@@ -98,7 +160,7 @@ def random_importance(ctx: ImportanceContext) -> Importance:
     return score
 
 
-@register_importance("l1")
+@register_importance("l1", aliases=("magnitude",))
 def l1_importance(ctx: ImportanceContext) -> Importance:
     """Magnitude baseline: L1 norm of each channel's conv/linear weights across the group."""
 
@@ -126,7 +188,7 @@ def _taylor_terms(stats: CalibrationStats, group: ChannelGroup) -> torch.Tensor:
     return group.gather(lambda s: stats.taylor.get((s.module, s.kind)))
 
 
-@register_importance("taylor_sum")
+@register_importance("taylor_sum", aliases=("taylor",), needs_gradients=True)
 def taylor_sum_importance(ctx: ImportanceContext) -> Importance:
     """Baseline: Taylor importance of the summed loss (tasks not told apart)."""
     stats = _need_stats(ctx)
@@ -228,13 +290,13 @@ def _task_aware(ctx: ImportanceContext, with_conflict: bool) -> Importance:
     return score
 
 
-@register_importance("tci")
+@register_importance("tci", needs_gradients=True, task_aware=True)
 def tci_importance(ctx: ImportanceContext) -> Importance:
     """Task-aware Taylor channel importance: per task, normalised, aggregated; safe rule."""
     return _task_aware(ctx, with_conflict=False)
 
 
-@register_importance("tci_gcp")
+@register_importance("tci_gcp", aliases=("tci+gcp",), conflict=True, task_aware=True)
 def tci_gcp_importance(ctx: ImportanceContext) -> Importance:
     """TCI with the gradient-conflict penalty."""
     return _task_aware(ctx, with_conflict=True)

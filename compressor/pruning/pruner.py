@@ -206,7 +206,7 @@ class _Session:
                 self.graph.modules_in_groups(),
                 keys,
                 self.cfg.calib_batches,
-                conflict=self.cfg.importance == "tci_gcp",
+                conflict=self.cfg.needs_conflict,
                 progress=self.progress,
             )
         t1 = time.perf_counter()

@@ -12,7 +12,7 @@ from pathlib import Path
 from runtime.backends.base import BackendOptions
 from runtime.backends.tensorrt import TensorRTBackend, _import_tensorrt
 from runtime.latency_model.timers import ProbeTimer, Repeat, random_input, register_timer
-from runtime.trt_build import build_serialized_engine
+from runtime.trt_build import FP16_STRONGLY_TYPED, build_serialized_engine, fp16_path_for
 
 
 @register_timer("tensorrt")
@@ -28,10 +28,7 @@ class TensorRTTimer(ProbeTimer):
 
     @property
     def wants_fp16_onnx(self) -> bool:
-        major = int(str(self._trt.__version__).split(".")[0])
-        return self.precision == "fp16" and (
-            major >= 11 or not hasattr(self._trt.BuilderFlag, "FP16")
-        )
+        return self.precision == "fp16" and fp16_path_for(self._trt) == FP16_STRONGLY_TYPED
 
     def device(self) -> str:
         if self._device_name is None:

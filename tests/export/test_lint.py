@@ -11,6 +11,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from export.errors import ExportConfigError, LintError
 from export.lint import DATA_DIR, lint_onnx, op_table, require_lint
+from runtime.trt_targets import TARGETS, get_target
 
 
 def _model(nodes, inputs, outputs, inits=(), opset=17):
@@ -26,7 +27,7 @@ def test_tables_name_their_source_and_opset_range():
     for target, hi in (("10.3", 20), ("11", 24)):
         t = op_table(target)
         assert "onnx/onnx-tensorrt" in t["source"] and "docs/operators.md" in t["source"]
-        assert (t["opset_min"], t["opset_max"]) == (9, hi)
+        assert (get_target(target).opset_min, get_target(target).opset_max) == (9, hi)
         assert len(t["ops"]) == 200
     t10, t11 = op_table("10.3"), op_table("11")
     assert t10["ops"]["Conv"]["supported"] and t10["ops"]["NonMaxSuppression"]["supported"]
@@ -34,6 +35,8 @@ def test_tables_name_their_source_and_opset_range():
     # added after 10.3 (Changelog.md): unsupported in the 10.3 table, supported in 11
     assert not t10["ops"]["STFT"]["supported"] and t11["ops"]["STFT"]["supported"]
     assert t10["confidence"] == "derived" and t11["confidence"] == "unverified"
+    # every target has its table, and no table is left without a target
+    assert sorted(p.name for p in DATA_DIR.iterdir()) == sorted(t.op_table for t in TARGETS)
     assert sorted(p.name for p in DATA_DIR.iterdir()) == ["trt_ops_10.3.json", "trt_ops_11.json"]
     with pytest.raises(ExportConfigError, match="no op table for TensorRT '9'"):
         op_table("9")

@@ -98,7 +98,10 @@ def test_student_checkpoint_rebuilds_the_pruned_model(student_ckpt):
 def test_export_and_runtime_decode_the_raw_head(student_ckpt, data, tmp_path):
     out = tmp_path / "export"
     res = export_model(
-        str(student_ckpt), small_config(out, name="af", engine="none"), spec=SPEC, model=build(width=8)
+        str(student_ckpt),
+        small_config(out, name="af", engine="none"),
+        spec=SPEC,
+        model=build(width=8),
     )
     s = res.summary
     assert s["parity"]["ok"] and s["fp16"]["onnxruntime"]["ok"] and s["lint"]["fp32"]["ok"]

@@ -1,0 +1,122 @@
+"""The TensorRT releases mtc exports for: one entry per target, read by everything that differs by
+TensorRT version (ExportConfig and `mtc-export --trt-target`, the GPU-free lint, the trtexec
+script, the engine builder). Adding a TensorRT release is adding one `TrtTarget` here plus its
+operator table `export/data/trt_ops_<name>.json`.
+
+Torch-free and standard library only: `runtime.trt_build` (which is also shipped alone beside
+the ONNX) reads it where mtc is installed."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+
+from runtime.errors import MtcError
+from runtime.trt_build import FP16_BUILDER_FLAG, FP16_STRONGLY_TYPED
+
+
+class TrtTargetError(MtcError):
+    """A TensorRT target that is not in the table."""
+
+
+@dataclass(frozen=True)
+class TrtTarget:
+    """One TensorRT release line, as far as export and build care.
+
+    name: what `--trt-target` takes and reports write ("10.3", "11").
+    min_version: the lowest installed TensorRT (major, minor) this target stands for; an installed
+        version maps to the entry with the highest min_version not above it.
+    op_table: the onnx-tensorrt operator table, a file in export/data/ (or an absolute path).
+    opset_min / opset_max: the ONNX opsets its parser takes.
+    const_axes: Squeeze/Unsqueeze `axes` must be graph constants (dynamic axes came in 10.7).
+    fp16_path: how FP16 is built: FP16_BUILDER_FLAG (weakly typed network + BuilderFlag.FP16)
+        or FP16_STRONGLY_TYPED (strongly typed network parsed from the FP16 ONNX).
+    trtexec_fp16: the trtexec flags of that FP16 path.
+    platform: where users meet it (for messages and docs)."""
+
+    name: str
+    min_version: tuple[int, int]
+    op_table: str
+    opset_min: int
+    opset_max: int
+    const_axes: bool
+    fp16_path: str
+    trtexec_fp16: tuple[str, ...]
+    platform: str
+
+    @property
+    def strongly_typed(self) -> bool:
+        """FP16 comes from the ONNX's own tensor types (an FP16 ONNX is needed)."""
+        return self.fp16_path == FP16_STRONGLY_TYPED
+
+
+TARGETS: tuple[TrtTarget, ...] = (
+    TrtTarget(
+        name="10.3",
+        min_version=(10, 0),
+        op_table="trt_ops_10.3.json",
+        opset_min=9,
+        opset_max=20,
+        const_axes=True,
+        fp16_path=FP16_BUILDER_FLAG,
+        trtexec_fp16=("--fp16",),
+        platform="JetPack 6 (Jetson Orin), TensorRT 10.x",
+    ),
+    TrtTarget(
+        name="11",
+        min_version=(11, 0),
+        op_table="trt_ops_11.json",
+        opset_min=9,
+        opset_max=24,
+        const_axes=False,
+        fp16_path=FP16_STRONGLY_TYPED,
+        trtexec_fp16=("--stronglyTyped",),
+        platform="JetPack 7.2+ and desktop GPUs (CUDA 13), TensorRT 11.x",
+    ),
+)
+# Where no TensorRT is installed to follow: JetPack 6, the oldest platform users run.
+DEFAULT_TARGET = "10.3"
+
+
+def target_names() -> tuple[str, ...]:
+    return tuple(t.name for t in TARGETS)
+
+
+def get_target(name: str) -> TrtTarget:
+    """The entry called `name`; an unknown name lists the known ones and the closest match."""
+    for t in TARGETS:
+        if t.name == name:
+            return t
+    names = target_names()
+    close = difflib.get_close_matches(str(name), names, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise TrtTargetError(
+        f"TensorRT target {name!r} is not one of {', '.join(names)}{hint} "
+        "(each target is an entry in runtime/trt_targets.py)"
+    )
+
+
+def parse_version(version: str | None) -> tuple[int, int] | None:
+    """(major, minor) of a TensorRT version string ("10.3.0.30" -> (10, 3)); None if unreadable."""
+    parts = (version or "").split(".")
+    if not parts[0].isdigit():
+        return None
+    minor = parts[1] if len(parts) > 1 and parts[1].isdigit() else "0"
+    return int(parts[0]), int(minor)
+
+
+def target_for_version(version: str | None) -> TrtTarget | None:
+    """The target an installed TensorRT (its `tensorrt.__version__`) builds for; None when the
+    version is unreadable or older than every target."""
+    v = parse_version(version)
+    if v is None:
+        return None
+    fits = [t for t in TARGETS if t.min_version <= v]
+    return max(fits, key=lambda t: t.min_version) if fits else None
+
+
+def resolve_target(name: str | None, installed_version: str | None) -> TrtTarget:
+    """The target asked for, else the installed TensorRT's, else DEFAULT_TARGET."""
+    if name is not None:
+        return get_target(name)
+    return target_for_version(installed_version) or get_target(DEFAULT_TARGET)
