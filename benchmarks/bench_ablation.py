@@ -20,6 +20,17 @@ them again), so two processes can share the table (e.g. `--kd-modes no_kd` in on
 row files that match the arguments. `--control` adds `teacher_finetuned`: the unpruned teacher
 trained on the students' schedule, to separate the effect of the extra epochs from the
 compression's (`--importances` with no names runs only that).
+
+`--targets params flops latency --match-latency 0.3` adds the pruning target as a dimension at
+the same measured latency: the latency target removes 0.3 of the teacher's measured latency (ONNX
+Runtime CPU, one thread, interleaved with the teacher), and the params and FLOPs ratios are found
+by bisection (prune only, timed the same way) so that their students measure as fast; then every
+target's student is distilled on the same schedule and scored on val and the held-out split:
+which target keeps the most accuracy for the same speed.
+
+    PYTHONPATH=. python benchmarks/bench_ablation.py --teacher demo_out/teacher/best.pt \
+        --data demo_out/data --importances tci_gcp --kd-modes kd --seeds 0 1 2 \
+        --targets params flops latency --match-latency 0.3 --tag _targets
 """
 
 from __future__ import annotations
@@ -32,6 +43,7 @@ import shutil
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -42,6 +54,7 @@ from compressor.compress import CompressConfig, compress, finetune_config
 from compressor.data import BddDataset, DataConfig, make_loader
 from compressor.data.synth import SynthConfig, generate
 from compressor.distill import DistillConfig
+from compressor.latency.config import LatencyConfig
 from compressor.pruning import PruneConfig, list_importances
 from compressor.train import TrainConfig, train
 from compressor.train.evaluate import EvalConfig, evaluate, summarize
@@ -78,6 +91,21 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--tag", default="", help="suffix of the run names (variants of a setting)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--control", action="store_true", help="add the teacher_finetuned row")
+    p.add_argument(
+        "--targets",
+        nargs="+",
+        default=["params"],
+        choices=["params", "flops", "latency"],
+        help="pruning targets (a dimension of the table); with --match-latency the ratios of "
+        "params and flops are searched to give the latency target's measured speed",
+    )
+    p.add_argument(
+        "--match-latency",
+        type=float,
+        default=None,
+        help="latency ratio R: compare targets at the student latency of --target latency "
+        "--ratio R (default: every target at --ratio)",
+    )
     p.add_argument("--redo", action="store_true", help="rerun rows that already have a file")
     p.add_argument("--merge-only", action="store_true", help="only merge existing row files")
     p.add_argument("--workers", type=int, default=1)
@@ -143,7 +171,17 @@ def deltas(student: dict, teacher: dict) -> dict:
     return d
 
 
-def compress_config(args, teacher: Path, importance: str, kd: bool, seed: int, name: str):
+def compress_config(
+    args,
+    teacher: Path,
+    importance: str,
+    kd: bool,
+    seed: int,
+    name: str,
+    target: str = "params",
+    ratio: float | None = None,
+    epochs: int | None = None,
+):
     kd_opts = {"kd_weight": args.kd_weight, "loss": args.kd_loss, "taps": args.taps}
     return CompressConfig(
         teacher=str(teacher),
@@ -151,15 +189,20 @@ def compress_config(args, teacher: Path, importance: str, kd: bool, seed: int, n
         out=str(args.out / f"{name}_s{seed}"),
         imgsz=tuple(args.imgsz),
         kd=kd,
-        epochs=args.epochs,
+        epochs=args.epochs if epochs is None else epochs,
         lr=args.lr,
         batch=args.batch,
         prune=PruneConfig(
-            ratio=args.ratio,
+            ratio=args.ratio if ratio is None else ratio,
+            target=target,
             importance=importance,
             calib_batches=args.calib_batches,
+            # the plan is a function of the (cached) table: the same student for every seed's
+            # comparison, and the params/FLOPs search below compares against a fixed target
+            latency_rounds=0,
             seed=seed,
         ),
+        latency=LatencyConfig(cache_dir=str(args.out / "cache")),
         distill=DistillConfig(**{k: v for k, v in kd_opts.items() if v is not None}),
         workers=args.workers,
         seed=seed,
@@ -175,6 +218,8 @@ def make_row(run: str, seed: int, importance: str, kd: bool, sizes: dict, studen
         "seed": seed,
         "importance": importance,
         "kd": kd,
+        "target": sizes.get("target", "params"),
+        "ratio": sizes.get("ratio"),
         **sizes,
         "deltas_points": {s: deltas(student[s], teacher[s]) for s in SPLITS},
         "student_metrics": student,
@@ -183,9 +228,62 @@ def make_row(run: str, seed: int, importance: str, kd: bool, sizes: dict, studen
     }
 
 
-def run_one(args, teacher: Path, score_holdout, teacher_holdout: dict, importance, kd, seed):
-    name = f"{importance}{'_kd' if kd else ''}{args.tag}"
-    cfg = compress_config(args, teacher, importance, kd, seed, name)
+def run_name(args, importance: str, kd: bool, target: str) -> str:
+    where = "" if args.targets == ["params"] else f"_{target}"
+    return f"{importance}{'_kd' if kd else ''}{where}{args.tag}"
+
+
+def student_speed(rep: dict) -> float | None:
+    """Measured student / teacher latency of a compress report (interleaved, ORT CPU)."""
+    m = (rep.get("latency") or {}).get("measured")
+    return m["student_over_teacher"] if m else None
+
+
+def matched_ratios(args, teacher: Path) -> dict[str, dict]:
+    """{target: {"ratio", "measured"}}: the latency target at --match-latency, and for params /
+    FLOPs the ratio whose pruned (not yet trained) student measures as fast, by bisection on
+    prune-only runs (epochs 0; the same importance and seed 0). Cached in <out>/matched.json."""
+    cache = args.out / "matched.json"
+    if cache.is_file():
+        got = json.loads(cache.read_text())
+        if got.get("match_latency") == args.match_latency and set(args.targets) <= set(
+            got["ratios"]
+        ):
+            return got["ratios"]
+    imp = args.importances[0]
+
+    def speed(target: str, ratio: float) -> float:
+        cfg = compress_config(
+            args, teacher, imp, False, 0, f"match_{target}_{ratio:.4f}", target, ratio, 0
+        )
+        cfg = replace(cfg, max_val_images=2)
+        speed = student_speed(compress(cfg).report)
+        assert speed is not None, "latency not measured: ONNX Runtime CPU is needed here"
+        print(f"  match: {target} ratio {ratio:.3f} -> {speed:.3f}x the teacher", flush=True)
+        return speed
+
+    goal = speed("latency", args.match_latency)
+    ratios = {"latency": {"ratio": args.match_latency, "measured": goal}}
+    for target in [t for t in args.targets if t != "latency"]:
+        lo, hi, best = 0.02, 0.9, (1.0, 1.0)
+        for _ in range(7):
+            mid = (lo + hi) / 2
+            got = speed(target, mid)
+            if abs(got - goal) < abs(best[1] - goal):
+                best = (mid, got)
+            if abs(got - goal) <= 0.015:
+                break
+            lo, hi = (mid, hi) if got > goal else (lo, mid)
+        ratios[target] = {"ratio": round(best[0], 4), "measured": best[1]}
+    cache.write_text(json.dumps({"match_latency": args.match_latency, "ratios": ratios}, indent=2))
+    return ratios
+
+
+def run_one(
+    args, teacher: Path, score_holdout, teacher_holdout: dict, importance, kd, seed, target, ratio
+):
+    name = run_name(args, importance, kd, target)
+    cfg = compress_config(args, teacher, importance, kd, seed, name, target, ratio)
     t0 = time.perf_counter()
     res = compress(cfg)
     rep = res.report
@@ -193,6 +291,9 @@ def run_one(args, teacher: Path, score_holdout, teacher_holdout: dict, importanc
         "params_reduction": rep["params_reduction"],
         "flops_reduction": rep["flops_reduction"],
         "kd_taps": [t["name"] for t in rep["training"].get("taps", [])],
+        "target": target,
+        "ratio": cfg.prune.ratio,
+        "student_over_teacher_latency": student_speed(rep),
     }
     student = {"val": rep["student"]["metrics"], "holdout": score_holdout(res.student)}
     teacher_m = {"val": rep["teacher"]["metrics"], "holdout": teacher_holdout}
@@ -219,14 +320,15 @@ def row_path(args, name: str, seed: int) -> Path:
     return args.out / "rows" / f"{name}_s{seed}.json"
 
 
-def planned(args) -> list[tuple[str, bool, int]]:
+def planned(args) -> list[tuple[str, bool, int, str]]:
     runs = [
-        (imp, mode == "kd", seed)
+        (imp, mode == "kd", seed, target)
+        for target in args.targets
         for imp in args.importances
         for mode in args.kd_modes
         for seed in args.seeds
     ]
-    return runs + [(CONTROL, False, seed) for seed in args.seeds if args.control]
+    return runs + [(CONTROL, False, seed, "none") for seed in args.seeds if args.control]
 
 
 def add_control_deltas(rows: list[dict]) -> list[dict]:
@@ -266,8 +368,13 @@ def aggregate(rows: list[dict]) -> list[dict]:
             "importance": rs[0]["importance"],
             "kd": rs[0]["kd"],
             "seeds": sorted(r["seed"] for r in rs),
+            "target": rs[0].get("target", "params"),
+            "ratio": rs[0].get("ratio"),
             "params_reduction": min(r["params_reduction"] for r in rs),
             "flops_reduction": statistics.fmean(r["flops_reduction"] for r in rs),
+            "student_over_teacher_latency": _mean_or_none(
+                [r.get("student_over_teacher_latency") for r in rs]
+            ),
         }
         views = set.intersection(*(set(r["deltas_points"]) for r in rs))
         for split in sorted(views):
@@ -284,10 +391,15 @@ def aggregate(rows: list[dict]) -> list[dict]:
     return out
 
 
+def _mean_or_none(values: list) -> float | None:
+    vals = [v for v in values if v is not None]
+    return round(statistics.fmean(vals), 4) if vals else None
+
+
 def table(lines: list[dict], split: str) -> str:
     head = (
-        "| run | params | GFLOPs | d mAP50 | d recall | d DA mIoU | d LL IoU | mean task d |\n"
-        "|---|---:|---:|---:|---:|---:|---:|---:|"
+        "| run | params | GFLOPs | latency x | d mAP50 | d recall | d DA mIoU | d LL IoU | "
+        "mean task d |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|"
     )
 
     def cell(s: dict) -> str:
@@ -298,8 +410,11 @@ def table(lines: list[dict], split: str) -> str:
         if split not in r:
             continue
         d = r[split]
+        lat = r.get("student_over_teacher_latency")
         out.append(
             f"| {r['run']} | {-r['params_reduction']:+.1%} | {-r['flops_reduction']:+.1%} | "
+            + (f"{lat:.3f}" if lat is not None else "-")
+            + " | "
             + " | ".join(cell(d[k]) for k in (*COLUMNS, "mean_task"))
             + " |"
         )
@@ -324,6 +439,25 @@ def check_targets(lines: list[dict], ratio: float, split: str) -> dict:
     }
 
 
+def compare_targets(lines: list[dict], split: str) -> dict:
+    """Per pruning target (runs of one importance/KD setting): the seed-mean task deltas and
+    measured latency, and which target kept the most accuracy (best mean task delta)."""
+    per = {
+        r["target"]: {
+            "run": r["run"],
+            "student_over_teacher_latency": r.get("student_over_teacher_latency"),
+            "mean_task": r[split]["mean_task"]["mean"],
+            **{k: r[split][k]["mean"] for k in COLUMNS},
+        }
+        for r in lines
+        if split in r and r["run"] != CONTROL and "target" in r
+    }
+    if len(per) < 2:
+        return {"compared": False, "targets": per}
+    best = max(per, key=lambda t: per[t]["mean_task"])
+    return {"compared": True, "targets": per, "most_accuracy_kept": best}
+
+
 def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
@@ -331,9 +465,14 @@ def main() -> None:
     teacher = ensure_teacher(args)
     score_holdout = scorer(args, args.holdout)
     teacher_holdout = score_holdout(load_checkpoint(teacher)[0])
+    ratios = (
+        matched_ratios(args, teacher)
+        if args.match_latency is not None
+        else {t: {"ratio": args.ratio} for t in args.targets}
+    )
     rows = []
-    for importance, kd, seed in planned(args):
-        name = CONTROL if importance == CONTROL else f"{importance}{'_kd' if kd else ''}{args.tag}"
+    for importance, kd, seed, target in planned(args):
+        name = CONTROL if importance == CONTROL else run_name(args, importance, kd, target)
         path = row_path(args, name, seed)
         if path.is_file() and not args.redo:
             rows.append(json.loads(path.read_text()))
@@ -344,7 +483,10 @@ def main() -> None:
         if importance == CONTROL:
             row = run_control(args, teacher, score_holdout, teacher_holdout, seed)
         else:
-            row = run_one(args, teacher, score_holdout, teacher_holdout, importance, kd, seed)
+            ratio = ratios[target]["ratio"]
+            row = run_one(
+                args, teacher, score_holdout, teacher_holdout, importance, kd, seed, target, ratio
+            )
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(row, indent=2) + "\n")
@@ -363,6 +505,9 @@ def main() -> None:
         "teacher": str(args.teacher or teacher),
         "imgsz": list(args.imgsz),
         "ratio": args.ratio,
+        "pruning_targets": args.targets,
+        "match_latency": args.match_latency,
+        "matched_ratios": ratios,
         "epochs": args.epochs,
         "lr": args.lr,
         "batch": args.batch,
@@ -377,11 +522,15 @@ def main() -> None:
         "summary": lines,
         "runs": rows,
         "targets": {v: check_targets(lines, args.ratio, v) for v in views_of(lines)},
+        "by_pruning_target": {v: compare_targets(lines, v) for v in views_of(lines)},
     }
     for split in views_of(lines):
         print(f"\n{split} (deltas in points, mean ± std over seeds {args.seeds}):")
         print(table(lines, split))
         print(f"targets for tci_gcp + KD on {split}: {json.dumps(result['targets'][split])}")
+        cmp = result["by_pruning_target"][split]
+        if cmp["compared"]:
+            print(f"most accuracy kept at the same measured latency: {cmp['most_accuracy_kept']}")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.json.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=2) + "\n")

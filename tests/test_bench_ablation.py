@@ -90,3 +90,28 @@ def test_deltas_vs_control_are_paired_by_seed(bench):
         "val_vs_control",
         "holdout_vs_control",
     ]
+
+
+def test_targets_compared_at_the_same_latency(bench):
+    rows = []
+    for target, dm in (("params", -4.0), ("flops", -2.0), ("latency", -1.0)):
+        for seed in (0, 1):
+            r = _row(bench, f"tci_gcp_kd_{target}", "tci_gcp", True, seed, {"det_map50": dm})
+            r["target"], r["student_over_teacher_latency"] = target, 0.66 + 0.01 * seed
+            rows.append(r)
+    lines = bench.aggregate(rows)
+    assert {line["target"] for line in lines} == {"params", "flops", "latency"}
+    assert all(line["student_over_teacher_latency"] == 0.665 for line in lines)
+    cmp = bench.compare_targets(lines, "val")
+    assert cmp["compared"] and cmp["most_accuracy_kept"] == "latency"
+    assert cmp["targets"]["params"]["det_map50"] == -4.0
+    assert "latency x" in bench.table(lines, "val") and "0.665" in bench.table(lines, "val")
+
+
+def test_run_names_carry_the_target_only_when_targets_vary(bench):
+    class A:
+        targets, tag = ["params"], ""
+
+    assert bench.run_name(A, "tci_gcp", True, "params") == "tci_gcp_kd"
+    A.targets = ["params", "latency"]
+    assert bench.run_name(A, "tci_gcp", True, "latency") == "tci_gcp_kd_latency"
