@@ -330,17 +330,16 @@ def _check_text(summary: dict, kind: str) -> str:
     """One line per artifact: the parity / agreement numbers that vouch for it."""
     if kind == "onnx":
         outs = summary.get("parity", {}).get("outputs", {})
-        box, masks = outs.get("det.boxes", {}), [outs.get(t, {}) for t in ("drivable", "lane")]
-        return (
-            f"vs PyTorch: boxes max {box.get('value', float('nan')):.1e} px, "
-            f"mask pixels differing {sum(m.get('value', 0) for m in masks):g}"
-        )
+        box, masks = outs.get("det.boxes"), [outs.get(t, {}) for t in ("drivable", "lane")]
+        boxes = f"boxes max {box.get('value', float('nan')):.1e} px, " if box else ""
+        return f"vs PyTorch: {boxes}mask pixels differing {sum(m.get('value', 0) for m in masks):g}"
     if kind == "onnx_fp16":
         f = summary.get("fp16", {}).get("onnxruntime", {})
         agree = f.get("mask_agreement_pct", {})
+        iou = f.get("mean_iou")
+        boxes = f", matched-box IoU mean {iou:.4f}" if iou is not None else ""
         return (
-            f"vs FP32: mask agreement {', '.join(f'{k} {v:.2f}%' for k, v in agree.items())}, "
-            f"matched-box IoU mean {f.get('mean_iou', float('nan')):.4f}"
+            f"vs FP32: mask agreement {', '.join(f'{k} {v:.2f}%' for k, v in agree.items())}{boxes}"
         )
     return str(summary.get("engine", {}).get("status", ""))
 

@@ -42,6 +42,8 @@ def metrics_table(teacher: dict, student: dict) -> list[str]:
     rows = ["| metric (%) | teacher | student | delta (points) |", "|---|---|---|---|"]
     for label, key in METRIC_ROWS:
         t, s = metric_value(teacher, key), metric_value(student, key)
+        if t is None and s is None:
+            continue  # a task the model does not have (e.g. no detection)
         d = None if t is None or s is None else f"{100 * (s - t):+.1f}"
         rows.append(f"| {label} | {_fmt(t)} | {_fmt(s)} | {d or 'n/a'} |")
     return rows

@@ -32,7 +32,7 @@ def test_checkpoint_that_is_not_ours(tmp_path, capsys):
     foreign = tmp_path / "resnet.pt"
     torch.save({"fc.weight": torch.zeros(2, 2)}, foreign)
     rc, out, err = _run(capsys, foreign, "-o", tmp_path / "out")
-    assert rc == 2 and "is not an mtc or YOLOP checkpoint" in _one_error_line(err)
+    assert rc == 2 and "no registered model's importer recognises" in _one_error_line(err)
     assert not (tmp_path / "out").exists()
 
 
@@ -46,8 +46,8 @@ def test_missing_checkpoint(tmp_path, capsys):
     [
         (
             ["--imgsz", "100", "200"],
-            "both sides must be positive multiples of 32 (the largest "
-            "detection stride); try --imgsz 96 192",
+            "both sides must be positive multiples of 32 (the stride rule of "
+            "model 'yolop'); try --imgsz 96 192",
         ),
         (["--batch", "4", "--max-batch", "2"], "min-batch 1, batch 4, max-batch 2"),
         (["--min-batch", "3", "--max-batch", "2"], "must satisfy min <= opt <= max"),

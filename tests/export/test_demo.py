@@ -13,7 +13,10 @@ from export.demo_cli import main
 def test_bad_options_fail_before_any_work(tmp_path):
     with pytest.raises(DemoConfigError, match=r"ratio must be in \(0, 1\) \(got 1.5\)"):
         DemoConfig(out=str(tmp_path), ratio=1.5)
-    with pytest.raises(DemoConfigError, match="imgsz must be multiples of 32"):
+    with pytest.raises(
+        DemoConfigError,
+        match=r"imgsz 100x320 \(HxW\) breaks model 'yolop''s stride rule.*nearest valid size: 96 320",
+    ):
         DemoConfig(imgsz=(100, 320))
     assert not any(tmp_path.iterdir())
 

@@ -16,6 +16,7 @@ from runtime.sidecar import (
     PreprocessInfo,
     SegInfo,
     Sidecar,
+    SidecarError,
 )
 
 HW = (32, 64)
@@ -113,8 +114,17 @@ def test_output_checks():
             [letterbox_params(HW, HW)],
             [0],
         )
-    with pytest.raises(OutputMismatchError, match="decoded_in_graph"):
-        Postprocessor(sidecar(decoded_in_graph=False))
+    # a raw detection output needs the decoder's layout (cx, cy, w, h, obj, cls) and no NMS
+    raw = {
+        "decoded_in_graph": False,
+        "strides": (8, 16, 32),
+        "reg_max": 4,
+        "decoder": "anchor_free_dfl",
+    }
+    with pytest.raises(OutputMismatchError, match="decoded_in_graph is false"):
+        Postprocessor(sidecar(**raw))
+    with pytest.raises(SidecarError, match="det.*reg_max"):
+        sidecar(**{**raw, "reg_max": 0, "layout": "cxcywh_obj_cls"})
 
 
 @pytest.mark.parametrize("seed", range(5))
