@@ -20,14 +20,6 @@ IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 DEFAULT_INPUT_HW: tuple[int, int] = (384, 640)
 PAD_VALUE = 114  # letterbox fill, per channel, in 0..255 image units
 
-# YOLOP anchors in pixels, per level (strides 8, 16, 32).
-YOLOP_STRIDES: tuple[int, ...] = (8, 16, 32)
-YOLOP_ANCHORS: tuple[tuple[tuple[float, float], ...], ...] = (
-    ((3, 9), (5, 11), (4, 20)),
-    ((7, 18), (6, 39), (12, 31)),
-    ((19, 50), (38, 81), (68, 157)),
-)
-
 # Detection post-processing defaults of the evaluation protocol (mtc-eval, metrics): keep nearly
 # every candidate so that precision/recall curves reach low scores.
 NMS_CONF = 0.001

@@ -10,7 +10,7 @@ import torch
 from compressor import build_model
 from compressor.losses import LossConfig, LossConfigError, LossInputError, YolopLoss, total_loss
 from compressor.losses.detection import assign_targets, ciou
-from runtime.spec import YOLOP_ANCHORS, YOLOP_STRIDES
+from compressor.models.yolop import YOLOP_ANCHORS, YOLOP_STRIDES
 
 ANCHORS = torch.tensor(YOLOP_ANCHORS, dtype=torch.float32)
 

@@ -18,6 +18,7 @@ from conftest import IMGSZ
 from onnx import TensorProto
 
 from compressor import load_checkpoint
+from compressor.models.yolop import YOLOP_ANCHORS, YOLOP_STRIDES
 from export.cli import main
 from export.ort_run import OrtModel
 from export.parity import match_rows
@@ -26,7 +27,6 @@ from runtime import load_artifact
 from runtime.boxes import postprocess_detections, xywh_to_xyxy
 from runtime.fileio import file_sha256
 from runtime.sidecar import read_sidecar
-from runtime.spec import YOLOP_ANCHORS, YOLOP_STRIDES
 
 N_CANDIDATES = 3 * sum((IMGSZ[0] // s) * (IMGSZ[1] // s) for s in YOLOP_STRIDES)  # 504
 
