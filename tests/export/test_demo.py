@@ -64,3 +64,40 @@ def test_demo_end_to_end_tiny(tmp_path):
     assert f"| GFLOPs @ {fw}x{fh} |" in md
     for png in ("metrics.png", "latency.png", "overlays/overlay_000.jpg"):
         assert (res.out / png).stat().st_size > 1000
+
+
+def test_demo_model_option_reads_the_spec():
+    cfg = DemoConfig(model="twinlitenet", imgsz=(184, 320))  # stride 8: 184 is fine
+    assert cfg.arch() == {}  # TwinLiteNet's builder takes no width/depth
+    assert DemoConfig().arch() == {"width": 0.5, "depth": 0.33}
+    with pytest.raises(DemoConfigError, match="nearest valid size: 184 320"):
+        DemoConfig(model="twinlitenet", imgsz=(182, 320))
+    with pytest.raises(DemoConfigError, match="no spec for model 'twinlite'.*'twinlitenet'"):
+        DemoConfig(model="twinlite")
+
+
+@pytest.mark.slow
+def test_demo_twinlitenet_end_to_end_tiny(tmp_path):
+    cfg = DemoConfig(
+        out=str(tmp_path / "demo"),
+        model="twinlitenet",
+        n_train=16,
+        n_val=8,
+        teacher_epochs=1,
+        distill_epochs=1,
+        imgsz=(96, 160),
+        runtime_frames=4,
+        runtime_batches=(1,),
+        calib_batches=2,
+        batch=4,
+        progress=False,
+        workers=0,
+        engine="none",
+    )
+    res = run_demo(cfg, log=lambda _m: None)
+    data = json.loads(res.report_json.read_text())
+    assert data["size"]["student_params"] < data["size"]["teacher_params"] == 439633
+    assert "det_map50" not in data["metrics"]["teacher"]
+    md = res.report_md.read_text()
+    assert "drivable mIoU" in md and "det mAP" not in md and "boxes max" not in md
+    assert (res.out / "overlays" / "overlay_000.jpg").stat().st_size > 1000
