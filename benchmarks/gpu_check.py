@@ -168,6 +168,28 @@ def check_latency(demo: Path, work: Path, timeout: float) -> list[Row]:
     return latency_rows(json.loads(out_json.read_text())["rows"], took)
 
 
+def check_trt_nms(work: Path, timeout: float) -> Row:
+    """benchmarks/bench_trt_nms.py: both in-engine NMS kinds the installed TensorRT's target
+    supports build, run and get a finite time (the comparison with ONNX Runtime + numpy NMS is
+    the `gpu` test in tests/export/test_trt_nms.py)."""
+    t0 = time.perf_counter()
+    out_json = work / "trt_nms.json"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_trt_nms.py"), "--frames", "30"]
+    rc, _ = _run([*cmd, "--out", str(out_json)], timeout, work / "trt_nms.log")
+    took = time.perf_counter() - t0
+    if rc != 0 or not out_json.is_file():
+        why = "timed out" if rc is None else f"exit {rc}"
+        return Row("in-engine NMS benchmark", False, f"{why} (log: {work / 'trt_nms.log'})", took)
+    rows = [r for r in json.loads(out_json.read_text())["rows"] if r["nms"].startswith("TensorRT")]
+    timed = [r for r in rows if "infer_plus_post_ms" in r]
+    detail = "; ".join(
+        f"{r['case']} {r['nms']}: "
+        + (f"{r['infer_plus_post_ms']['p50']:.2f} ms" if r in timed else r["result"])
+        for r in rows
+    )
+    return Row("in-engine NMS benchmark", bool(timed), detail, took)
+
+
 def latency_rows(rows: list[dict], took: float = 0.0) -> list[Row]:
     """Pass/fail of bench_latency's rows: TensorRT FP16 present and finite at every batch, and
     faster per frame than ONNX Runtime FP32 on the CPU."""
@@ -233,6 +255,7 @@ def run_checks(args: argparse.Namespace) -> int:
         rows += check_latency(demo, work, args.bench_timeout)
     else:
         rows.append(Row("latency benchmark", False, "skipped: no demo engines"))
+    rows.append(check_trt_nms(work, args.bench_timeout))
     print(table(rows))
     (work / "gpu_check.json").write_text(json.dumps([asdict(r) for r in rows], indent=2) + "\n")
     print(f"wrote {work / 'gpu_check.json'}")

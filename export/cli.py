@@ -17,6 +17,7 @@ from runtime.cli_kernel import (
     run_cli,
 )
 from runtime.errors import MtcError
+from runtime.trt_build import TRT_NMS_CHOICES
 from runtime.trt_targets import DEFAULT_TARGET, target_names
 
 
@@ -103,6 +104,14 @@ def _engine_flags(p: argparse.ArgumentParser) -> None:
         f"installed, else {DEFAULT_TARGET})",
     )
     p.add_argument(
+        "--trt-nms",
+        choices=TRT_NMS_CHOICES,
+        default="none",
+        help="append NMS to the TensorRT engine (det [B,max_det,6] + det_count, deploy "
+        "thresholds): efficient = EfficientNMS_TRT plugin, inms = INMSLayer, auto = the "
+        "target's (runtime/trt_targets.py)",
+    )
+    p.add_argument(
         "--dry-run",
         action="store_true",
         help="write ONNX, sidecars and the build commands; do not build an engine",
@@ -151,6 +160,7 @@ def config_from_args(a: argparse.Namespace):  # -> ExportConfig
         timing_cache_dir=a.timing_cache,
         dla_core=a.dla_core,
         trt_target=a.trt_target,
+        trt_nms=a.trt_nms,
         dry_run=a.dry_run,
         allow_lint_fail=a.allow_lint_fail,
         seed=a.seed,

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from export.errors import ExportConfigError
 from runtime.spec import NMS_CONF, NMS_IOU, NMS_MAX_DET
+from runtime.trt_build import NMS_AUTO, NMS_NONE, TRT_NMS_CHOICES
 from runtime.trt_targets import DEFAULT_TARGET, get_target, resolve_target, target_names
 
 SIMPLIFIERS: tuple[str, ...] = ("none", "onnxslim", "onnxsim")
@@ -82,6 +83,9 @@ class ExportConfig:
     timing_cache_dir: str | None = None
     dla_core: int | None = None
     trt_target: str | None = None
+    trt_nms: str = (
+        NMS_NONE  # NMS appended to the engine (runtime.trt_build): none/auto/efficient/inms
+    )
     dry_run: bool = False
     allow_lint_fail: bool = False
     parity_batch_cap: int = 4
@@ -108,10 +112,26 @@ class ExportConfig:
         self._check_batches()
         self._check_numbers()
         target = get_target(self.trt_target or DEFAULT_TARGET)
+        self._check_trt_nms(target.name, target.trt_nms)
         if self.engine == "fp16" and target.strongly_typed and not self.fp16_onnx:
             raise ExportConfigError(
                 f"--engine fp16 for TensorRT {target.name} builds from the FP16 ONNX (strongly "
                 "typed), but --no-fp16-onnx was given; drop --no-fp16-onnx or use --engine fp32"
+            )
+
+    def _check_trt_nms(self, target: str, kinds: tuple[str, ...]) -> None:
+        _check_choice("trt_nms", self.trt_nms, TRT_NMS_CHOICES)
+        if self.trt_nms == NMS_NONE:
+            return
+        if self.nms_in_graph:
+            raise ExportConfigError(
+                f"--trt-nms {self.trt_nms} appends NMS to the engine built from the ONNX without "
+                "NMS; --nms-in-graph puts ONNX NonMaxSuppression in the ONNX itself: pick one"
+            )
+        if self.trt_nms != NMS_AUTO and self.trt_nms not in kinds:
+            raise ExportConfigError(
+                f"--trt-nms {self.trt_nms}: TensorRT target {target} supports "
+                f"{', '.join(kinds) or 'no in-engine NMS'}; use --trt-nms auto or none"
             )
 
     def _check_batches(self) -> None:

@@ -20,6 +20,7 @@ from runtime.io_names import (
     SEG_LOGITS,
 )
 from runtime.sidecar import (
+    NMS_ONNX,
     BatchRange,
     DeployThresholds,
     DetInfo,
@@ -99,6 +100,7 @@ def det_for(loaded: LoadedModel, spec: DeploySpec, facts: GraphFacts) -> DetInfo
         deploy=DeployThresholds(),
         decoder=str(spec.det_decoder),
         reg_max=int(p.get("reg_max", 0)),
+        nms_kind=NMS_ONNX if spec.nms_in_graph else None,
     )
 
 

@@ -74,6 +74,7 @@ def resolve_plan(cfg: ExportConfig, loaded: LoadedModel, source: Any) -> ExportP
         cfg.opt_level,
         Path(cfg.timing_cache_dir) if cfg.timing_cache_dir else default_timing_cache_dir(),
         cfg.dla_core,
+        cfg.trt_nms,
     )
     return ExportPlan(
         name, imgsz, spec, resolve_trt_target(cfg.trt_target, installed), installed, build
@@ -232,7 +233,9 @@ def stage_onnx(
 
 def stage_scripts(staging: Any, plan: ExportPlan, cfg: ExportConfig, has_fp16: bool) -> dict:
     precision = cfg.engine if cfg.engine != "none" else ("fp16" if has_fp16 else "fp32")
-    tplan = plan_for_target(plan.name, precision, plan.trt_target, has_fp16, cfg.timing_cache_dir)
+    tplan = plan_for_target(
+        plan.name, precision, plan.trt_target, has_fp16, cfg.timing_cache_dir, cfg.trt_nms
+    )
     sh = write_trtexec_script(staging.path(f"{plan.name}_trtexec.sh"), tplan, plan.build)
     py = write_build_script(staging.path(f"{plan.name}_build_engine.py"), tplan, plan.build)
     out_dir = Path(cfg.output_dir)
@@ -240,17 +243,43 @@ def stage_scripts(staging: Any, plan: ExportPlan, cfg: ExportConfig, has_fp16: b
         "target": plan.trt_target,
         "precision": precision,
         "fp16_path": tplan.fp16_path,
+        "trt_nms": cfg.trt_nms,
         "trtexec": " ".join(trtexec_command(tplan, plan.build)),
         "trtexec_script": str(out_dir / sh.name),
         "build_script": str(out_dir / py.name),
     }
 
 
+def numpy_nms_outputs(run: Any, nms: Any, rows: int) -> Any:
+    """A runner whose `det` [B, N, 6] becomes what an engine with NMS appended returns (det
+    [B, K, 6] best first, zero rows after det_count [B]), by the runtime's own numpy NMS with
+    the thresholds baked into the engine."""
+    import numpy as np
+
+    from runtime.io_names import DET_COUNT, DET_OUTPUT
+    from runtime.postprocess import select_rows
+    from runtime.sidecar import DeployThresholds
+
+    t = DeployThresholds(nms.conf_thres, nms.iou_thres, rows, nms.topk)
+
+    def call(images: Any) -> dict:
+        out = dict(run(images))
+        det = np.zeros((len(out[DET_OUTPUT]), rows, 6), np.float32)
+        count = np.zeros(len(det), np.int32)
+        for i, cand in enumerate(out[DET_OUTPUT]):
+            kept = select_rows(cand, t)
+            det[i, : len(kept)], count[i] = kept, len(kept)
+        return {**out, DET_OUTPUT: det, DET_COUNT: count}
+
+    return call
+
+
 def build_engine(plan: ExportPlan, cfg: ExportConfig, out_dir: Path, has_fp16: bool) -> BuiltEngine:
     fp32 = (out_dir / f"{plan.name}.onnx").read_bytes
     fp16 = (out_dir / f"{plan.name}_fp16.onnx").read_bytes if has_fp16 else None
     build = replace(plan.build, precision=cfg.engine)
-    return EngineFromOnnx(fp32, fp16, build)()
+    side = sidecar_path(out_dir / f"{plan.name}.onnx")
+    return EngineFromOnnx(fp32, fp16, build, sidecar=lambda: json.loads(side.read_text()))()
 
 
 def stage_engine(
@@ -277,8 +306,14 @@ def stage_engine(
     write_engine_sidecar(path, src, precision=cfg.engine, info=built.info, batch=batch, dest=dest)
     run = runtime_runner(path)
     try:
-        ref = OrtModel(onnx.load(str(out_dir / f"{plan.name}.onnx")))
-        report = fp16_agreement(ref, run, cases, plan.spec, cfg.fp16)
+        ref: Any = OrtModel(onnx.load(str(out_dir / f"{plan.name}.onnx")))
+        spec = plan.spec
+        if built.nms is not None:  # compare with the runtime's numpy NMS on the ONNX's rows
+            ref, spec = (
+                numpy_nms_outputs(ref, built.nms, built.nms_rows),
+                replace(spec, nms_in_graph=True),
+            )
+        report = fp16_agreement(ref, run, cases, spec, cfg.fp16)
     finally:
         run.close()  # type: ignore[attr-defined]
     require_fp16_agreement(report)

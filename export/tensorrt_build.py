@@ -18,9 +18,12 @@ from runtime.trt_build import (
     FP16_STRONGLY_TYPED,
     INSTALL_HINT,
     BuildInfo,
+    NmsSpec,
     fp16_path_for,
     installed_version,
+    nms_spec_from_sidecar,
     query_gpu_name,
+    resolve_nms_kind,
     timing_cache_file,
     trt_major,
 )
@@ -53,6 +56,7 @@ class EngineBuildConfig:
     opt_level: int
     timing_cache_dir: Path
     dla_core: int | None = None
+    trt_nms: str = "none"  # runtime.trt_build.TRT_NMS_CHOICES
 
     def input_shapes(self) -> trt_build.Shapes:
         lo, opt, hi = (
@@ -71,6 +75,8 @@ class BuiltEngine:
     build_flags: tuple[str, ...]
     timing_cache: str | None
     dla_core: int | None
+    nms: NmsSpec | None = None
+    nms_rows: int = 0
 
     @property
     def info(self) -> BuildInfo:
@@ -81,6 +87,8 @@ class BuiltEngine:
             self.fp16_path,
             self.timing_cache,
             self.dla_core,
+            self.nms,
+            self.nms_rows,
         )
 
 
@@ -93,7 +101,8 @@ def import_tensorrt() -> Any:
 
 class EngineFromOnnx:
     """Lazy: calling builds and returns a `BuiltEngine`. The ONNX loaders return bytes; the
-    FP16 one is only read on the strongly typed FP16 path."""
+    FP16 one is only read on the strongly typed FP16 path. `sidecar` (the FP32 ONNX's, as a
+    dict) is read only with `cfg.trt_nms`: classes and deploy thresholds to bake in."""
 
     def __init__(
         self,
@@ -101,6 +110,7 @@ class EngineFromOnnx:
         onnx_fp16: Callable[[], bytes] | None,
         cfg: EngineBuildConfig,
         gpu_name: Callable[[], str] = query_gpu_name,
+        sidecar: Callable[[], dict[str, Any]] | None = None,
     ):
         self.onnx_fp32, self.onnx_fp16, self.cfg, self.gpu_name = (
             onnx_fp32,
@@ -108,6 +118,15 @@ class EngineFromOnnx:
             cfg,
             gpu_name,
         )
+        self.sidecar = sidecar
+
+    def _nms(self, trt: Any) -> NmsSpec | None:
+        kind = resolve_nms_kind(trt, self.cfg.trt_nms)
+        if kind is None:
+            return None
+        if self.sidecar is None:
+            raise EngineBuildError("--trt-nms needs the ONNX's sidecar (classes, thresholds)")
+        return nms_spec_from_sidecar(self.sidecar(), kind)
 
     def _source(self, trt: Any) -> tuple[bytes, str, str | None]:
         if self.cfg.precision != "fp16":
@@ -124,9 +143,13 @@ class EngineFromOnnx:
 
     def __call__(self) -> BuiltEngine:
         trt = import_tensorrt()
+        cfg = self.cfg
+        try:
+            nms = self._nms(trt)
+        except trt_build.EngineBuildError as e:
+            raise EngineBuildError(str(e)) from None
         data, source, fp16_path = self._source(trt)
         gpu = self.gpu_name()
-        cfg = self.cfg
         try:
             plan, info = trt_build.build_serialized_engine(
                 data,
@@ -139,6 +162,7 @@ class EngineFromOnnx:
                 fp16_path=fp16_path,
                 dla_core=cfg.dla_core,
                 gpu=gpu,
+                nms=nms,
             )
         except trt_build.TensorRTUnavailableError as e:
             raise TensorRTUnavailableError(str(e)) from None
@@ -153,4 +177,6 @@ class EngineFromOnnx:
             info.build_flags,
             info.timing_cache,
             info.dla_core,
+            info.nms,
+            info.nms_rows,
         )

@@ -28,6 +28,7 @@ class EnginePlan:
     target: str  # a name in runtime/trt_targets.py
     fp16_path: str | None
     cache_dir: str | None  # None: the per-user default on the target
+    trt_nms: str = "none"  # NMS the Python build script appends (trtexec cannot)
 
     @property
     def engine_precision(self) -> str:
@@ -35,12 +36,19 @@ class EnginePlan:
 
 
 def plan_for_target(
-    name: str, precision: str, target: str, has_fp16_onnx: bool, cache_dir: str | None
+    name: str,
+    precision: str,
+    target: str,
+    has_fp16_onnx: bool,
+    cache_dir: str | None,
+    trt_nms: str | None = None,
 ) -> EnginePlan:
     fp16_path = trt_targets.get_target(target).fp16_path if precision == "fp16" else None
     use_fp16_onnx = fp16_path == FP16_STRONGLY_TYPED and has_fp16_onnx
     onnx = f"{name}_fp16.onnx" if use_fp16_onnx else f"{name}.onnx"
-    return EnginePlan(onnx, f"{name}_{precision}.engine", target, fp16_path, cache_dir)
+    return EnginePlan(
+        onnx, f"{name}_{precision}.engine", target, fp16_path, cache_dir, trt_nms or "none"
+    )
 
 
 def _shape(cfg: EngineBuildConfig, batch: int) -> str:
@@ -74,11 +82,17 @@ def _quote(arg: str) -> str:
 def write_trtexec_script(path: Path, plan: EnginePlan, cfg: EngineBuildConfig) -> Path:
     line = " ".join(_quote(c) for c in trtexec_command(plan, cfg))
     cache_dir = plan.cache_dir or DEFAULT_SCRIPT_CACHE_DIR
+    nms = (
+        f"# Without NMS: trtexec cannot append it; the Python script adds --trt-nms {plan.trt_nms}.\n"
+        if plan.trt_nms != "none"
+        else ""
+    )
     text = (
         "#!/bin/sh\n"
         f"# Build {plan.engine} on the target (TensorRT {plan.target}). The engine is tied to\n"
         "# the GPU and TensorRT version it is built with. The runtime also needs the sidecar:\n"
         f"# run the Python script beside this file instead to get {plan.engine}.json too.\n"
+        f"{nms}"
         'set -e\ncd "$(dirname "$0")"\n'
         f'CACHE_DIR="${{MTC_TIMING_CACHE:-{cache_dir}}}"\n'
         'GPU="$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1)"\n'
@@ -106,6 +120,8 @@ def build_script_args(plan: EnginePlan, cfg: EngineBuildConfig) -> list[str]:
         args += ["--cache-dir", plan.cache_dir]
     if cfg.dla_core is not None:
         args += ["--dla-core", str(cfg.dla_core)]
+    if plan.trt_nms != "none":
+        args += ["--trt-nms", plan.trt_nms]
     return args
 
 
@@ -127,7 +143,7 @@ def write_build_script(path: Path, plan: EnginePlan, cfg: EngineBuildConfig) -> 
         "# arguments below; extra arguments override them (see --help). Needs TensorRT only.\n"
     )
     rest = rest.replace(_SHIPPED_MARKER, f"SHIPPED_ARGS: list[str] = {args!r}\n")
-    rows = [(t.name, t.min_version, t.fp16_path) for t in trt_targets.TARGETS]
+    rows = [(t.name, t.min_version, t.fp16_path, t.trt_nms) for t in trt_targets.TARGETS]
     rest = rest.replace(_TARGETS_MARKER, f"{_TARGETS_MARKER.split(' = ')[0]} = {rows!r}\n")
     atomic_write_text(path, f"{shebang}\n{header}{rest}")
     path.chmod(0o755)
@@ -135,4 +151,4 @@ def write_build_script(path: Path, plan: EnginePlan, cfg: EngineBuildConfig) -> 
 
 
 _SHIPPED_MARKER = "SHIPPED_ARGS: list[str] = []\n"
-_TARGETS_MARKER = "SHIPPED_TARGETS: list[tuple[str, tuple[int, int], str]] = []\n"
+_TARGETS_MARKER = "SHIPPED_TARGETS: list[tuple[str, tuple[int, int], str, tuple[str, ...]]] = []\n"

@@ -45,7 +45,7 @@ from runtime.spec import (
     PAD_VALUE,
     SEG_TASKS,
 )
-from runtime.trt_build import FP16_PATHS
+from runtime.trt_build import FP16_PATHS, TRT_NMS_KINDS
 
 SCHEMA_VERSION = 1
 # Artifact suffix -> sidecar `format`.
@@ -55,6 +55,10 @@ PRECISIONS = ("fp32", "fp16")
 COLORS = ("RGB", "BGR")
 DET_LAYOUTS = (DET_LAYOUT_XYXY, DET_LAYOUT_CXCYWH)
 SEG_OUTPUT_KINDS = (SEG_ARGMAX, SEG_LOGITS)
+# What does the NMS in the graph: ONNX NonMaxSuppression (mtc-export --nms-in-graph), or what
+# the engine builder appended (--trt-nms): the EfficientNMS_TRT plugin or TensorRT's INMSLayer.
+NMS_ONNX = "onnx"
+NMS_KINDS = (NMS_ONNX, *TRT_NMS_KINDS)
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -151,6 +155,11 @@ class DetInfo:
     # came from the anchor-based head.
     decoder: str = field(default="yolop_anchor", metadata={ADDED_LATER: "decoder 'yolop_anchor'"})
     reg_max: int = field(default=0, metadata={ADDED_LATER: "reg_max 0"})
+    # Which NMS is in the graph (NMS_KINDS); null without. Older sidecars: null, and an
+    # nms_in_graph one had ONNX NonMaxSuppression (the only kind there was).
+    nms_kind: str | None = field(
+        default=None, metadata={ADDED_LATER: "nms_kind null ('onnx' when nms_in_graph)"}
+    )
 
     def decoder_params(self) -> dict[str, Any]:
         """What `runtime.decoders` decoders take."""
@@ -379,6 +388,13 @@ def _check_semantics(sc: Sidecar) -> None:
         _one_of("det.layout", sc.det.layout, DET_LAYOUTS)
         check_thresholds(sc.det.deploy, "det.deploy.", SidecarError)
         _one_of("det.decoder", sc.det.decoder, tuple(list_decoders()))
+        if sc.det.nms_kind is not None:
+            _one_of("det.nms_kind", sc.det.nms_kind, NMS_KINDS)
+            if not sc.det.nms_in_graph:
+                raise SidecarError(
+                    f"key 'det.nms_kind' is {sc.det.nms_kind!r} but 'det.nms_in_graph' is false; "
+                    "an artifact without NMS in the graph has nms_kind null"
+                )
         if not sc.det.decoded_in_graph:
             try:
                 get_decoder(sc.det.decoder).check_params(sc.det.decoder_params())

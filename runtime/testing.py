@@ -117,6 +117,7 @@ def standin_sidecar(artifact: str | os.PathLike[str], cfg: StandinConfig | None 
         conf_thres=cfg.conf_thres,
         iou_thres=cfg.iou_thres,
         max_det=cfg.max_det,
+        nms_kind="onnx" if cfg.nms_in_graph else None,
     )
     outputs = tuple(
         TensorInfo(n, tuple(-1 if isinstance(d, str) else d for d in s), _NP[t])

@@ -18,6 +18,14 @@ says for the installed version (the shipped copy carries the table's rows in SHI
   the FP16 ONNX, whose own tensor types carry the precision.
 The engine's sidecar is the source ONNX's sidecar with the engine's facts put in
 (`engine_sidecar`), so the runtime finds the same input, outputs and preprocessing in both.
+
+Optional NMS in the engine (`--trt-nms`, `NmsSpec`): from an ONNX *without* NMS (det rows
+[B, N, 6] x1 y1 x2 y2 score class), the builder appends NMS to the parsed network and gives it
+the outputs the runtime reads for `nms_in_graph`: `det` [B, K, 6] best first and `det_count` [B]
+int32 (K = min(max_det, N)). "efficient" = the EfficientNMS_TRT plugin (IPluginV2, deprecated from
+10.12); "inms" = the native INMSLayer (`network.add_nms`, which returns indices: a scatter, a top-k
+and a gather turn them into rows). Class-aware either way: scores go in one-hot per class. Which
+kinds a TensorRT target has is the target table's `trt_nms` (SHIPPED_TARGETS' 4th item).
 """
 
 from __future__ import annotations
@@ -44,6 +52,14 @@ except ImportError:  # the copy shipped beside the ONNX, on a machine without mt
 FP16_BUILDER_FLAG = "builder_flag"
 FP16_STRONGLY_TYPED = "strongly_typed_fp16_onnx"
 FP16_PATHS = (FP16_BUILDER_FLAG, FP16_STRONGLY_TYPED)
+NMS_NONE, NMS_AUTO, NMS_EFFICIENT, NMS_INMS = "none", "auto", "efficient", "inms"
+TRT_NMS_KINDS = (NMS_EFFICIENT, NMS_INMS)
+TRT_NMS_CHOICES = (NMS_NONE, NMS_AUTO, *TRT_NMS_KINDS)
+EFFICIENT_NMS_DEPRECATED_FROM = (10, 12)  # TensorRT 10.12 release notes: EfficientNMS_TRT v1
+INMS_TOPK_MAX = 5000  # INMSLayer's TopK box limit cap (2000 on SM 5.3 / 6.2, no Orin)
+TOPK_K_MAX = 3840  # ITopKLayer's largest K
+# runtime.io_names' spellings (this file also runs alone, beside the ONNX)
+DET_NAME, DET_COUNT_NAME = "det", "det_count"
 INSTALL_HINT = (
     "install TensorRT's Python package on the machine that will run the engine: desktop GPUs "
     "`pip install tensorrt` (NVIDIA's wheels; tensorrt-cu12 for CUDA 12), Jetson JetPack "
@@ -51,9 +67,9 @@ INSTALL_HINT = (
 )
 # mtc-export writes the build's arguments here in the copy it ships; empty in the package.
 SHIPPED_ARGS: list[str] = []
-# ... and the TensorRT target table's rows, (name, (major, minor) from, fp16_path); empty in the
-# package, which reads runtime/trt_targets.py itself.
-SHIPPED_TARGETS: list[tuple[str, tuple[int, int], str]] = []
+# ... and the TensorRT target table's rows, (name, (major, minor) from, fp16_path, trt_nms);
+# empty in the package, which reads runtime/trt_targets.py itself.
+SHIPPED_TARGETS: list[tuple[str, tuple[int, int], str, tuple[str, ...]]] = []
 
 Shapes = dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]
 
@@ -67,6 +83,25 @@ class EngineBuildError(_ErrorBase):
 
 
 @dataclass(frozen=True)
+class NmsSpec:
+    """NMS appended to the network: the kind and what is baked in. The runtime can only
+    tighten conf / max_det afterwards, so these are the deploy thresholds by default."""
+
+    kind: str  # NMS_EFFICIENT | NMS_INMS
+    conf_thres: float
+    iou_thres: float
+    max_det: int
+    topk: int  # candidates per image into NMS (INMSLayer's TopK box limit; EfficientNMS: 4096)
+    num_classes: int
+
+    def flag(self) -> str:
+        return (
+            f"nms={self.kind}(conf={self.conf_thres:g},iou={self.iou_thres:g},"
+            f"max_det={self.max_det},topk={self.topk})"
+        )
+
+
+@dataclass(frozen=True)
 class BuildInfo:
     """What was built, with what: the `tensorrt` section of the engine's sidecar."""
 
@@ -76,6 +111,8 @@ class BuildInfo:
     fp16_path: str | None
     timing_cache: str | None
     dla_core: int | None
+    nms: NmsSpec | None = None
+    nms_rows: int = 0  # K, the rows of `det` with NMS in the engine
 
     def sidecar_section(self) -> dict[str, Any]:
         return {
@@ -110,32 +147,43 @@ def trt_major(trt: Any) -> int:
     return int(str(trt.__version__).split(".")[0])
 
 
-def target_rows() -> list[tuple[str, tuple[int, int], str]]:
-    """(name, lowest (major, minor), fp16_path) per TensorRT target: the shipped copy's rows, else
-    runtime/trt_targets.py; none for a bare copy of this file (then only capabilities count)."""
+Row = tuple[str, tuple[int, int], str, tuple[str, ...]]
+
+
+def target_rows() -> list[Row]:
+    """(name, lowest (major, minor), fp16_path, trt_nms) per TensorRT target: the shipped copy's
+    rows, else runtime/trt_targets.py; none for a bare copy of this file (then only
+    capabilities count)."""
     if SHIPPED_TARGETS:
-        return [(n, (int(v[0]), int(v[1])), p) for n, v, p in SHIPPED_TARGETS]
+        return [(n, (int(v[0]), int(v[1])), p, tuple(k)) for n, v, p, k in SHIPPED_TARGETS]
     try:
         from runtime.trt_targets import TARGETS
     except ImportError:
         return []
-    return [(t.name, t.min_version, t.fp16_path) for t in TARGETS]
+    return [(t.name, t.min_version, t.fp16_path, t.trt_nms) for t in TARGETS]
+
+
+def version_of(trt: Any) -> tuple[int, int] | None:
+    parts = str(trt.__version__).split(".")
+    try:
+        return int(parts[0]), int(parts[1]) if len(parts) > 1 else 0
+    except ValueError:
+        return None
+
+
+def installed_row(trt: Any) -> Row | None:
+    """The installed TensorRT's target row: the one with the highest lowest version not above
+    it (runtime.trt_targets.target_for_version, on the rows); None when the version is
+    unreadable or older than every target."""
+    version = version_of(trt)
+    fits = [row for row in target_rows() if version is not None and row[1] <= version]
+    return max(fits, key=lambda row: row[1]) if fits else None
 
 
 def installed_target(trt: Any) -> tuple[str, str] | None:
-    """(target name, fp16_path) of the installed TensorRT: the row with the highest lowest
-    version not above it (runtime.trt_targets.target_for_version, on the rows); None when the
-    version is unreadable or older than every target."""
-    parts = str(trt.__version__).split(".")
-    try:
-        version = (int(parts[0]), int(parts[1]) if len(parts) > 1 else 0)
-    except ValueError:
-        return None
-    fits = [row for row in target_rows() if row[1] <= version]
-    if not fits:
-        return None
-    name, _, path = max(fits, key=lambda row: row[1])
-    return name, path
+    """(target name, fp16_path) of the installed TensorRT (`installed_row`)."""
+    row = installed_row(trt)
+    return (row[0], row[2]) if row else None
 
 
 def fp16_path_for(trt: Any) -> str:
@@ -159,7 +207,7 @@ def check_fp16_path(trt: Any, fp16_path: str) -> None:
         )
     rows = target_rows()
     if fp16_path == FP16_STRONGLY_TYPED and rows and target is None:
-        known = ", ".join(f"{n} (from {v[0]}.{v[1]})" for n, v, _ in rows)
+        known = ", ".join(f"{r[0]} (from {r[1][0]}.{r[1][1]})" for r in rows)
         raise EngineBuildError(
             f"TensorRT {trt.__version__} is too old for this export (targets: {known})"
         )
@@ -242,6 +290,7 @@ def build_serialized_engine(
     fp16_path: str | None = None,
     dla_core: int | None = None,
     gpu: str | None = None,
+    nms: NmsSpec | None = None,
 ) -> tuple[bytes, BuildInfo]:
     """Parse `onnx_bytes`, build one engine, return its plan and what was built.
 
@@ -249,6 +298,7 @@ def build_serialized_engine(
     `precision` "fp16" picks the FP16 path by the TensorRT version unless `fp16_path` names one
     (then a version that cannot do it is an error); on the strongly typed path `onnx_bytes` must
     be the FP16 ONNX. `timing_cache`: a file loaded before and saved (atomically) after the build.
+    `nms`: NMS appended to the network (`append_nms`); its kind must be one the target has.
     """
     if precision not in ("fp16", "fp32"):
         raise EngineBuildError(f"precision {precision!r} is not one of fp16, fp32")
@@ -257,6 +307,8 @@ def build_serialized_engine(
     if precision == "fp16":
         path = fp16_path or fp16_path_for(trt)
         check_fp16_path(trt, path)
+    if nms is not None:
+        resolve_nms_kind(trt, nms.kind)  # refused here, before the builder, in one line
     logger = trt.Logger(trt.Logger.WARNING)
     builder = _builder(trt, logger)
     if path == FP16_BUILDER_FLAG and not getattr(builder, "platform_has_fast_fp16", True):
@@ -272,7 +324,10 @@ def build_serialized_engine(
             f"the optimisation profile names input(s) {unknown} but the ONNX's inputs are "
             f"{names}; the ONNX and its sidecar disagree: re-export them together"
         )
+    rows, _weights = append_nms(trt, network, nms) if nms is not None else (0, [])
     config, flags = _builder_config(trt, builder, workspace_mib, opt_level, path, input_shapes)
+    if nms is not None:
+        flags.append(nms.flag())
     if dla_core is not None:
         flags += _use_dla(trt, builder, config, dla_core)
     if strongly:
@@ -289,7 +344,7 @@ def build_serialized_engine(
     if timing_cache is not None:
         atomic_write_bytes(timing_cache, bytes(config.get_timing_cache().serialize()))
     cache = str(timing_cache) if timing_cache is not None else None
-    info = BuildInfo(str(trt.__version__), gpu, tuple(flags), path, cache, dla_core)
+    info = BuildInfo(str(trt.__version__), gpu, tuple(flags), path, cache, dla_core, nms, rows)
     return bytes(plan), info
 
 
@@ -380,6 +435,217 @@ def _attach_timing_cache(config: Any, path: Path) -> None:
         )
 
 
+# -- NMS in the engine -----------------------------------------------------------------------------
+def supported_nms(trt: Any) -> tuple[tuple[str, ...], str]:
+    """(NMS kinds, where) for the installed TensorRT, from its target row; a bare copy of this
+    file without rows tries what is asked (TensorRT itself then says no)."""
+    row = installed_row(trt)
+    if row is None:
+        return TRT_NMS_KINDS, f"TensorRT {trt.__version__}"
+    return row[3], f"TensorRT target {row[0]} (installed {trt.__version__})"
+
+
+def resolve_nms_kind(trt: Any, asked: str | None) -> str | None:
+    """`--trt-nms` -> the kind to append (None: no NMS in the engine). `auto` = the target's
+    first kind, or INMSLayer from 10.12 on (where EfficientNMS_TRT is deprecated)."""
+    if asked in (None, NMS_NONE):
+        return None
+    if asked not in TRT_NMS_CHOICES:
+        raise EngineBuildError(f"--trt-nms {asked!r} is not one of {', '.join(TRT_NMS_CHOICES)}")
+    kinds, where = supported_nms(trt)
+    if asked == NMS_AUTO:
+        if not kinds:
+            raise EngineBuildError(f"--trt-nms auto: {where} has no in-engine NMS; use none")
+        version = version_of(trt)
+        late = version is not None and version >= EFFICIENT_NMS_DEPRECATED_FROM
+        return NMS_INMS if late and NMS_INMS in kinds else kinds[0]
+    if asked not in kinds:
+        alt = f"--trt-nms {kinds[0]} or none" if kinds else "--trt-nms none"
+        raise EngineBuildError(
+            f"--trt-nms {asked}: {where} supports {', '.join(kinds) or 'no in-engine NMS'}; "
+            f"use {alt}"
+        )
+    return asked
+
+
+def nms_spec_from_sidecar(
+    side: dict[str, Any], kind: str, overrides: dict[str, Any] | None = None
+) -> NmsSpec:
+    """What to bake in: the source ONNX sidecar's deploy thresholds (what mtc-run applies),
+    unless `overrides` (conf_thres / iou_thres / max_det / topk) say otherwise. The ONNX must
+    give decoded rows x1 y1 x2 y2 score class without NMS."""
+    det = side.get("det")
+    if not isinstance(det, dict):
+        raise EngineBuildError(
+            "--trt-nms: the ONNX has no detection output (sidecar 'det' is null)"
+        )
+    if det.get("nms_in_graph"):
+        raise EngineBuildError(
+            "--trt-nms: this ONNX already has NMS in its graph (det + det_count); build from the "
+            "export made without --nms-in-graph"
+        )
+    if not det.get("decoded_in_graph", True) or det.get("layout") != "xyxy_score_class":
+        raise EngineBuildError(
+            f"--trt-nms needs decoded rows (det.layout 'xyxy_score_class'), the sidecar says "
+            f"{det.get('layout')!r}{'' if det.get('decoded_in_graph', True) else ', raw output'}"
+        )
+    dep = {"conf_thres": 0.25, "iou_thres": 0.45, "max_det": 100, "topk": 1000}
+    dep.update(det.get("deploy") or {})
+    dep.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    spec = NmsSpec(
+        kind,
+        float(dep["conf_thres"]),
+        float(dep["iou_thres"]),
+        int(dep["max_det"]),
+        int(dep["topk"]),
+        len(det.get("class_names") or ()) or 1,
+    )
+    if not (0 < spec.conf_thres <= 1 and 0 < spec.iou_thres <= 1):
+        raise EngineBuildError(
+            f"--nms-conf and --nms-iou must be in (0, 1], got {spec.conf_thres}, {spec.iou_thres}"
+        )
+    if spec.max_det < 1 or spec.topk < 1:
+        raise EngineBuildError(f"--nms-max-det and --nms-topk must be >= 1, got {spec.max_det}")
+    return spec
+
+
+class _Net:
+    """The few network calls the NMS tail makes, with constants kept alive until the build
+    (TensorRT reads Weights memory at build time, not when the layer is added)."""
+
+    def __init__(self, trt: Any, network: Any) -> None:
+        import numpy as np  # TensorRT's Python API takes numpy arrays as Weights
+
+        self.trt, self.net, self.np = trt, network, np
+        self.keep: list[Any] = []
+
+    def const(self, value: Any, dtype: str) -> Any:
+        arr = self.np.array(value, dtype=dtype, order="C")  # 0-d stays 0-d (scalar inputs)
+        self.keep.append(arr)
+        return self.net.add_constant(arr.shape, arr).get_output(0)
+
+    def gather(self, data: Any, idx: Any, axis: int, elementwise_dims: int = 0) -> Any:
+        layer = self.net.add_gather(data, idx, axis)
+        layer.num_elementwise_dims = elementwise_dims
+        return layer.get_output(0)
+
+    def columns(self, det: Any, cols: list[int]) -> Any:
+        return self.gather(det, self.const(cols, "int32"), 2)
+
+    def op(self, a: Any, b: Any, name: str) -> Any:
+        return self.net.add_elementwise(
+            a, b, getattr(self.trt.ElementWiseOperation, name)
+        ).get_output(0)
+
+    def cast(self, x: Any, dtype: str) -> Any:
+        return self.net.add_cast(x, getattr(self.trt.DataType, dtype)).get_output(0)
+
+    def reshape(self, x: Any, dims: tuple[int, ...]) -> Any:
+        layer = self.net.add_shuffle(x)
+        layer.reshape_dims = dims  # 0 copies the input's dimension (the dynamic batch)
+        return layer.get_output(0)
+
+
+def append_nms(trt: Any, network: Any, spec: NmsSpec) -> tuple[int, list[Any]]:
+    """Replace the network output `det` [B, N, 6] with `det` [B, K, 6] best first + `det_count`
+    [B] int32 after `spec.kind` NMS; returns K and the constants' arrays (keep them alive
+    until the network is built)."""
+    outs = {network.get_output(i).name: network.get_output(i) for i in range(network.num_outputs)}
+    det = outs.get(DET_NAME)
+    if det is None or DET_COUNT_NAME in outs:
+        raise EngineBuildError(
+            f"--trt-nms needs an ONNX output {DET_NAME!r} and none called {DET_COUNT_NAME!r}; "
+            f"the network's outputs are {sorted(outs)}"
+        )
+    shape = tuple(det.shape)
+    if len(shape) != 3 or shape[1] < 1 or shape[2] != 6:
+        raise EngineBuildError(f"--trt-nms needs {DET_NAME} as [B, N, 6], the ONNX has {shape}")
+    n = int(shape[1])
+    k = min(spec.max_det, n, TOPK_K_MAX)
+    g = _Net(trt, network)
+    boxes, score = g.columns(det, [0, 1, 2, 3]), g.columns(det, [4])  # [B,N,4], [B,N,1]
+    scores = score
+    if spec.num_classes > 1:  # one-hot per class: a box competes only inside its own class
+        classes = g.const([[list(range(spec.num_classes))]], "float32")
+        onehot = g.cast(g.op(g.columns(det, [5]), classes, "EQUAL"), "FLOAT")
+        scores = g.op(onehot, score, "PROD")  # [B,N,C]
+    if spec.kind == NMS_EFFICIENT:
+        rows, count = _efficient_nms(g, boxes, scores, spec, k)
+    else:
+        rows, count = _inms(g, det, boxes, scores, score, spec, k)
+    network.unmark_output(det)
+    det.name = "det_candidates"
+    rows.name, count.name = DET_NAME, DET_COUNT_NAME
+    network.mark_output(rows)
+    network.mark_output(count)
+    return k, g.keep
+
+
+def _efficient_nms(g: _Net, boxes: Any, scores: Any, spec: NmsSpec, k: int) -> tuple[Any, Any]:
+    """EfficientNMS_TRT v1 (IPluginV2DynamicExt): num_detections [B,1] int32, detection_boxes
+    [B,K,4], detection_scores [B,K], detection_classes [B,K] int32, best first."""
+    trt, np = g.trt, g.np
+    trt.init_libnvinfer_plugins(trt.Logger(trt.Logger.WARNING), "")
+    registry = trt.get_plugin_registry()
+    find = getattr(registry, "get_creator", None) or registry.get_plugin_creator
+    creator = find("EfficientNMS_TRT", "1", "")
+    if creator is None:
+        raise EngineBuildError(
+            f"TensorRT {trt.__version__} has no EfficientNMS_TRT plugin (libnvinfer_plugin not "
+            "installed?); use --trt-nms inms"
+        )
+    f32, i32 = trt.PluginFieldType.FLOAT32, trt.PluginFieldType.INT32
+    fields = [
+        ("score_threshold", spec.conf_thres, np.float32, f32),
+        ("iou_threshold", spec.iou_thres, np.float32, f32),
+        ("max_output_boxes", k, np.int32, i32),
+        ("background_class", -1, np.int32, i32),
+        ("score_activation", 0, np.int32, i32),
+        ("class_agnostic", 0, np.int32, i32),
+        ("box_coding", 0, np.int32, i32),  # BoxCorner: x1 y1 x2 y2
+    ]
+    arrays = [np.array([v], dtype=dt) for _, v, dt, _ in fields]
+    g.keep += arrays
+    collection = trt.PluginFieldCollection(
+        [trt.PluginField(name, a, ft) for (name, _, _, ft), a in zip(fields, arrays)]
+    )
+    plugin = creator.create_plugin("mtc_efficient_nms", collection)
+    if plugin is None:
+        raise EngineBuildError(f"TensorRT {trt.__version__} refused the EfficientNMS_TRT fields")
+    layer = g.net.add_plugin_v2([boxes, scores], plugin)
+    num, out_boxes, out_scores, out_classes = (layer.get_output(i) for i in range(4))
+    cls = g.reshape(g.cast(out_classes, "FLOAT"), (0, 0, 1))
+    concat = g.net.add_concatenation([out_boxes, g.reshape(out_scores, (0, 0, 1)), cls])
+    concat.axis = 2
+    return concat.get_output(0), g.reshape(num, (-1,))
+
+
+def _inms(
+    g: _Net, det: Any, boxes: Any, scores: Any, score: Any, spec: NmsSpec, k: int
+) -> tuple[Any, Any]:
+    """INMSLayer: SelectedIndices [M, 3] (batch, class, box) int32 (M depends on the data) and
+    NumOutputBoxes. Fixed-K rows as export/deploy_nms.py does it: the kept boxes' scores
+    scattered into zeros [B, N], top-K of those, the rows gathered, zero rows after the count."""
+    trt = g.trt
+    layer = g.net.add_nms(boxes, scores, g.const(k, "int32"))
+    layer.bounding_box_format = trt.BoundingBoxFormat.CORNER_PAIRS
+    layer.topk_box_limit = min(spec.topk, int(tuple(det.shape)[1]), INMS_TOPK_MAX)
+    layer.set_input(3, g.const(spec.iou_thres, "float32"))
+    layer.set_input(4, g.const(spec.conf_thres, "float32"))
+    where = g.gather(layer.get_output(0), g.const([0, 2], "int32"), 1)  # [M, 2] (batch, box)
+    score2 = g.reshape(score, (0, 0))  # [B, N]
+    kept = g.net.add_gather_v2(score2, where, trt.GatherMode.ND).get_output(0)  # [M]
+    zeros = g.op(score2, g.const([[0.0]], "float32"), "PROD")
+    kept_scores = g.net.add_scatter(zeros, where, kept, trt.ScatterMode.ND).get_output(0)
+    top = g.net.add_topk(kept_scores, trt.TopKOperation.MAX, k, 1 << 1)
+    values, order = top.get_output(0), top.get_output(1)  # [B, K]
+    rows = g.gather(det, order, 1, elementwise_dims=1)  # [B, K, 6]
+    valid = g.cast(g.op(values, g.const([[0.0]], "float32"), "GREATER"), "FLOAT")
+    rows = g.op(rows, g.reshape(valid, (0, 0, 1)), "PROD")
+    total = g.net.add_reduce(valid, trt.ReduceOperation.SUM, 1 << 1, False).get_output(0)
+    return rows, g.cast(total, "INT32")
+
+
 # -- files: atomic writes, hashes, the engine's sidecar --------------------------------------------
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     """Temporary name in the target folder, then rename: no half-written file ever looks valid.
@@ -433,9 +699,32 @@ def engine_sidecar(
         batch=batch,
         tensorrt=info.sidecar_section(),
     )
+    if info.nms is not None:
+        side.update(_nms_sidecar(side, info.nms, info.nms_rows))
     now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     side["created_by"] = {**dict(onnx_sidecar.get("created_by") or {}), "time": now}
     return side
+
+
+def _nms_sidecar(side: dict[str, Any], nms: NmsSpec, rows: int) -> dict[str, Any]:
+    """`det` and `outputs` of an engine with NMS appended: what the runtime reads for
+    `nms_in_graph` (det [B, K, 6] + det_count [B] int32), the thresholds baked in, the kind."""
+    det = {
+        **side["det"],
+        "nms_in_graph": True,
+        "nms_kind": nms.kind,
+        "conf_thres": nms.conf_thres,
+        "iou_thres": nms.iou_thres,
+        "max_det": rows,
+    }
+    outputs: list[dict[str, Any]] = []
+    for out in side["outputs"]:
+        if out["name"] != DET_NAME:
+            outputs.append(out)
+            continue
+        outputs.append({**out, "shape": [-1, rows, 6], "dtype": "float32"})
+        outputs.append({"name": DET_COUNT_NAME, "shape": [-1], "dtype": "int32"})
+    return {"det": det, "outputs": outputs}
 
 
 def write_engine_sidecar(
@@ -497,6 +786,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--opt-level", type=int, default=3, help="builder optimisation level 0-5")
     p.add_argument("--cache-dir", type=Path, help="timing cache folder ($MTC_TIMING_CACHE wins)")
     p.add_argument("--dla-core", type=int)
+    p.add_argument(
+        "--trt-nms",
+        choices=TRT_NMS_CHOICES,
+        default=NMS_NONE,
+        help="append NMS to the engine (det [B,K,6] + det_count): efficient = EfficientNMS_TRT, "
+        "inms = INMSLayer, auto = what this TensorRT target supports (default: none)",
+    )
+    p.add_argument(
+        "--nms-conf", type=float, help="score threshold baked in (default: sidecar deploy)"
+    )
+    p.add_argument("--nms-iou", type=float, help="IoU threshold baked in (default: sidecar deploy)")
+    p.add_argument("--nms-max-det", type=int, help="K, boxes kept per image (default: deploy)")
+    p.add_argument("--nms-topk", type=int, help="candidates per image into NMS (default: deploy)")
     p.add_argument("--no-sidecar", action="store_true", help="build the engine only")
     return p
 
@@ -538,6 +840,7 @@ def build_from_args(argv: list[str], base: Path) -> list[Path]:
             "it; copy the whole export folder, or pass --no-sidecar to build the engine alone"
         )
     trt = import_tensorrt()
+    nms = _nms_from_args(trt, args, onnx_sidecar)
     gpu = query_gpu_name()
     cache_dir = os.environ.get("MTC_TIMING_CACHE") or args.cache_dir or default_timing_cache_dir()
     cache = timing_cache_file(base / cache_dir, gpu, str(trt.__version__))
@@ -552,6 +855,7 @@ def build_from_args(argv: list[str], base: Path) -> list[Path]:
         fp16_path=None if args.fp16_path == "auto" else args.fp16_path,
         dla_core=args.dla_core,
         gpu=gpu,
+        nms=nms,
     )
     written = [atomic_write_bytes(engine, plan)]
     if not args.no_sidecar:
@@ -562,6 +866,22 @@ def build_from_args(argv: list[str], base: Path) -> list[Path]:
             )
         )
     return written
+
+
+def _nms_from_args(trt: Any, args: argparse.Namespace, onnx_sidecar: Path) -> NmsSpec | None:
+    kind = resolve_nms_kind(trt, args.trt_nms)
+    if kind is None:
+        return None
+    if not onnx_sidecar.is_file():
+        raise EngineBuildError(f"--trt-nms reads the classes and thresholds from {onnx_sidecar}")
+    side = json.loads(onnx_sidecar.read_text(encoding="utf-8"))
+    overrides = {
+        "conf_thres": args.nms_conf,
+        "iou_thres": args.nms_iou,
+        "max_det": args.nms_max_det,
+        "topk": args.nms_topk,
+    }
+    return nms_spec_from_sidecar(side, kind, overrides)
 
 
 def main(argv: list[str] | None = None) -> int:

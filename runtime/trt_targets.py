@@ -12,7 +12,7 @@ import difflib
 from dataclasses import dataclass
 
 from runtime.errors import MtcError
-from runtime.trt_build import FP16_BUILDER_FLAG, FP16_STRONGLY_TYPED
+from runtime.trt_build import FP16_BUILDER_FLAG, FP16_STRONGLY_TYPED, NMS_EFFICIENT, NMS_INMS
 
 
 class TrtTargetError(MtcError):
@@ -32,7 +32,11 @@ class TrtTarget:
     fp16_path: how FP16 is built: FP16_BUILDER_FLAG (weakly typed network + BuilderFlag.FP16)
         or FP16_STRONGLY_TYPED (strongly typed network parsed from the FP16 ONNX).
     trtexec_fp16: the trtexec flags of that FP16 path.
-    platform: where users meet it (for messages and docs)."""
+    platform: where users meet it (for messages and docs).
+    trt_nms: the NMS kinds `--trt-nms` may append to the engine's network on this target
+        (runtime.trt_build: NMS_EFFICIENT = the EfficientNMS_TRT plugin, NMS_INMS = the native
+        INMSLayer, `network.add_nms`), the first being what `--trt-nms auto` picks (from TensorRT
+        10.12 on, where EfficientNMS_TRT is deprecated, auto prefers INMSLayer when listed)."""
 
     name: str
     min_version: tuple[int, int]
@@ -43,6 +47,7 @@ class TrtTarget:
     fp16_path: str
     trtexec_fp16: tuple[str, ...]
     platform: str
+    trt_nms: tuple[str, ...] = ()
 
     @property
     def strongly_typed(self) -> bool:
@@ -61,6 +66,9 @@ TARGETS: tuple[TrtTarget, ...] = (
         fp16_path=FP16_BUILDER_FLAG,
         trtexec_fp16=("--fp16",),
         platform="JetPack 6 (Jetson Orin), TensorRT 10.x",
+        # INMSLayer exists since 8.5 (so in every 10.x); EfficientNMS_TRT v1 ships with 10.x and
+        # is deprecated from 10.12.
+        trt_nms=(NMS_EFFICIENT, NMS_INMS),
     ),
     TrtTarget(
         name="11",
@@ -72,6 +80,9 @@ TARGETS: tuple[TrtTarget, ...] = (
         fp16_path=FP16_STRONGLY_TYPED,
         trtexec_fp16=("--stronglyTyped",),
         platform="JetPack 7.2+ and desktop GPUs (CUDA 13), TensorRT 11.x",
+        # EfficientNMS_TRT v1 is deprecated (10.12) and the IPluginV2 interfaces it implements
+        # are deprecated in 11.x: new engines for 11 use the native layer only.
+        trt_nms=(NMS_INMS,),
     ),
 )
 # Where no TensorRT is installed to follow: JetPack 6, the oldest platform users run.

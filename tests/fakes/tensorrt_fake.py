@@ -23,6 +23,10 @@ Behaviour modelled on TensorRT's documentation:
   device of another compute capability; another device name with the same capability only warns.
 - `set_input_shape` returns False outside the profile; `execute_async_v3` returns False unless
   every input shape and every I/O address is set.
+- Layers added after parsing (the in-engine NMS tail: gather, elementwise, cast, shuffle, concat,
+  topk, reduce, scatter, INMSLayer, the EfficientNMS_TRT plugin) live in `tensorrt_fake_layers`:
+  build-time shapes as TensorRT infers them, and numpy at run time after ONNX Runtime, so an
+  engine with NMS appended returns real NMS results.
 Knobs reproduce the failure modes we handle (no CUDA device, parse errors, no fast FP16, build
 returning None, DLA core count).
 """
@@ -39,6 +43,14 @@ from typing import Any
 
 import numpy as np
 import onnx
+from tensorrt_fake_layers import (
+    NetworkLayers,
+    PluginField,
+    PluginFieldCollection,
+    PluginRegistry,
+    Tensor,
+    run_layer,
+)
 
 PLAN_FORMAT = "mtc-fake-tensorrt-plan/1"
 _ONNX_TO_DTYPE = {1: "FLOAT", 10: "HALF", 3: "INT8", 6: "INT32", 7: "INT64", 2: "UINT8", 9: "BOOL"}
@@ -104,29 +116,16 @@ class _ParserError:
         return f"{where}{self.code}: {self.description}"
 
 
-@dataclass
-class _Tensor:
-    name: str
-    shape: tuple[int, ...]  # -1 = dynamic
-    dims: tuple[Any, ...]  # ints and symbolic names, as the ONNX declares them
-    dtype: str  # DataType member name
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "shape": list(self.shape),
-            "dims": list(self.dims),
-            "dtype": self.dtype,
-        }
+_Tensor = Tensor
 
 
-def _tensor(v: Any) -> _Tensor:
+def _tensor(v: Any) -> Tensor:
     t = v.type.tensor_type
     dims = tuple(
         d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in t.shape.dim
     )
-    shape = tuple(d if isinstance(d, int) else -1 for d in dims)
-    return _Tensor(v.name, shape, dims, _ONNX_TO_DTYPE.get(t.elem_type, f"ONNX_{t.elem_type}"))
+    dtype = _ONNX_TO_DTYPE.get(t.elem_type, f"ONNX_{t.elem_type}")
+    return Tensor(v.name, dims, dtype, onnx_name=v.name)
 
 
 @dataclass
@@ -143,6 +142,7 @@ class _State:
     calls: list[tuple[str, Any]] = field(default_factory=list)
     log: list[tuple[str, str]] = field(default_factory=list)
     builds: list[dict[str, Any]] = field(default_factory=list)
+    registry: PluginRegistry = field(default_factory=PluginRegistry)
 
     @property
     def major(self) -> int:
@@ -156,13 +156,15 @@ class _State:
         self.log.append(("WARNING", msg))
 
 
-class Network:
+class Network(NetworkLayers):
     def __init__(self, state: _State, flags: int, strongly_flag: int) -> None:
         self._s = state
         self.flags = flags
         self.strongly_typed = state.major >= 11 or bool(flags & (1 << strongly_flag))
-        self.inputs: list[_Tensor] = []
-        self.outputs: list[_Tensor] = []
+        self.inputs: list[Tensor] = []
+        self.outputs: list[Tensor] = []
+        self.layers: list[Any] = []
+        self.parsed: list[Tensor] = []  # every ONNX output the parser made a tensor for
         self.onnx: bytes | None = None
 
     @property
@@ -259,6 +261,9 @@ class OnnxParser:
         inits = {i.name for i in proto.graph.initializer}
         self.network.inputs = [_tensor(v) for v in proto.graph.input if v.name not in inits]
         self.network.outputs = [_tensor(v) for v in proto.graph.output]
+        for t in [*self.network.inputs, *self.network.outputs]:
+            t.id = self.network.new_id()
+        self.network.parsed = list(self.network.outputs)
         s.calls.append(("parsed_dtypes", sorted({i.data_type for i in proto.graph.initializer})))
         if self.errors:
             return False
@@ -316,6 +321,8 @@ class Builder:
             ],
             "inputs": [t.to_json() for t in network.inputs],
             "outputs": [t.to_json() for t in network.outputs],
+            "onnx_outputs": {str(t.id): t.onnx_name for t in network.parsed},
+            "layers": [layer.to_json({}) for layer in network.topological_layers()],
         }
         s.builds.append(header)
         plan = {**header, "onnx": base64.b64encode(network.onnx or b"").decode("ascii")}
@@ -325,6 +332,12 @@ class Builder:
         """Why TensorRT would refuse this build (it logs and returns None), or None."""
         if network.onnx is None:
             return "network has no layers (the ONNX was not parsed)"
+        names = [t.name for t in network.outputs]
+        if len(set(names)) != len(names):
+            return f"network outputs share a name: {names}"
+        problem = network.layer_problem()
+        if problem:
+            return problem
         fp16 = getattr(self._m.BuilderFlag, "FP16", None)
         if network.strongly_typed and fp16 is not None and fp16 in config.flags:
             return "BuilderFlag::kFP16 is not allowed with a strongly typed network"
@@ -500,8 +513,14 @@ class ExecutionContext:
             dt = np.dtype(_NUMPY[eng._tensor(n)["dtype"]])
             raw = gpu.view(self.addresses[n], int(np.prod(shape)) * dt.itemsize)
             feed[n] = raw.view(dt).reshape(shape).copy()
-        outs = eng.session().run(None, feed)
-        for t, value in zip(eng.desc["outputs"], outs):
+        sess = eng.session()
+        values = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feed)))
+        env = {int(i): values[name] for i, name in eng.desc.get("onnx_outputs", {}).items()}
+        for layer in eng.desc.get("layers", []):
+            got = run_layer(layer, [env.get(i) if i is not None else None for i in layer["inputs"]])
+            env.update(zip(layer["outputs"], got))
+        for t in eng.desc["outputs"]:
+            value = env[t["id"]]
             arr = np.ascontiguousarray(value, dtype=np.dtype(_NUMPY[t["dtype"]]))
             gpu.view(self.addresses[t["name"]], arr.nbytes)[:] = arr.reshape(-1).view(np.uint8)
         self.executions += 1
@@ -538,6 +557,12 @@ def make_fake_tensorrt(
         def __init__(self, min_severity: int = 2) -> None:
             state.calls.append(("Logger", min_severity))
 
+    def init_libnvinfer_plugins(logger: Any, namespace: str) -> bool:
+        """Registers TensorRT's standard plugins (here: EfficientNMS_TRT v1)."""
+        state.calls.append(("init_libnvinfer_plugins", namespace))
+        state.registry.register_standard()
+        return True
+
     flags = {"GPU_FALLBACK": 3} if state.major >= 11 else {"FP16": 0, "GPU_FALLBACK": 3}
     ns: dict[str, Any] = dict(
         Logger=Logger,
@@ -550,6 +575,22 @@ def make_fake_tensorrt(
         TensorIOMode=enum.Enum("TensorIOMode", ["NONE", "INPUT", "OUTPUT"]),
         DataType=enum.Enum("DataType", list(_NUMPY)),
         OnnxParser=OnnxParser,
+        ElementWiseOperation=enum.IntEnum(
+            "ElementWiseOperation",
+            ["SUM", "PROD", "MAX", "MIN", "SUB", "DIV", "EQUAL", "GREATER", "LESS"],
+        ),
+        GatherMode=enum.IntEnum("GatherMode", ["DEFAULT", "ELEMENT", "ND"]),
+        ScatterMode=enum.IntEnum("ScatterMode", ["ELEMENT", "ND"]),
+        TopKOperation=enum.IntEnum("TopKOperation", ["MAX", "MIN"]),
+        ReduceOperation=enum.IntEnum("ReduceOperation", ["SUM", "PROD", "MAX", "MIN", "AVG"]),
+        BoundingBoxFormat=enum.IntEnum("BoundingBoxFormat", ["CORNER_PAIRS", "CENTER_SIZES"]),
+        PluginFieldType=enum.IntEnum(
+            "PluginFieldType", ["FLOAT16", "FLOAT32", "FLOAT64", "INT8", "INT16", "INT32", "CHAR"]
+        ),
+        PluginField=PluginField,
+        PluginFieldCollection=PluginFieldCollection,
+        get_plugin_registry=lambda: state.registry,
+        init_libnvinfer_plugins=init_libnvinfer_plugins,
         Builder=lambda logger: Builder(state, trt),
         Runtime=lambda logger: Runtime(state, trt, logger),
         IBuilderConfig=BuilderConfig,
