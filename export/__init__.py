@@ -1,6 +1,6 @@
 """mtc export: checkpoint -> verified ONNX -> FP16 ONNX -> TensorRT engine, each with a sidecar.
 
-`export_model` and `ExportConfig` resolve on first use, so `export.tensorrt_build` (and the
+`export_model` and `ExportConfig` resolve on first use, so `export.tensorrt.build` (and the
 generated build scripts' logic) can be imported on a torch-free Jetson image."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""`mtc-export`: a thin layer over `export.export_model` (and `export.lint.lint_onnx` for
+"""`mtc-export`: a thin layer over `export.export_model` (and `export.tensorrt.lint.lint_onnx` for
 `--lint-only`). Flags follow `yolo export` / `trtexec` spelling; each maps to one field of
 `ExportConfig`. User mistakes print one `error: ...` line on stderr and exit 2."""
 
@@ -160,8 +160,8 @@ def config_from_args(a: argparse.Namespace):  # -> ExportConfig
 
 
 def _lint_only(a: argparse.Namespace) -> int:
-    from export.lint import lint_onnx
     from export.staging import prepare_output_dir
+    from export.tensorrt.lint import lint_onnx
     from runtime.fileio import atomic_write_text
 
     path = Path(a.checkpoint)

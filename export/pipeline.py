@@ -21,11 +21,11 @@ from compressor.models.spec import ModelSpec, spec_of
 from export import stages
 from export.config import ExportConfig
 from export.errors import ExportError, LintError, TensorRTUnavailableError
-from export.lint import LintReport
-from export.onnx_export import LoadedModel, ModelFromCheckpoint
+from export.onnx.trace import LoadedModel, ModelFromCheckpoint
 from export.outputs import check_export_folder, remove_stale_exports
 from export.staging import Staging, prepare_output_dir
 from export.summary import SUMMARY_FILE, artifact_record, write_summary
+from export.tensorrt.lint import LintReport
 from runtime.cli_kernel import check_output_dir
 from runtime.errors import MtcError
 from runtime.fileio import atomic_write_text

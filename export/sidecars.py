@@ -7,9 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from export.deploy import DeploySpec
-from export.onnx_export import LoadedModel
-from export.tensorrt_build import BuiltEngine
+from export.onnx.deploy import DeploySpec
+from export.onnx.trace import LoadedModel
+from export.tensorrt.build import BuiltEngine
 from runtime.io_names import (
     DET_COUNT,
     DET_LAYOUT_CXCYWH,

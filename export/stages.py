@@ -14,22 +14,22 @@ import onnx
 import torch
 
 from compressor.models.spec import ModelSpec
+from export.checks.inputs import probe_cases
+from export.checks.ort import OrtModel
+from export.checks.parity import check_parity, require_parity
 from export.config import ExportConfig, check_imgsz, default_timing_cache_dir, resolve_trt_target
-from export.deploy import DeploySpec, DeployWrapper
 from export.errors import ExportConfigError
-from export.fp16 import Fp16Info, Fp16OnnxFromOnnx
-from export.fp16_agreement import fp16_agreement, require_fp16_agreement
-from export.fp16_emulation import emulate_fp16
-from export.fp16_ranges import wide_range_outputs
-from export.lint import LintReport, lint_onnx, require_lint
-from export.onnx_export import LoadedModel, OnnxFromModel
-from export.ort_run import OrtModel
-from export.parity import check_parity, require_parity
-from export.probe_inputs import probe_cases
+from export.fp16.agreement import fp16_agreement, require_fp16_agreement
+from export.fp16.convert import Fp16Info, Fp16OnnxFromOnnx
+from export.fp16.emulation import emulate_fp16
+from export.fp16.ranges import wide_range_outputs
+from export.onnx.deploy import DeploySpec, DeployWrapper
+from export.onnx.simplify import SimplifiedOnnx, SimplifierInfo
+from export.onnx.trace import LoadedModel, OnnxFromModel
 from export.sidecars import GraphFacts, make_sidecar
-from export.simplify import SimplifiedOnnx, SimplifierInfo
-from export.tensorrt_build import BuiltEngine, EngineBuildConfig, EngineFromOnnx, installed_version
-from export.trtexec import (
+from export.tensorrt.build import BuiltEngine, EngineBuildConfig, EngineFromOnnx, installed_version
+from export.tensorrt.lint import LintReport, lint_onnx, require_lint
+from export.tensorrt.scripts import (
     plan_for_target,
     trtexec_command,
     write_build_script,
@@ -213,7 +213,7 @@ def stage_onnx(
     cases: list,
 ) -> dict:
     """Write ONNX + sidecar pairs into the staging folder and read each back via the runtime."""
-    from export.artifact_check import check_with_runtime
+    from export.checks.readback import check_with_runtime
 
     checks = {}
     label, images = cases[-1]
@@ -263,7 +263,7 @@ def stage_engine(
     cfg: ExportConfig,
 ) -> dict:
     """Engine + sidecar, then the engine (through the runtime) against the FP32 ONNX."""
-    from export.artifact_check import runtime_runner
+    from export.checks.readback import runtime_runner
     from runtime.trt_build import batch_range, write_engine_sidecar
 
     out_dir = Path(cfg.output_dir)

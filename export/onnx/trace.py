@@ -23,8 +23,8 @@ import torch
 from torch import nn
 
 from compressor.models.spec import ModelSpec, ModelSpecError, spec_of
-from export.deploy import DeploySpec, DeployWrapper
 from export.errors import ExportConfigError, OnnxExportError
+from export.onnx.deploy import DeploySpec, DeployWrapper
 from runtime.io_names import INPUT_NAME
 
 _PROTOBUF_LIMIT = 2**31 - 1

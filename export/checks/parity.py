@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 from export.config import ParityTolerances
-from export.deploy import DeploySpec, DeployWrapper
 from export.errors import ParityError
+from export.onnx.deploy import DeploySpec, DeployWrapper
 from runtime.boxes import box_iou
 from runtime.io_names import DET_COUNT, DET_OUTPUT
 

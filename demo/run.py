@@ -1,10 +1,10 @@
 """The main job on an embedded default: synthetic data -> teacher -> task-aware prune -> distill
 -> evaluate both -> export both -> torch-free runtime -> one report.
 
-It lives in `export` because `export` is the one package allowed to depend on both `compressor`
-(training, compression) and `runtime` (validating and timing what was built). Every stage is a
-call into the same public APIs the CLIs use; nothing here is demo-only logic except choosing
-sizes that fit a 2-core CPU in minutes.
+A top-level package of its own because it uses all three: `compressor` (training, compression),
+`export` and `runtime` (validating and timing what was built). Every stage is a call into the
+same public APIs the CLIs use; nothing here is demo-only logic except choosing sizes that fit a
+2-core CPU in minutes.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from typing import Any
 
 import cv2
 
+from demo.report import plot_latency, plot_metrics, write_overlays, write_report
 from export.config import ExportConfig
-from export.demo_report import plot_latency, plot_metrics, write_overlays, write_report
 from export.errors import TensorRTUnavailableError
 from export.pipeline import ExportResult, export_model
 from runtime.errors import MtcError
