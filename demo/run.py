@@ -21,7 +21,7 @@ from typing import Any
 import cv2
 
 from demo.report import plot_latency, plot_metrics, write_overlays, write_report
-from export.config import ExportConfig
+from export.config import ExportConfig, InputOptions, OutputOptions, TensorRTOptions
 from export.errors import TensorRTUnavailableError
 from export.pipeline import ExportResult, export_model
 from runtime.errors import MtcError
@@ -243,14 +243,12 @@ class _Demo:
 
     def export(self, ckpt: Path, name: str) -> ExportResult:
         cfg = ExportConfig(
-            output_dir=str(self.out / "export"),
-            name=name,
-            overwrite=True,  # the demo owns its folder: a re-run replaces its own exports
-            imgsz=self.cfg.imgsz,
-            batch=1,
-            max_batch=max(8, *self.cfg.runtime_batches),
-            engine=self.cfg.resolved_engine(),
-            progress=self.cfg.progress,
+            # the demo owns its folder: a re-run replaces its own exports
+            output=OutputOptions(
+                str(self.out / "export"), name, overwrite=True, progress=self.cfg.progress
+            ),
+            input=InputOptions(self.cfg.imgsz, max_batch=max(8, *self.cfg.runtime_batches)),
+            tensorrt=TensorRTOptions(engine=self.cfg.resolved_engine()),
         )
         try:
             return export_model(str(ckpt), cfg)
