@@ -178,10 +178,6 @@ def _kind(name: str) -> str:
     return "sidecar" if "sidecar" in hits else (hits[0] if hits else "other")
 
 
-def artifact_record(path: Path) -> dict:
-    return asdict(ArtifactRecord.of(path))
-
-
 def write_summary(path: Path, summary: dict) -> Path:
     return atomic_write_text(path, json.dumps(summary, indent=2, default=str) + "\n")
 

@@ -1,4 +1,4 @@
-"""Stage 3: ONNX Runtime vs PyTorch, per output, on inputs other than the tracing input.
+"""The parity check: ONNX Runtime vs PyTorch, per output, on inputs other than the tracing input.
 
 Tolerances per output (see `ParityTolerances`): boxes by `atol + rtol * max|box|` and scores by
 absolute difference, over all N candidates (the decode is bounded, so every row is comparable);

@@ -1,4 +1,4 @@
-"""Stage 4: FP16 ONNX with FP32 graph I/O and FP32 islands, for TensorRT 11's strongly typed
+"""Hop 2: FP16 ONNX with FP32 graph I/O and FP32 islands, for TensorRT 11's strongly typed
 networks (where the ONNX itself must carry the precision) and for FP16 runs in ONNX Runtime.
 
 Our own converter rather than onnxconverter-common's `convert_float_to_float16`: that one turns

@@ -1,4 +1,4 @@
-"""Stage 2: simplify the ONNX (constant folding, shape-op cleanup) so TensorRT sees the static
+"""Hop 1, second half: simplify the ONNX (constant folding, shape-op cleanup) so TensorRT sees the static
 graph it optimises best. A failing simplifier is an error, never a warning: the user asked for a
 simplified artifact, and `--simplifier none` is the explicit way to skip it."""
 

@@ -1,4 +1,4 @@
-"""Stage 5: TensorRT compatibility lint without a GPU.
+"""Hop 3, before any build: TensorRT compatibility lint without a GPU.
 
 No GPU-free TensorRT parser exists, so this is the closest static check: ONNX checker, strict
 shape inference, the opset range of the target, every node against the onnx-tensorrt operator
