@@ -124,7 +124,7 @@ def check_demo_engines(
     made = ""
     if not all(p.is_file() for p in engines_in(demo).values()):
         demo = work / "demo"
-        cmd = [sys.executable, "-m", "export.demo_cli", "--out", str(demo), "--engine", "fp16"]
+        cmd = [sys.executable, "-m", "demo.cli", "--out", str(demo), "--engine", "fp16"]
         cmd += ["--n-train", "64", "--n-val", "16", "--teacher-epochs", "2"]
         cmd += ["--distill-epochs", "1", "--quiet"]
         rc, _ = _run(cmd, timeout, work / "demo.log")

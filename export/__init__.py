@@ -1,7 +1,12 @@
 """mtc export: checkpoint -> verified ONNX -> FP16 ONNX -> TensorRT engine, each with a sidecar.
 
-`export_model` and `ExportConfig` resolve on first use, so `export.tensorrt_build` (and the
-generated build scripts' logic) can be imported on a torch-free Jetson image."""
+The hops are folders: `onnx/` (torch -> ONNX, simplify), `fp16/` (FP16 ONNX), `tensorrt/` (lint,
+engine build, build scripts), `checks/` (parity, read-back through the runtime); `pipeline.py`
+orders the `stages` over one `ExportRun`.
+
+`export_model` and the config classes resolve on first use, so the torch-free parts (the config,
+`export.tensorrt.build`) import on a Jetson image without torch, and a base install without the
+export extra gets one line naming it."""
 
 from __future__ import annotations
 
@@ -12,27 +17,23 @@ if TYPE_CHECKING:
     from export.pipeline import ExportResult, export_model
 
 __all__ = ["ExportConfig", "ExportResult", "Fp16Thresholds", "ParityTolerances", "export_model"]
-
-_HOMES = {
-    "ExportConfig": "export.config",
-    "Fp16Thresholds": "export.config",
-    "ParityTolerances": "export.config",
-    "ExportResult": "export.pipeline",
-    "export_model": "export.pipeline",
-}
+_CONFIG = ("ExportConfig", "Fp16Thresholds", "ParityTolerances")
 
 
 def __getattr__(name: str) -> Any:
-    if name in _HOMES:
-        import importlib
+    if name not in __all__:
+        raise AttributeError(f"module 'export' has no attribute {name!r}")
+    from runtime.cli_kernel import EXTRAS, missing_extra
 
-        from runtime.cli_kernel import EXTRAS, missing_extra
+    try:
+        if name in _CONFIG:
+            from export import config
 
-        try:
-            module = importlib.import_module(_HOMES[name])
-        except ModuleNotFoundError as e:  # the base install: name the extra to install
-            if (e.name or "").split(".")[0] not in EXTRAS:
-                raise
-            raise missing_extra(e, f"export.{name}") from None
-        return getattr(module, name)
-    raise AttributeError(f"module 'export' has no attribute {name!r}")
+            return getattr(config, name)
+        from export import pipeline
+
+        return getattr(pipeline, name)
+    except ModuleNotFoundError as e:  # the base install: name the extra to install
+        if (e.name or "").split(".")[0] not in EXTRAS:
+            raise
+        raise missing_extra(e, f"export.{name}") from None

@@ -1,4 +1,4 @@
-"""`mtc-export`: a thin layer over `export.export_model` (and `export.lint.lint_onnx` for
+"""`mtc-export`: a thin layer over `export.export_model` (and `export.tensorrt.lint.lint_onnx` for
 `--lint-only`). Flags follow `yolo export` / `trtexec` spelling; each maps to one field of
 `ExportConfig`. User mistakes print one `error: ...` line on stderr and exit 2."""
 
@@ -7,18 +7,156 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
+from export.config import ENGINES, SEG_OUTPUT_CHOICES, ExportConfig
 from runtime.cli_kernel import (
     CliInterrupted,
     Parser,
     check_input_path,
     check_output_dir,
+    default_help,
     run_cli,
 )
 from runtime.errors import MtcError
 from runtime.trt_build import TRT_NMS_CHOICES
 from runtime.trt_targets import DEFAULT_TARGET, target_names
+
+S = argparse.SUPPRESS
+BOOL = argparse.BooleanOptionalAction
+
+# (flags, config field as "section.field[.subfield]", argparse options): every flag is one field
+# of an ExportConfig section; the sections own the defaults (shown in --help).
+FLAGS: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
+    (("-o", "--output"), "output.dir", {"metavar": "OUTPUT", "help": "output folder"}),
+    (
+        ("--overwrite",),
+        "output.overwrite",
+        {
+            "action": "store_true",
+            "help": "replace an export of the same --name in -o (its old files are removed first)",
+        },
+    ),
+    (
+        ("--name",),
+        "output.name",
+        {"metavar": "NAME", "help": "artifact base name (default: checkpoint file stem)"},
+    ),
+    (
+        ("--imgsz",),
+        "input.imgsz",
+        {
+            "type": int,
+            "nargs": 2,
+            "metavar": ("H", "W"),
+            "help": "input size, multiples of 32 (default: the checkpoint's)",
+        },
+    ),
+    (("--batch",), "input.batch", {"type": int, "help": "optimal batch (profile opt)"}),
+    (("--min-batch",), "input.min_batch", {"type": int, "help": "profile min batch"}),
+    (("--max-batch",), "input.max_batch", {"type": int, "help": "profile max batch"}),
+    (("--opset",), "onnx.opset", {"type": int}),
+    (
+        ("--nms-in-graph",),
+        "onnx.nms_in_graph",
+        {
+            "action": "store_true",
+            "help": "NonMaxSuppression inside the graph: det [B,max_det,6] + det_count",
+        },
+    ),
+    (
+        ("--conf",),
+        "onnx.conf_thres",
+        {"type": float, "metavar": "CONF", "help": "score threshold (NMS in graph)"},
+    ),
+    (("--iou",), "onnx.iou_thres", {"type": float, "metavar": "IOU", "help": "NMS IoU threshold"}),
+    (("--max-det",), "onnx.max_det", {"type": int, "help": "detections kept per image"}),
+    (("--seg-output",), "onnx.seg_output", {"choices": SEG_OUTPUT_CHOICES}),
+    (("--simplifier",), "onnx.simplifier", {"choices": ("onnxslim", "onnxsim", "none")}),
+    (
+        ("--fp16-onnx",),
+        "half.enabled",
+        {
+            "action": BOOL,
+            "help": "also write an FP16 ONNX (FP32 I/O); needed for TensorRT 11 FP16",
+        },
+    ),
+    (
+        ("--fp16-keep-resize-fp32",),
+        "half.keep_resize_fp32",
+        {"action": "store_true", "help": "keep Resize nodes in FP32 in the FP16 ONNX"},
+    ),
+    (
+        ("--fp16-min-mask-agreement",),
+        "checks.fp16.min_mask_agreement_pct",
+        {"type": float, "metavar": "PCT"},
+    ),
+    (("--fp16-min-iou",), "checks.fp16.min_mean_iou", {"type": float, "metavar": "IOU"}),
+    (("--fp16-max-score-delta",), "checks.fp16.max_score_delta", {"type": float, "metavar": "D"}),
+    (("--engine",), "tensorrt.engine", {"choices": ENGINES}),
+    (("--workspace",), "tensorrt.workspace_mib", {"type": int, "metavar": "MIB"}),
+    (
+        ("--opt-level",),
+        "tensorrt.opt_level",
+        {"type": int, "help": "builder optimization level 0..5"},
+    ),
+    (
+        ("--timing-cache",),
+        "tensorrt.timing_cache_dir",
+        {"metavar": "DIR", "help": "timing cache folder (default ~/.cache/mtc/tensorrt_timing)"},
+    ),
+    (
+        ("--dla-core",),
+        "tensorrt.dla_core",
+        {"type": int, "help": "build for this DLA core (Jetson)"},
+    ),
+    (
+        ("--trt-target",),
+        "tensorrt.target",
+        {
+            "choices": "TARGETS",  # filled from runtime/trt_targets.py when the parser is built
+            "help": "TensorRT to lint for and write the build for (runtime/trt_targets.py; "
+            f"default: installed, else {DEFAULT_TARGET})",
+        },
+    ),
+    (
+        ("--trt-nms",),
+        "tensorrt.nms",
+        {
+            "choices": TRT_NMS_CHOICES,
+            "help": "append NMS to the TensorRT engine (det [B,max_det,6] + det_count, deploy "
+            "thresholds): efficient = EfficientNMS_TRT plugin, inms = INMSLayer, auto = the "
+            "target's (runtime/trt_targets.py)",
+        },
+    ),
+    (
+        ("--dry-run",),
+        "tensorrt.dry_run",
+        {
+            "action": "store_true",
+            "help": "write ONNX, sidecars and the build commands; do not build an engine",
+        },
+    ),
+    (
+        ("--allow-lint-fail",),
+        "tensorrt.allow_lint_fail",
+        {
+            "action": "store_true",
+            "help": "with --engine none: keep an ONNX that fails the TensorRT lint",
+        },
+    ),
+    (("--seed",), "seed", {"type": int}),
+    (("--no-progress",), "output.progress", {"action": "store_false"}),
+]
+
+
+def _field_default(dest: str) -> object:
+    value: object = ExportConfig()
+    for part in dest.split("."):
+        value = getattr(value, part)
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,158 +168,59 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "checkpoint", help="mtc checkpoint or official YOLOP .pth (an .onnx with --lint-only)"
     )
-    p.add_argument("-o", "--output", default="export_out", help="output folder")
-    p.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace an export of the same --name in -o (its old files are removed first)",
-    )
-    p.add_argument("--name", help="artifact base name (default: checkpoint file stem)")
-    p.add_argument(
-        "--imgsz",
-        type=int,
-        nargs=2,
-        metavar=("H", "W"),
-        help="input size, multiples of 32 (default: the checkpoint's)",
-    )
-    _graph_flags(p)
-    _fp16_flags(p)
-    _engine_flags(p)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-progress", action="store_true")
-    return p
-
-
-def _graph_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--batch", type=int, default=1, help="optimal batch (profile opt)")
-    p.add_argument("--min-batch", type=int, default=1, help="profile min batch")
-    p.add_argument("--max-batch", type=int, default=8, help="profile max batch")
-    p.add_argument("--opset", type=int, default=17)
-    p.add_argument(
-        "--nms-in-graph",
-        action="store_true",
-        help="NonMaxSuppression inside the graph: det [B,max_det,6] + det_count",
-    )
-    p.add_argument("--conf", type=float, default=None, help="score threshold (NMS in graph)")
-    p.add_argument("--iou", type=float, default=None, help="NMS IoU threshold")
-    p.add_argument("--max-det", type=int, default=None, help="detections kept per image")
-    p.add_argument("--seg-output", choices=("argmax", "logits"), default="argmax")
-    p.add_argument("--simplifier", choices=("onnxslim", "onnxsim", "none"), default="onnxslim")
-
-
-def _fp16_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--fp16-onnx",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="also write an FP16 ONNX (FP32 I/O); needed for TensorRT 11 FP16",
-    )
-    p.add_argument(
-        "--fp16-keep-resize-fp32",
-        action="store_true",
-        help="keep Resize nodes in FP32 in the FP16 ONNX",
-    )
-    p.add_argument("--fp16-min-mask-agreement", type=float, default=None, metavar="PCT")
-    p.add_argument("--fp16-min-iou", type=float, default=None, metavar="IOU")
-    p.add_argument("--fp16-max-score-delta", type=float, default=None, metavar="D")
-
-
-def _engine_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--engine", choices=("fp16", "fp32", "none"), default="fp16")
-    p.add_argument("--workspace", type=int, default=4096, metavar="MIB")
-    p.add_argument("--opt-level", type=int, default=3, help="builder optimization level 0..5")
-    p.add_argument(
-        "--timing-cache",
-        metavar="DIR",
-        help="timing cache folder (default ~/.cache/mtc/tensorrt_timing)",
-    )
-    p.add_argument("--dla-core", type=int, default=None, help="build for this DLA core (Jetson)")
-    p.add_argument(
-        "--trt-target",
-        choices=target_names(),
-        default=None,
-        help="TensorRT to lint for and write the build for (runtime/trt_targets.py; default: "
-        f"installed, else {DEFAULT_TARGET})",
-    )
-    p.add_argument(
-        "--trt-nms",
-        choices=TRT_NMS_CHOICES,
-        default="none",
-        help="append NMS to the TensorRT engine (det [B,max_det,6] + det_count, deploy "
-        "thresholds): efficient = EfficientNMS_TRT plugin, inms = INMSLayer, auto = the "
-        "target's (runtime/trt_targets.py)",
-    )
-    p.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="write ONNX, sidecars and the build commands; do not build an engine",
-    )
-    p.add_argument(
-        "--allow-lint-fail",
-        action="store_true",
-        help="with --engine none: keep an ONNX that fails the TensorRT lint",
-    )
+    for flags, dest, opts in FLAGS:
+        if opts.get("choices") == "TARGETS":
+            opts = {**opts, "choices": target_names()}
+        plain = opts.get("action") is None and "choices" not in opts
+        if "metavar" not in opts and plain:  # the user sees OPSET, not ONNX__OPSET
+            opts = {**opts, "metavar": dest.rpartition(".")[2].upper()}
+        if opts.get("action") not in ("store_true", "store_false"):
+            opts = {**opts, "help": default_help(opts.get("help"), _field_default(dest))}
+        p.add_argument(*flags, dest=dest.replace(".", "__"), default=S, **opts)
     p.add_argument(
         "--lint-only", action="store_true", help="only lint CHECKPOINT (an .onnx) for --trt-target"
     )
+    return p
 
 
-def config_from_args(a: argparse.Namespace):  # -> ExportConfig
-    from export.config import ExportConfig, Fp16Thresholds
-
+def config_from_args(a: argparse.Namespace) -> ExportConfig:
+    """The flags that were given, each into its section field; the rest keep the defaults."""
+    given: dict[str, Any] = {}
+    for key, value in vars(a).items():
+        if "__" in key or key == "seed":
+            given[key.replace("__", ".")] = value
+    if "input.imgsz" in given:
+        given["input.imgsz"] = tuple(given["input.imgsz"])
+    sections: dict[str, Any] = {}
     d = ExportConfig()
-    fp16 = Fp16Thresholds(
-        a.fp16_min_mask_agreement
-        if a.fp16_min_mask_agreement is not None
-        else d.fp16.min_mask_agreement_pct,
-        a.fp16_min_iou if a.fp16_min_iou is not None else d.fp16.min_mean_iou,
-        a.fp16_max_score_delta if a.fp16_max_score_delta is not None else d.fp16.max_score_delta,
-    )
-    return ExportConfig(
-        output_dir=a.output,
-        name=a.name,
-        overwrite=a.overwrite,
-        imgsz=tuple(a.imgsz) if a.imgsz else None,
-        batch=a.batch,
-        min_batch=a.min_batch,
-        max_batch=a.max_batch,
-        opset=a.opset,
-        nms_in_graph=a.nms_in_graph,
-        seg_output=a.seg_output,
-        conf_thres=d.conf_thres if a.conf is None else a.conf,
-        iou_thres=d.iou_thres if a.iou is None else a.iou,
-        max_det=d.max_det if a.max_det is None else a.max_det,
-        simplifier=a.simplifier,
-        fp16_onnx=a.fp16_onnx,
-        fp16_keep_resize_fp32=a.fp16_keep_resize_fp32,
-        engine=a.engine,
-        workspace_mib=a.workspace,
-        opt_level=a.opt_level,
-        timing_cache_dir=a.timing_cache,
-        dla_core=a.dla_core,
-        trt_target=a.trt_target,
-        trt_nms=a.trt_nms,
-        dry_run=a.dry_run,
-        allow_lint_fail=a.allow_lint_fail,
-        seed=a.seed,
-        progress=not a.no_progress,
-        fp16=fp16,
-    )
+    for name in ("output", "input", "onnx", "half", "tensorrt", "checks"):
+        mine = {k[len(name) + 1 :]: v for k, v in given.items() if k.startswith(name + ".")}
+        inner = {k: v for k, v in mine.items() if "." not in k}
+        for sub in {k.split(".")[0] for k in mine if "." in k}:  # checks.fp16.*
+            leaf = {k.split(".", 1)[1]: v for k, v in mine.items() if k.startswith(sub + ".")}
+            inner[sub] = replace(getattr(getattr(d, name), sub), **leaf)
+        sections[name] = replace(getattr(d, name), **inner)
+    return ExportConfig(**sections, seed=given.get("seed", d.seed))
+
+
+def _given(a: argparse.Namespace, dest: str) -> Any:
+    """A flag's value, or its config default when it was not given."""
+    return getattr(a, dest.replace(".", "__"), _field_default(dest))
 
 
 def _lint_only(a: argparse.Namespace) -> int:
-    from export.lint import lint_onnx
     from export.staging import prepare_output_dir
+    from export.tensorrt.lint import lint_onnx
     from runtime.fileio import atomic_write_text
 
     path = Path(a.checkpoint)
     if not path.is_file():
         raise MtcError(f"{path} does not exist (--lint-only takes an .onnx file)")
     try:
-        rep = lint_onnx(path, a.trt_target or DEFAULT_TARGET)
+        rep = lint_onnx(path, _given(a, "tensorrt.target") or DEFAULT_TARGET)
     except Exception as e:  # onnx.load raises DecodeError etc. on a non-ONNX file
         raise MtcError(f"cannot read {path} as ONNX ({str(e)[:200]})") from None
-    out = prepare_output_dir(Path(a.output)) / f"{path.stem}.lint.json"
+    out = prepare_output_dir(Path(_given(a, "output.dir"))) / f"{path.stem}.lint.json"
     atomic_write_text(out, json.dumps(rep.to_dict(), indent=2) + "\n")
     print(rep.format_text())
     print(f"report: {out}")
@@ -203,9 +242,10 @@ def _print_result(result) -> None:
 def _interrupted_text(a: argparse.Namespace) -> str:
     from export.outputs import existing_export_files
 
-    name = a.name or Path(a.checkpoint).stem
-    done = existing_export_files(Path(a.output), name, with_lint=False)
-    kept = f"kept {', '.join(p.name for p in done)} in {a.output}" if done else "nothing was kept"
+    name = _given(a, "output.name") or Path(a.checkpoint).stem
+    out = _given(a, "output.dir")
+    done = existing_export_files(Path(out), name, with_lint=False)
+    kept = f"kept {', '.join(p.name for p in done)} in {out}" if done else "nothing was kept"
     again = " plus --overwrite" if done else ""
     return f"{kept} (files are renamed into place only when complete); run the same command{again}"
 
@@ -216,7 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    check_output_dir(args.output, "-o")
+    check_output_dir(_given(args, "output.dir"), "-o")
     if args.lint_only:
         return _lint_only(args)
     check_input_path(args.checkpoint, "checkpoint", "a checkpoint (.pt/.pth)")

@@ -1,11 +1,14 @@
-"""Export options as frozen dataclasses. Every `mtc-export` flag is one field here, and defaults
-are resolved in one place (`resolve_*` below), so Python and the CLI cannot drift apart."""
+"""Export options as frozen dataclasses, one section per hop (output, input, onnx, half,
+tensorrt, checks). Every `mtc-export` flag is one field of a section (the CLI's FLAGS table),
+and defaults are resolved in one place (`resolve_*` below), so Python and the CLI cannot drift
+apart."""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, is_dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from export.errors import ExportConfigError
 from runtime.spec import NMS_CONF, NMS_IOU, NMS_MAX_DET
@@ -56,52 +59,15 @@ class Fp16Thresholds:
 
 
 @dataclass(frozen=True)
-class ExportConfig:
-    """Everything `export_model` needs besides the model. `imgsz=None` takes the checkpoint's
-    input size; `name=None` takes the checkpoint's file stem; `trt_target=None` follows the
-    installed TensorRT, else runtime.trt_targets.DEFAULT_TARGET (JetPack 6)."""
+class OutputOptions:
+    """Where the artifacts go. `name=None` takes the checkpoint's file stem."""
 
-    output_dir: str = "export_out"
+    dir: str = "export_out"
     name: str | None = None
-    overwrite: bool = False  # replace an export of the same name in output_dir
-    imgsz: tuple[int, int] | None = None
-    batch: int = 1
-    min_batch: int = 1
-    max_batch: int = 8
-    opset: int = DEFAULT_OPSET
-    nms_in_graph: bool = False
-    seg_output: str = "argmax"
-    conf_thres: float = NMS_CONF
-    iou_thres: float = NMS_IOU
-    max_det: int = NMS_MAX_DET
-    simplifier: str = "onnxslim"
-    fp16_onnx: bool = True
-    fp16_keep_resize_fp32: bool = False
-    engine: str = "fp16"
-    workspace_mib: int = 4096
-    opt_level: int = 3
-    timing_cache_dir: str | None = None
-    dla_core: int | None = None
-    trt_target: str | None = None
-    trt_nms: str = (
-        NMS_NONE  # NMS appended to the engine (runtime.trt_build): none/auto/efficient/inms
-    )
-    dry_run: bool = False
-    allow_lint_fail: bool = False
-    parity_batch_cap: int = 4
-    seed: int = 0
+    overwrite: bool = False  # replace an export of the same name in `dir`
     progress: bool = True
-    parity: ParityTolerances = field(default_factory=ParityTolerances)
-    fp16: Fp16Thresholds = field(default_factory=Fp16Thresholds)
 
     def __post_init__(self) -> None:
-        _check_choice("simplifier", self.simplifier, SIMPLIFIERS)
-        _check_choice("engine", self.engine, ENGINES)
-        _check_choice("seg_output", self.seg_output, SEG_OUTPUT_CHOICES)
-        if self.trt_target is not None:
-            _check_choice("trt_target", self.trt_target, target_names())
-        if self.imgsz is not None:
-            check_imgsz(self.imgsz)
         if self.name is not None and (
             not self.name or "/" in self.name or "\\" in self.name or self.name.startswith(".")
         ):
@@ -109,32 +75,21 @@ class ExportConfig:
                 f"--name {self.name!r} must be a plain file name (no folders, not hidden): the "
                 "artifacts are written into -o as <name>.onnx etc."
             )
-        self._check_batches()
-        self._check_numbers()
-        target = get_target(self.trt_target or DEFAULT_TARGET)
-        self._check_trt_nms(target.name, target.trt_nms)
-        if self.engine == "fp16" and target.strongly_typed and not self.fp16_onnx:
-            raise ExportConfigError(
-                f"--engine fp16 for TensorRT {target.name} builds from the FP16 ONNX (strongly "
-                "typed), but --no-fp16-onnx was given; drop --no-fp16-onnx or use --engine fp32"
-            )
 
-    def _check_trt_nms(self, target: str, kinds: tuple[str, ...]) -> None:
-        _check_choice("trt_nms", self.trt_nms, TRT_NMS_CHOICES)
-        if self.trt_nms == NMS_NONE:
-            return
-        if self.nms_in_graph:
-            raise ExportConfigError(
-                f"--trt-nms {self.trt_nms} appends NMS to the engine built from the ONNX without "
-                "NMS; --nms-in-graph puts ONNX NonMaxSuppression in the ONNX itself: pick one"
-            )
-        if self.trt_nms != NMS_AUTO and self.trt_nms not in kinds:
-            raise ExportConfigError(
-                f"--trt-nms {self.trt_nms}: TensorRT target {target} supports "
-                f"{', '.join(kinds) or 'no in-engine NMS'}; use --trt-nms auto or none"
-            )
 
-    def _check_batches(self) -> None:
+@dataclass(frozen=True)
+class InputOptions:
+    """The graph input: its size (`None`: the checkpoint's) and the batch range of its dynamic
+    batch axis (the engine profile's min / opt / max, and what every sidecar states)."""
+
+    imgsz: tuple[int, int] | None = None
+    batch: int = 1
+    min_batch: int = 1
+    max_batch: int = 8
+
+    def __post_init__(self) -> None:
+        if self.imgsz is not None:
+            check_imgsz(self.imgsz)
         if self.min_batch < 1:
             raise ExportConfigError(f"--min-batch must be >= 1, got {self.min_batch}")
         if not self.min_batch <= self.batch <= self.max_batch:
@@ -142,16 +97,24 @@ class ExportConfig:
                 f"batch range must satisfy min <= opt <= max, got min-batch {self.min_batch}, "
                 f"batch {self.batch}, max-batch {self.max_batch}; e.g. --batch 1 --max-batch 8"
             )
-        if self.parity_batch_cap < 1:
-            raise ExportConfigError(f"parity_batch_cap must be >= 1, got {self.parity_batch_cap}")
 
-    def _check_numbers(self) -> None:
-        t = get_target(self.trt_target or DEFAULT_TARGET)
-        if not t.opset_min <= self.opset <= t.opset_max:
-            raise ExportConfigError(
-                f"--opset {self.opset} is outside {t.opset_min}..{t.opset_max}, the range "
-                f"TensorRT {t.name} parses; use --opset {DEFAULT_OPSET}"
-            )
+
+@dataclass(frozen=True)
+class OnnxOptions:
+    """Hop 1, torch -> ONNX: the opset, what the graph outputs (NMS in the graph and its
+    thresholds, argmax masks or logits) and the simplifier."""
+
+    opset: int = DEFAULT_OPSET
+    nms_in_graph: bool = False
+    seg_output: str = "argmax"
+    conf_thres: float = NMS_CONF
+    iou_thres: float = NMS_IOU
+    max_det: int = NMS_MAX_DET
+    simplifier: str = "onnxslim"
+
+    def __post_init__(self) -> None:
+        _check_choice("simplifier", self.simplifier, SIMPLIFIERS)
+        _check_choice("seg_output", self.seg_output, SEG_OUTPUT_CHOICES)
         if self.nms_in_graph and self.opset < 11:
             raise ExportConfigError("--nms-in-graph needs --opset >= 11 (NonMaxSuppression)")
         if not 0.0 < self.conf_thres < 1.0 or not 0.0 < self.iou_thres <= 1.0:
@@ -161,12 +124,197 @@ class ExportConfig:
             )
         if self.max_det < 1:
             raise ExportConfigError(f"--max-det must be >= 1, got {self.max_det}")
+
+
+@dataclass(frozen=True)
+class HalfOptions:
+    """Hop 2, FP32 ONNX -> FP16 ("half") ONNX: whether to make it, and whether Resize stays FP32.
+    Whether it may ship is `CheckOptions.fp16`."""
+
+    enabled: bool = True
+    keep_resize_fp32: bool = False
+
+
+@dataclass(frozen=True)
+class TensorRTOptions:
+    """Hop 3, ONNX -> TensorRT: the engine to build (`"none"`: lint and write the build scripts
+    only), the target release to lint and build for (`None`: the installed TensorRT's, else
+    runtime.trt_targets.DEFAULT_TARGET) and the builder settings."""
+
+    engine: str = "fp16"
+    target: str | None = None
+    workspace_mib: int = 4096
+    opt_level: int = 3
+    timing_cache_dir: str | None = None
+    dla_core: int | None = None
+    nms: str = NMS_NONE  # NMS appended to the engine (runtime.trt_build): none/auto/efficient/inms
+    dry_run: bool = False
+    allow_lint_fail: bool = False
+
+    def __post_init__(self) -> None:
+        _check_choice("engine", self.engine, ENGINES)
+        _check_choice("trt_nms", self.nms, TRT_NMS_CHOICES)
+        if self.target is not None:
+            _check_choice("trt_target", self.target, target_names())
         if self.workspace_mib < 1:
             raise ExportConfigError(f"--workspace must be >= 1 MiB, got {self.workspace_mib}")
         if not 0 <= self.opt_level <= 5:
             raise ExportConfigError(f"--opt-level must be in 0..5, got {self.opt_level}")
         if self.dla_core is not None and self.dla_core < 0:
             raise ExportConfigError(f"--dla-core must be >= 0, got {self.dla_core}")
+
+
+@dataclass(frozen=True)
+class CheckOptions:
+    """What every hop must meet: parity with PyTorch, FP16 agreement with FP32 (the FP16 ONNX
+    and an FP16 engine), and the largest batch the checks run."""
+
+    parity: ParityTolerances = field(default_factory=ParityTolerances)
+    fp16: Fp16Thresholds = field(default_factory=Fp16Thresholds)
+    parity_batch_cap: int = 4
+
+    def __post_init__(self) -> None:
+        if self.parity_batch_cap < 1:
+            raise ExportConfigError(f"parity_batch_cap must be >= 1, got {self.parity_batch_cap}")
+
+
+# The flat keyword names of the one-level ExportConfig this replaced -> (section, field). The
+# constructor still takes them (`ExportConfig(output_dir=..., engine="none")`), reading them as
+# attributes still works, and `to_flat()` gives the old flat dict (export_summary.json's
+# "config" block keeps its keys).
+FLAT_FIELDS: dict[str, tuple[str, str]] = {
+    "output_dir": ("output", "dir"),
+    "name": ("output", "name"),
+    "overwrite": ("output", "overwrite"),
+    "imgsz": ("input", "imgsz"),
+    "batch": ("input", "batch"),
+    "min_batch": ("input", "min_batch"),
+    "max_batch": ("input", "max_batch"),
+    "opset": ("onnx", "opset"),
+    "nms_in_graph": ("onnx", "nms_in_graph"),
+    "seg_output": ("onnx", "seg_output"),
+    "conf_thres": ("onnx", "conf_thres"),
+    "iou_thres": ("onnx", "iou_thres"),
+    "max_det": ("onnx", "max_det"),
+    "simplifier": ("onnx", "simplifier"),
+    "fp16_onnx": ("half", "enabled"),
+    "fp16_keep_resize_fp32": ("half", "keep_resize_fp32"),
+    "engine": ("tensorrt", "engine"),
+    "workspace_mib": ("tensorrt", "workspace_mib"),
+    "opt_level": ("tensorrt", "opt_level"),
+    "timing_cache_dir": ("tensorrt", "timing_cache_dir"),
+    "dla_core": ("tensorrt", "dla_core"),
+    "trt_target": ("tensorrt", "target"),
+    "trt_nms": ("tensorrt", "nms"),
+    "dry_run": ("tensorrt", "dry_run"),
+    "allow_lint_fail": ("tensorrt", "allow_lint_fail"),
+    "parity_batch_cap": ("checks", "parity_batch_cap"),
+    "seed": ("", "seed"),
+    "progress": ("output", "progress"),
+    "parity": ("checks", "parity"),
+    "fp16": ("checks", "fp16"),
+}
+_SECTIONS: dict[str, type] = {
+    "output": OutputOptions,
+    "input": InputOptions,
+    "onnx": OnnxOptions,
+    "half": HalfOptions,
+    "tensorrt": TensorRTOptions,
+    "checks": CheckOptions,
+}
+
+
+@dataclass(frozen=True, init=False)
+class ExportConfig:
+    """Everything `export_model` needs besides the model, one section per hop:
+
+        ExportConfig(output=OutputOptions(dir="out"), onnx=OnnxOptions(nms_in_graph=True),
+                     tensorrt=TensorRTOptions(engine="none"))
+
+    The flat keywords of earlier releases (`ExportConfig(output_dir="out", engine="none")`, see
+    `FLAT_FIELDS`) are accepted too and land in their section."""
+
+    output: OutputOptions = field(default_factory=OutputOptions)
+    input: InputOptions = field(default_factory=InputOptions)
+    onnx: OnnxOptions = field(default_factory=OnnxOptions)
+    half: HalfOptions = field(default_factory=HalfOptions)
+    tensorrt: TensorRTOptions = field(default_factory=TensorRTOptions)
+    checks: CheckOptions = field(default_factory=CheckOptions)
+    seed: int = 0  # the tracing input and the probe inputs
+
+    def __init__(
+        self,
+        output: OutputOptions | None = None,
+        input: InputOptions | None = None,
+        onnx: OnnxOptions | None = None,
+        half: HalfOptions | None = None,
+        tensorrt: TensorRTOptions | None = None,
+        checks: CheckOptions | None = None,
+        seed: int = 0,
+        **flat: Any,
+    ) -> None:
+        unknown = sorted(set(flat) - set(FLAT_FIELDS))
+        if unknown:
+            raise TypeError(f"ExportConfig got unexpected keyword arguments {unknown}")
+        given: dict[str, Any] = dict(output=output, input=input, onnx=onnx, half=half)
+        given.update(tensorrt=tensorrt, checks=checks)
+        for name, cls in _SECTIONS.items():
+            moved = {f: flat[k] for k, (s, f) in FLAT_FIELDS.items() if s == name and k in flat}
+            section = given[name]
+            if section is None:
+                section = cls(**moved)
+            elif moved:
+                section = replace(section, **moved)
+            object.__setattr__(self, name, section)
+        object.__setattr__(self, "seed", flat.get("seed", seed))
+        self.__post_init__()
+
+    def __post_init__(self) -> None:
+        """The rules that span sections (each section checks its own fields)."""
+        t = get_target(self.tensorrt.target or DEFAULT_TARGET)
+        if not t.opset_min <= self.onnx.opset <= t.opset_max:
+            raise ExportConfigError(
+                f"--opset {self.onnx.opset} is outside {t.opset_min}..{t.opset_max}, the range "
+                f"TensorRT {t.name} parses; use --opset {DEFAULT_OPSET}"
+            )
+        self._check_trt_nms(t.name, t.trt_nms)
+        if self.tensorrt.engine == "fp16" and t.strongly_typed and not self.half.enabled:
+            raise ExportConfigError(
+                f"--engine fp16 for TensorRT {t.name} builds from the FP16 ONNX (strongly "
+                "typed), but --no-fp16-onnx was given; drop --no-fp16-onnx or use --engine fp32"
+            )
+
+    def _check_trt_nms(self, target: str, kinds: tuple[str, ...]) -> None:
+        nms = self.tensorrt.nms
+        if nms == NMS_NONE:
+            return
+        if self.onnx.nms_in_graph:
+            raise ExportConfigError(
+                f"--trt-nms {nms} appends NMS to the engine built from the ONNX without "
+                "NMS; --nms-in-graph puts ONNX NonMaxSuppression in the ONNX itself: pick one"
+            )
+        if nms != NMS_AUTO and nms not in kinds:
+            raise ExportConfigError(
+                f"--trt-nms {nms}: TensorRT target {target} supports "
+                f"{', '.join(kinds) or 'no in-engine NMS'}; use --trt-nms auto or none"
+            )
+
+    def to_flat(self) -> dict[str, Any]:
+        """The flat dict of earlier releases (export_summary.json's "config" block)."""
+        return {k: _plain(getattr(self, s) if s else self, f) for k, (s, f) in FLAT_FIELDS.items()}
+
+    if not TYPE_CHECKING:  # reading an old flat name still works; checked code uses sections
+
+        def __getattr__(self, name: str) -> Any:
+            if name in FLAT_FIELDS:
+                section, attr = FLAT_FIELDS[name]
+                return getattr(getattr(self, section), attr)
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+
+def _plain(obj: object, attr: str) -> Any:
+    value = getattr(obj, attr)
+    return asdict(value) if is_dataclass(value) and not isinstance(value, type) else value
 
 
 def _check_choice(flag: str, value: str, choices: tuple[str, ...]) -> None:
@@ -187,7 +335,7 @@ def check_imgsz(
         ok = [max(stride, round(v / stride) * stride) for v in hw]
         raise ExportConfigError(
             f"--imgsz {hw[0]} {hw[1]}: both sides must be positive multiples of {stride} "
-            f"(the stride rule of {model}); try --imgsz {ok[0]} {ok[1]}"
+            f"({model}'s stride rule); try --imgsz {ok[0]} {ok[1]}"
         )
     return hw[0], hw[1]
 

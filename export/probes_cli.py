@@ -78,7 +78,7 @@ def _main(argv: Sequence[str] | None) -> int:
 
 
 def _fp16(model: Any) -> Any:
-    from export.fp16 import convert_to_fp16
+    from export.fp16.convert import convert_to_fp16
 
     return convert_to_fp16(model)[0]
 

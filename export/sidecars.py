@@ -1,15 +1,14 @@
 """Fill the runtime's `Sidecar` for each artifact. The schema is the runtime's (one place); this
-module only knows where each value comes from: the checkpoint, the export options, the graph,
-the TensorRT build."""
+module only knows where each value comes from: the checkpoint, the export options and the graph
+(an engine's build facts are added by `runtime.trt_build`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-from export.deploy import DeploySpec
-from export.onnx_export import LoadedModel
-from export.tensorrt_build import BuiltEngine
+from export.onnx.deploy import DeploySpec
+from export.source import LoadedModel
 from runtime.io_names import (
     DET_COUNT,
     DET_LAYOUT_CXCYWH,
@@ -30,7 +29,6 @@ from runtime.sidecar import (
     SegInfo,
     Sidecar,
     TensorInfo,
-    TensorRTInfo,
 )
 
 
@@ -110,21 +108,11 @@ def make_sidecar(
     loaded: LoadedModel,
     spec: DeploySpec,
     facts: GraphFacts,
-    engine: BuiltEngine | None = None,
-    source_onnx_sha256: str | None = None,
 ) -> Sidecar:
-    """Sidecar for an artifact already on disk at `artifact` (its hash is read from there)."""
+    """Sidecar for an ONNX artifact already on disk at `artifact` (its hash is read from there).
+    An engine's sidecar is this one plus the build facts, written by
+    `runtime.trt_build.write_engine_sidecar` (the same code as the device build script)."""
     h, w = facts.imgsz
-    trt = None
-    if engine is not None:
-        trt = TensorRTInfo(
-            engine.version,
-            engine.gpu,
-            engine.build_flags,
-            engine.fp16_path,
-            engine.timing_cache,
-            engine.dla_core,
-        )
     return Sidecar.for_artifact(
         artifact,
         input=InputInfo(INPUT_NAME, (-1, 3, h, w), "float32", "NCHW"),
@@ -137,6 +125,4 @@ def make_sidecar(
         else None,
         precision=precision,
         model=ModelInfo(loaded.model_name, facts.params, facts.flops, loaded.checkpoint_sha256),
-        tensorrt=trt,
-        source_onnx_sha256=source_onnx_sha256,
     )

@@ -1,202 +1,175 @@
-"""The export steps `pipeline` runs in order, each a small function over the lazy loaders:
-resolve the plan, make and verify the ONNX, make and verify the FP16 ONNX, stage artifacts with
-sidecars, build and verify the engine."""
+"""The export's stages, in the order `pipeline.STAGES` runs them. Each takes the `ExportRun`,
+reads what the earlier stages put there and writes its results (and its part of the summary)
+back onto it: load -> onnx -> parity -> lint -> fp16 -> write -> engine."""
 
 from __future__ import annotations
 
-import importlib
 import json
-from dataclasses import dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 import onnx
+import onnxruntime
 import torch
+from torch import nn
 
-from compressor.models.spec import ModelSpec
-from export.config import ExportConfig, check_imgsz, default_timing_cache_dir, resolve_trt_target
-from export.deploy import DeploySpec, DeployWrapper
-from export.errors import ExportConfigError
-from export.fp16 import Fp16Info, Fp16OnnxFromOnnx
-from export.fp16_agreement import fp16_agreement, require_fp16_agreement
-from export.fp16_emulation import emulate_fp16
-from export.fp16_ranges import wide_range_outputs
-from export.lint import LintReport, lint_onnx, require_lint
-from export.onnx_export import LoadedModel, OnnxFromModel
-from export.ort_run import OrtModel
-from export.parity import check_parity, require_parity
-from export.probe_inputs import probe_cases
+from compressor.flops import count_cost
+from export.checks.inputs import probe_cases
+from export.checks.ort import OrtModel
+from export.checks.parity import check_parity, require_parity
+from export.checks.readback import check_with_runtime, runtime_runner
+from export.errors import ExportError, LintError, TensorRTUnavailableError
+from export.fp16.agreement import fp16_agreement, require_fp16_agreement
+from export.fp16.convert import Fp16OnnxFromOnnx
+from export.fp16.emulation import emulate_fp16
+from export.fp16.ranges import wide_range_outputs
+from export.onnx.simplify import SimplifiedOnnx
+from export.onnx.trace import OnnxFromModel
+from export.outputs import remove_stale_exports
+from export.plan import resolve_plan
+from export.run import ExportRun
 from export.sidecars import GraphFacts, make_sidecar
-from export.simplify import SimplifiedOnnx, SimplifierInfo
-from export.tensorrt_build import BuiltEngine, EngineBuildConfig, EngineFromOnnx, installed_version
-from export.trtexec import (
+from export.source import ModelFromCheckpoint, loaded_from_module
+from export.staging import Staging
+from export.summary import (
+    SUMMARY_FILE,
+    ArtifactRecord,
+    EngineStatus,
+    EngineSummary,
+    RuntimeCheck,
+    SourceInfo,
+    write_summary,
+)
+from export.tensorrt.build import BuiltEngine, EngineFromOnnx
+from export.tensorrt.lint import lint_onnx, require_lint
+from export.tensorrt.scripts import (
     plan_for_target,
     trtexec_command,
     write_build_script,
     write_trtexec_script,
 )
-from runtime.io_names import INPUT_NAME
+from runtime.errors import MtcError
+from runtime.fileio import atomic_write_text
 from runtime.sidecar import BatchRange, sidecar_path
 
-__all__ = ["LintReport", "require_lint"]
 
-
-@dataclass(frozen=True)
-class ExportPlan:
-    name: str
-    imgsz: tuple[int, int]
-    spec: DeploySpec
-    trt_target: str
-    trt_installed: str | None
-    build: EngineBuildConfig
-
-
-def resolve_plan(cfg: ExportConfig, loaded: LoadedModel, source: Any) -> ExportPlan:
-    """Defaults resolved in one place: size from the checkpoint, name from its file, TensorRT
-    target from what is installed."""
-    ms = loaded.spec
-    imgsz = check_imgsz(
-        cfg.imgsz or loaded.preprocess.get("input_hw", ms.preprocess.input_hw),
-        ms.stride,
-        f"model {ms.name!r}",
+def load(run: ExportRun) -> None:
+    """The model (from its checkpoint, or as passed) and the plan resolved from it."""
+    cfg, src = run.cfg, run.source
+    run.loaded = (
+        loaded_from_module(src, cfg.input.imgsz, run.spec)
+        if isinstance(src, nn.Module)
+        else ModelFromCheckpoint(src, run.model, run.spec)()
     )
-    name = cfg.name or (Path(source).stem if isinstance(source, (str, Path)) else loaded.model_name)
-    spec = deploy_spec_for(cfg, ms, loaded.model, imgsz)
-    installed = installed_version()
-    build = EngineBuildConfig(
-        cfg.engine,
-        INPUT_NAME,
-        (3, *imgsz),
-        cfg.min_batch,
-        cfg.batch,
-        cfg.max_batch,
-        cfg.workspace_mib,
-        cfg.opt_level,
-        Path(cfg.timing_cache_dir) if cfg.timing_cache_dir else default_timing_cache_dir(),
-        cfg.dla_core,
-        cfg.trt_nms,
+    name = cfg.output.name or (
+        Path(src).stem if isinstance(src, (str, Path)) else run.loaded.model_name
     )
-    return ExportPlan(
-        name, imgsz, spec, resolve_trt_target(cfg.trt_target, installed), installed, build
+    run.plan = plan = resolve_plan(cfg, run.loaded, name)
+    run.result.name = plan.name
+    s, lm = run.summary, run.loaded
+    s.name, s.imgsz, s.trt_target, s.tensorrt_installed = (
+        plan.name,
+        plan.imgsz,
+        plan.trt_target,
+        plan.trt_installed,
     )
-
-
-def deploy_spec_for(
-    cfg: ExportConfig, ms: ModelSpec, model: torch.nn.Module, imgsz: tuple[int, int]
-) -> DeploySpec:
-    """The graph's outputs from the model spec: a detection output when it has a detection
-    task (raw, for the runtime's decoder, when the model does not decode in its graph), one
-    output per segmentation task."""
-    det = ms.det
-    if det is not None and not ms.decoded_in_graph and cfg.nms_in_graph:
-        raise ExportConfigError(
-            f"--nms-in-graph needs boxes decoded in the graph; model {ms.name!r} leaves decoding "
-            f"to the runtime's {det.decoder!r} decoder: export without --nms-in-graph"
-        )
-    return DeploySpec(
-        cfg.nms_in_graph,
-        cfg.seg_output == "argmax",
-        cfg.conf_thres,
-        cfg.iou_thres,
-        cfg.max_det,
-        det_decoder=det.decoder if det is not None else None,
-        det_raw=det is not None and not ms.decoded_in_graph,
-        seg_tasks=tuple(t.name for t in ms.seg_tasks),
-        input_hw=imgsz,
-        decoder_params=ms.decoder_info(model),
-    )
-
-
-def describe_source(loaded: LoadedModel, plan: ExportPlan) -> dict:
-    return {
-        "name": plan.name,
-        "imgsz": list(plan.imgsz),
-        "trt_target": plan.trt_target,
-        "tensorrt_installed": plan.trt_installed,
-        "source": {
-            "checkpoint": loaded.checkpoint_path,
-            "sha256": loaded.checkpoint_sha256,
-            "model": loaded.model_name,
-            "model_config": loaded.model_config,
-        },
-        "versions": {
-            "torch": torch.__version__,
-            "onnx": onnx.__version__,
-            "onnxruntime": importlib.import_module("onnxruntime").__version__,
-        },
+    s.source = SourceInfo(lm.checkpoint_path, lm.checkpoint_sha256, lm.model_name, lm.model_config)
+    s.versions = {
+        "torch": torch.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
     }
 
 
-def make_onnx(
-    loaded: LoadedModel, plan: ExportPlan, cfg: ExportConfig
-) -> tuple[onnx.ModelProto, DeployWrapper, SimplifierInfo]:
-    raw = OnnxFromModel(loaded.model, plan.spec, plan.imgsz, cfg.opset, cfg.seed, loaded.spec)
-    model, info = SimplifiedOnnx(raw, cfg.simplifier).with_info()
+def to_onnx(run: ExportRun) -> None:
+    """Trace, simplify, stamp the exporter in the graph's metadata."""
+    o, lm = run.cfg.onnx, run.loaded
+    raw = OnnxFromModel(lm.model, run.plan.spec, run.plan.imgsz, o.opset, run.cfg.seed, lm.spec)
+    model, info = SimplifiedOnnx(raw, o.simplifier).with_info()
     meta = {
         "mtc.exporter": f"torch.onnx TorchScript (torch {torch.__version__})",
-        "mtc.opset": str(cfg.opset),
+        "mtc.opset": str(o.opset),
         "mtc.simplifier": f"{info.name} {info.version or ''}".strip(),
     }
     onnx.helper.set_model_props(model, meta)
-    return model, raw.wrapper(), info
+    run.fp32, run.wrapper, run.summary.simplifier = model, raw.wrapper(), info
 
 
-def probe(plan: ExportPlan, loaded: LoadedModel, cfg: ExportConfig) -> list:
-    big = max(1, min(cfg.max_batch, cfg.parity_batch_cap))
-    p, default = loaded.preprocess, loaded.spec.preprocess.to_dict()
-    return probe_cases(
-        plan.imgsz, (1, big), cfg.seed, p.get("mean", default["mean"]), p.get("std", default["std"])
-    )
-
-
-def parity(wrapper: DeployWrapper, model: onnx.ModelProto, cases: list, cfg: ExportConfig) -> dict:
-    report = check_parity(wrapper, OrtModel(model), cases, cfg.parity)
+def parity(run: ExportRun) -> None:
+    """ONNX Runtime vs PyTorch on the probe inputs (never the tracing input)."""
+    big = max(1, min(run.cfg.input.max_batch, run.cfg.checks.parity_batch_cap))
+    p, default = run.loaded.preprocess, run.loaded.spec.preprocess.to_dict()
+    mean, std = p.get("mean", default["mean"]), p.get("std", default["std"])
+    run.cases = probe_cases(run.plan.imgsz, (1, big), run.cfg.seed, mean, std)
+    report = check_parity(run.wrapper, OrtModel(run.fp32), run.cases, run.cfg.checks.parity)
     require_parity(report)
-    return report.to_dict()
+    run.summary.parity = report
 
 
-def lint(model: onnx.ModelProto, target: str) -> LintReport:
-    return lint_onnx(model, target)
+def lint(run: ExportRun) -> None:
+    lint_model(run, run.fp32, "fp32", f"{run.plan.name}.onnx")
 
 
-def to_json(data: dict) -> str:
-    return json.dumps(data, indent=2, default=str) + "\n"
+def lint_model(run: ExportRun, model: onnx.ModelProto, key: str, artifact: str) -> None:
+    """The TensorRT lint of one ONNX; a failure keeps its full report beside the output."""
+    rep = lint_onnx(model, run.plan.trt_target)
+    run.summary.lint[key] = rep
+    t = run.cfg.tensorrt
+    if rep.ok or (t.engine == "none" and t.allow_lint_fail):
+        return
+    path = run.out_dir / f"{Path(artifact).stem}.lint.json"
+    atomic_write_text(path, json.dumps(rep.to_dict(), indent=2, default=str) + "\n")
+    try:
+        require_lint(rep, artifact)
+    except LintError as e:
+        raise LintError(f"{e} (full report: {path})") from None
 
 
-def make_fp16(
-    fp32: onnx.ModelProto, cases: list, plan: ExportPlan, cfg: ExportConfig
-) -> tuple[onnx.ModelProto, Fp16Info, dict]:
+def to_fp16(run: ExportRun) -> None:
     """The FP16 ONNX, and its agreement with FP32 twice: as ONNX Runtime CPU runs the artifact
     (FP16 weights, mostly FP32 compute) and under FP16 rounding emulation (what a GPU does).
     Both must meet the thresholds."""
-    wide = wide_range_outputs(fp32, [images for _, images in cases])
-    keep = cfg.fp16_keep_resize_fp32
+    if not run.cfg.half.enabled:
+        return
+    fp32, keep = run.fp32, run.cfg.half.keep_resize_fp32
+    wide = wide_range_outputs(fp32, [images for _, images in run.cases])
     model, info = Fp16OnnxFromOnnx(lambda: fp32, keep, wide).with_info()
-    info = replace(info, kept_fp32_for_range=tuple(sorted(wide)))
     ref = OrtModel(fp32)
     reports = {}
-    for label, other in (
-        ("onnxruntime", model),
-        ("emulated", emulate_fp16(fp32, keep, wide)),
-    ):
-        rep = fp16_agreement(ref, OrtModel(other), cases, plan.spec, cfg.fp16)
+    for label, other in (("onnxruntime", model), ("emulated", emulate_fp16(fp32, keep, wide))):
+        rep = fp16_agreement(ref, OrtModel(other), run.cases, run.plan.spec, run.cfg.checks.fp16)
         require_fp16_agreement(rep, f"FP16 ONNX ({label})")
-        reports[label] = rep.to_dict()
-    return model, info, reports
+        reports[label] = rep
+    run.fp16 = model
+    run.summary.fp16_conversion = replace(info, kept_fp32_for_range=tuple(sorted(wide)))
+    run.summary.fp16 = reports
+    lint_model(run, model, "fp16", f"{run.plan.name}_fp16.onnx")
 
 
-def facts_for(plan: ExportPlan, loaded: LoadedModel, fp32: onnx.ModelProto) -> GraphFacts:
-    count_cost = importlib.import_module("compressor.flops").count_cost
-    cost = count_cost(loaded.model, plan.imgsz)
-    b = plan.build
+def write(run: ExportRun) -> None:
+    """ONNX + sidecar pairs (each read back through the runtime) and the build scripts, renamed
+    into the output folder together."""
+    with Staging(run.out_dir) as staging:
+        run.facts = graph_facts(run)
+        _stage_onnx(run, staging)
+        run.summary.engine = _stage_scripts(run, staging)
+        if run.cfg.output.overwrite:
+            remove_stale_exports(run.out_dir, run.plan.name)
+        _commit(run, staging)
+
+
+def graph_facts(run: ExportRun) -> GraphFacts:
+    plan, b = run.plan, run.plan.build
+    cost = count_cost(run.loaded.model, plan.imgsz)
     det_rows = det_width = 0
     if plan.spec.has_det:
-        dims = fp32.graph.output[0].type.tensor_type.shape.dim
+        dims = run.fp32.graph.output[0].type.tensor_type.shape.dim
         det_rows, det_width = int(dims[1].dim_value), int(dims[2].dim_value)
     return GraphFacts(
         plan.imgsz,
         det_rows,
-        {t.name: t.num_classes for t in loaded.spec.seg_tasks},
+        {t.name: t.num_classes for t in run.loaded.spec.seg_tasks},
         BatchRange(b.min_batch, b.opt_batch, b.max_batch),
         cost.params,
         float(cost.flops),
@@ -204,50 +177,116 @@ def facts_for(plan: ExportPlan, loaded: LoadedModel, fp32: onnx.ModelProto) -> G
     )
 
 
-def stage_onnx(
-    staging: Any,
-    fp32: onnx.ModelProto,
-    fp16: onnx.ModelProto | None,
-    loaded: LoadedModel,
-    plan: ExportPlan,
-    facts: GraphFacts,
-    cases: list,
-) -> dict:
-    """Write ONNX + sidecar pairs into the staging folder and read each back via the runtime."""
-    from export.artifact_check import check_with_runtime
-
-    checks = {}
-    label, images = cases[-1]
-    for model, fname, precision in (
-        (fp32, f"{plan.name}.onnx", "fp32"),
-        (fp16, f"{plan.name}_fp16.onnx", "fp16"),
-    ):
+def _stage_onnx(run: ExportRun, staging: Staging) -> None:
+    label, images = run.cases[-1]
+    for model, fp16 in ((run.fp32, False), (run.fp16, True)):
         if model is None:
             continue
+        fname = run.onnx_path(fp16).name
         path = staging.write_bytes(fname, model.SerializeToString())
-        side = make_sidecar(path, precision, loaded, plan.spec, facts)
+        side = make_sidecar(path, "fp16" if fp16 else "fp32", run.loaded, run.plan.spec, run.facts)
         side.write(staging.path(sidecar_path(path).name))
-        checks[fname] = {"case": label, **check_with_runtime(path, images, OrtModel(model)(images))}
-    return checks
+        check = check_with_runtime(path, images, OrtModel(model)(images))
+        run.summary.runtime_check[fname] = RuntimeCheck(label, **check)
 
 
-def stage_scripts(staging: Any, plan: ExportPlan, cfg: ExportConfig, has_fp16: bool) -> dict:
-    precision = cfg.engine if cfg.engine != "none" else ("fp16" if has_fp16 else "fp32")
+def _stage_scripts(run: ExportRun, staging: Staging) -> EngineSummary:
+    plan, t, has_fp16 = run.plan, run.cfg.tensorrt, run.fp16 is not None
+    precision = t.engine if t.engine != "none" else ("fp16" if has_fp16 else "fp32")
     tplan = plan_for_target(
-        plan.name, precision, plan.trt_target, has_fp16, cfg.timing_cache_dir, cfg.trt_nms
+        plan.name, precision, plan.trt_target, has_fp16, t.timing_cache_dir, t.nms
     )
     sh = write_trtexec_script(staging.path(f"{plan.name}_trtexec.sh"), tplan, plan.build)
     py = write_build_script(staging.path(f"{plan.name}_build_engine.py"), tplan, plan.build)
-    out_dir = Path(cfg.output_dir)
-    return {
-        "target": plan.trt_target,
-        "precision": precision,
-        "fp16_path": tplan.fp16_path,
-        "trt_nms": cfg.trt_nms,
-        "trtexec": " ".join(trtexec_command(tplan, plan.build)),
-        "trtexec_script": str(out_dir / sh.name),
-        "build_script": str(out_dir / py.name),
-    }
+    return EngineSummary(
+        target=plan.trt_target,
+        precision=precision,
+        fp16_path=tplan.fp16_path,
+        trt_nms=t.nms,
+        trtexec=" ".join(trtexec_command(tplan, plan.build)),
+        trtexec_script=str(run.out_dir / sh.name),
+        build_script=str(run.out_dir / py.name),
+    )
+
+
+def _commit(run: ExportRun, staging: Staging) -> None:
+    for path in staging.commit():
+        run.summary.artifacts.append(ArtifactRecord.of(path))
+
+
+def engine(run: ExportRun) -> None:
+    """Build the engine where TensorRT is, verify it through the runtime against the FP32 ONNX,
+    keep it with its sidecar; then write the summary, whatever became of the engine."""
+    eng, t = _engine_summary(run), run.cfg.tensorrt
+    if t.engine == "none" or t.dry_run:
+        dry = "--dry-run: build on the target with the script above"
+        eng.finish(EngineStatus.SKIPPED, "--engine none" if t.engine == "none" else dry)
+        return finish(run)
+    try:
+        fp16 = run.onnx_path(fp16=True).read_bytes if run.fp16 is not None else None
+        side = sidecar_path(run.onnx_path())
+        built = EngineFromOnnx(
+            run.onnx_path().read_bytes,
+            fp16,
+            run.plan.build,
+            sidecar=lambda: json.loads(side.read_text()),
+        )()
+    except TensorRTUnavailableError as e:
+        eng.finish(EngineStatus.NOT_BUILT, str(e))
+        finish(run)
+        err = TensorRTUnavailableError(
+            f"{e}. The ONNX artifacts, sidecars and a ready build are in {run.out_dir}: "
+            f"run {eng.trtexec_script} or {eng.build_script} on the target"
+        )
+        err.result = run.result  # type: ignore[attr-defined]
+        raise err from None
+    except ExportError as e:
+        eng.finish(EngineStatus.FAILED, str(e))
+        finish(run)
+        raise
+    try:
+        _stage_engine(run, built)
+    except MtcError as e:  # built, but it could not be verified: nothing is kept
+        eng.finish(EngineStatus.FAILED, f"engine not verified: {e}")
+        finish(run)
+        raise
+    finish(run)
+
+
+def _engine_summary(run: ExportRun) -> EngineSummary:
+    if run.summary.engine is None:
+        raise ExportError("the engine stage runs after the write stage")  # a pipeline bug
+    return run.summary.engine
+
+
+def _stage_engine(run: ExportRun, built: BuiltEngine) -> None:
+    """Engine + sidecar, then the engine (through the runtime) against the FP32 ONNX."""
+    from runtime.trt_build import batch_range, write_engine_sidecar
+
+    precision = run.cfg.tensorrt.engine
+    with Staging(run.out_dir) as staging:
+        src = run.onnx_path(fp16=built.source == "fp16_onnx")
+        path = staging.write_bytes(f"{run.plan.name}_{precision}.engine", built.plan)
+        # The engine's sidecar = the source ONNX's + build facts, as the device build script
+        # writes it.
+        batch = batch_range(run.plan.build.input_shapes())
+        dest = staging.path(sidecar_path(path).name)
+        write_engine_sidecar(
+            path, src, precision=precision, info=built.info, batch=batch, dest=dest
+        )
+        engine_run = runtime_runner(path)
+        try:
+            ref: Any = OrtModel(onnx.load(str(run.onnx_path())))
+            spec = run.plan.spec
+            if built.nms is not None:  # compare with the runtime's numpy NMS on the ONNX's rows
+                ref = numpy_nms_outputs(ref, built.nms, built.nms_rows)
+                spec = replace(spec, nms_in_graph=True)
+            report = fp16_agreement(ref, engine_run, run.cases, spec, run.cfg.checks.fp16)
+        finally:
+            engine_run.close()  # type: ignore[attr-defined]
+        require_fp16_agreement(report)
+        _engine_summary(run).mark_built(built, report)
+        _commit(run, staging)
 
 
 def numpy_nms_outputs(run: Any, nms: Any, rows: int) -> Any:
@@ -274,47 +313,10 @@ def numpy_nms_outputs(run: Any, nms: Any, rows: int) -> Any:
     return call
 
 
-def build_engine(plan: ExportPlan, cfg: ExportConfig, out_dir: Path, has_fp16: bool) -> BuiltEngine:
-    fp32 = (out_dir / f"{plan.name}.onnx").read_bytes
-    fp16 = (out_dir / f"{plan.name}_fp16.onnx").read_bytes if has_fp16 else None
-    build = replace(plan.build, precision=cfg.engine)
-    side = sidecar_path(out_dir / f"{plan.name}.onnx")
-    return EngineFromOnnx(fp32, fp16, build, sidecar=lambda: json.loads(side.read_text()))()
-
-
-def stage_engine(
-    staging: Any,
-    built: BuiltEngine,
-    loaded: LoadedModel,
-    plan: ExportPlan,
-    facts: GraphFacts,
-    cases: list,
-    cfg: ExportConfig,
-) -> dict:
-    """Engine + sidecar, then the engine (through the runtime) against the FP32 ONNX."""
-    from export.artifact_check import runtime_runner
-    from runtime.trt_build import batch_range, write_engine_sidecar
-
-    out_dir = Path(cfg.output_dir)
-    src = out_dir / (
-        f"{plan.name}_fp16.onnx" if built.source == "fp16_onnx" else f"{plan.name}.onnx"
-    )
-    path = staging.write_bytes(f"{plan.name}_{cfg.engine}.engine", built.plan)
-    # The engine's sidecar = the source ONNX's + build facts, as the device build script writes it.
-    batch = batch_range(plan.build.input_shapes())
-    dest = staging.path(sidecar_path(path).name)
-    write_engine_sidecar(path, src, precision=cfg.engine, info=built.info, batch=batch, dest=dest)
-    run = runtime_runner(path)
-    try:
-        ref: Any = OrtModel(onnx.load(str(out_dir / f"{plan.name}.onnx")))
-        spec = plan.spec
-        if built.nms is not None:  # compare with the runtime's numpy NMS on the ONNX's rows
-            ref, spec = (
-                numpy_nms_outputs(ref, built.nms, built.nms_rows),
-                replace(spec, nms_in_graph=True),
-            )
-        report = fp16_agreement(ref, run, cases, spec, cfg.fp16)
-    finally:
-        run.close()  # type: ignore[attr-defined]
-    require_fp16_agreement(report)
-    return report.to_dict()
+def finish(run: ExportRun) -> None:
+    """export_summary.json, and the same on the result."""
+    r = run.result
+    r.report = run.summary
+    r.artifacts = [asdict(a) for a in run.summary.artifacts]
+    r.summary = run.summary.to_dict()
+    r.summary_path = write_summary(run.out_dir / SUMMARY_FILE, r.summary)

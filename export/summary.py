@@ -1,11 +1,23 @@
 """`export_summary.json` and the table `mtc-export` prints: what was written, how big, and the
-numbers that say it can be trusted (parity, FP16 agreement, lint, engine)."""
+numbers that say it can be trusted (parity, FP16 agreement, lint, engine).
+
+`ExportSummary` is the typed form the stages fill in; `to_dict()` is the JSON, whose keys and
+shape are the file's contract (the demo, the tests and users read it)."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import asdict, dataclass, field
+from enum import Enum
 from pathlib import Path
+from typing import Any
 
+from export.checks.parity import ParityReport
+from export.fp16.agreement import Fp16Report
+from export.fp16.convert import Fp16Info
+from export.onnx.simplify import SimplifierInfo
+from export.tensorrt.build import BuiltEngine
+from export.tensorrt.lint import LintReport
 from runtime.fileio import atomic_write_text, file_sha256
 from runtime.sidecar import sidecar_path
 
@@ -21,21 +33,151 @@ _KINDS = (
 )
 
 
+class EngineStatus(str, Enum):
+    """What became of the engine; the value is what the JSON says."""
+
+    BUILT = "built"
+    SKIPPED = "skipped"  # --engine none or --dry-run: the build scripts are the way
+    NOT_BUILT = "not_built"  # no TensorRT / GPU here
+    FAILED = "failed"  # the build or its check failed; nothing was kept
+
+
+@dataclass(frozen=True)
+class ArtifactRecord:
+    path: str
+    kind: str  # onnx | onnx_fp16 | engine | sidecar | trtexec | build_script | other
+    size_bytes: int
+    sha256: str | None
+    sidecar: str | None
+
+    @classmethod
+    def of(cls, path: Path) -> ArtifactRecord:
+        side = sidecar_path(path)
+        kind = _kind(path.name)
+        return cls(
+            str(path),
+            kind,
+            path.stat().st_size,
+            file_sha256(path) if kind in ("onnx", "onnx_fp16", "engine") else None,
+            str(side) if side.is_file() else None,
+        )
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    checkpoint: str | None
+    sha256: str | None
+    model: str
+    model_config: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RuntimeCheck:
+    """An ONNX artifact read back through `runtime.load_artifact` vs ONNX Runtime in memory."""
+
+    case: str
+    loaded_by: str
+    max_abs_vs_ort: float
+
+
+@dataclass
+class EngineSummary:
+    """The build for the target (commands, always written) and what became of the engine here."""
+
+    target: str
+    precision: str
+    fp16_path: str | None
+    trtexec: str
+    trtexec_script: str
+    build_script: str
+    trt_nms: str = "none"  # NMS appended to the engine (--trt-nms)
+    status: EngineStatus | None = None
+    reason: str | None = None  # why not built (every status but BUILT)
+    parity_vs_onnx_fp32: Fp16Report | None = None
+    built: BuiltEngine | None = None
+
+    def finish(self, status: EngineStatus, reason: str) -> None:
+        self.status, self.reason = status, reason
+
+    def mark_built(self, built: BuiltEngine, report: Fp16Report) -> None:
+        self.status, self.built, self.parity_vs_onnx_fp32 = EngineStatus.BUILT, built, report
+        self.fp16_path = built.fp16_path
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "target": self.target,
+            "precision": self.precision,
+            "fp16_path": self.fp16_path,
+            "trt_nms": self.trt_nms,
+            "trtexec": self.trtexec,
+            "trtexec_script": self.trtexec_script,
+            "build_script": self.build_script,
+        }
+        if self.status is not None:
+            out["status"] = self.status.value
+        if self.reason is not None:
+            out["reason"] = self.reason
+        if self.built is not None and self.parity_vs_onnx_fp32 is not None:
+            b = self.built
+            out.update(
+                parity_vs_onnx_fp32=self.parity_vs_onnx_fp32.to_dict(),
+                tensorrt=b.version,
+                gpu=b.gpu,
+                build_flags=b.build_flags,
+                timing_cache=b.timing_cache,
+            )
+        return out
+
+
+@dataclass
+class ExportSummary:
+    """Filled stage by stage; a field is None until its stage ran."""
+
+    config: dict[str, Any]  # ExportConfig.to_flat()
+    timings_s: dict[str, float] = field(default_factory=dict)
+    name: str | None = None
+    imgsz: tuple[int, int] | None = None
+    trt_target: str | None = None
+    tensorrt_installed: str | None = None
+    source: SourceInfo | None = None
+    versions: dict[str, str] = field(default_factory=dict)
+    simplifier: SimplifierInfo | None = None
+    parity: ParityReport | None = None
+    lint: dict[str, LintReport] = field(default_factory=dict)  # "fp32", "fp16"
+    fp16_conversion: Fp16Info | None = None
+    fp16: dict[str, Fp16Report] | None = None  # "onnxruntime", "emulated"; None without FP16
+    runtime_check: dict[str, RuntimeCheck] = field(default_factory=dict)  # by file name
+    engine: EngineSummary | None = None
+    artifacts: list[ArtifactRecord] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON of export_summary.json, keys in the order the stages add them. Written once
+        the artifacts are staged, so every stage before the engine has run."""
+        out: dict[str, Any] = {
+            "config": self.config,
+            "timings_s": dict(self.timings_s),
+            "name": self.name,
+            "imgsz": list(self.imgsz or ()),
+            "trt_target": self.trt_target,
+            "tensorrt_installed": self.tensorrt_installed,
+            "source": asdict(self.source) if self.source else None,
+            "versions": dict(self.versions),
+            "simplifier": asdict(self.simplifier) if self.simplifier else None,
+            "parity": self.parity.to_dict() if self.parity else None,
+            "lint": {k: v.to_dict() for k, v in self.lint.items()},
+        }
+        if self.fp16_conversion is not None:  # absent, not null, without an FP16 ONNX
+            out["fp16_conversion"] = asdict(self.fp16_conversion)
+        out["fp16"] = {k: v.to_dict() for k, v in self.fp16.items()} if self.fp16 else None
+        out["runtime_check"] = {k: asdict(v) for k, v in self.runtime_check.items()}
+        out["engine"] = self.engine.to_dict() if self.engine else None
+        out["artifacts"] = [asdict(a) for a in self.artifacts]
+        return out
+
+
 def _kind(name: str) -> str:
     hits = [k for suffix, k in _KINDS if name.endswith(suffix)]
     return "sidecar" if "sidecar" in hits else (hits[0] if hits else "other")
-
-
-def artifact_record(path: Path) -> dict:
-    side = sidecar_path(path)
-    kind = _kind(path.name)
-    return {
-        "path": str(path),
-        "kind": kind,
-        "size_bytes": path.stat().st_size,
-        "sha256": file_sha256(path) if kind in ("onnx", "onnx_fp16", "engine") else None,
-        "sidecar": str(side) if side.is_file() else None,
-    }
 
 
 def write_summary(path: Path, summary: dict) -> Path:

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """ONNX -> serialized TensorRT engine (+ its sidecar): the one builder every caller goes through.
 
-- `mtc-export --engine` builds through `build_serialized_engine` (export/tensorrt_build.py only
+- `mtc-export --engine` builds through `build_serialized_engine` (export/tensorrt/build.py only
   picks which ONNX to parse and where the timing cache lives).
 - `python -m runtime.trt_build model.onnx ...` builds on a machine with mtc's runtime installed.
 - `mtc-export` ships a copy of this file beside the ONNX as `<name>_build_engine.py`, with the

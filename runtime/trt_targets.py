@@ -1,7 +1,7 @@
 """The TensorRT releases mtc exports for: one entry per target, read by everything that differs by
 TensorRT version (ExportConfig and `mtc-export --trt-target`, the GPU-free lint, the trtexec
 script, the engine builder). Adding a TensorRT release is adding one `TrtTarget` here plus its
-operator table `export/data/trt_ops_<name>.json`.
+operator table `export/tensorrt/data/trt_ops_<name>.json`.
 
 Torch-free and standard library only: `runtime.trt_build` (which is also shipped alone beside
 the ONNX) reads it where mtc is installed."""
@@ -26,7 +26,7 @@ class TrtTarget:
     name: what `--trt-target` takes and reports write ("10.3", "11").
     min_version: the lowest installed TensorRT (major, minor) this target stands for; an installed
         version maps to the entry with the highest min_version not above it.
-    op_table: the onnx-tensorrt operator table, a file in export/data/ (or an absolute path).
+    op_table: the onnx-tensorrt operator table, a file in export/tensorrt/data/ (or an absolute path).
     opset_min / opset_max: the ONNX opsets its parser takes.
     const_axes: Squeeze/Unsqueeze `axes` must be graph constants (dynamic axes came in 10.7).
     fp16_path: how FP16 is built: FP16_BUILDER_FLAG (weakly typed network + BuilderFlag.FP16)

@@ -91,7 +91,7 @@ def test_output_paths(tmp_path):
     [
         ("compressor.cli.train", "compress"),
         ("compressor.cli.compress", "compress"),
-        ("export.demo_cli", "all"),
+        ("demo.cli", "all"),
     ],
 )
 def test_without_torch_the_torch_side_names_the_extra(module, extra):

@@ -35,7 +35,7 @@ def _main(cli: str) -> Callable:
     elif cli == "run":
         from runtime.cli import main
     else:
-        from export.demo_cli import main
+        from demo.cli import main
     return main
 
 
@@ -179,7 +179,7 @@ INTERRUPT_AT = {
     "compress": ("compressor.cli.compress", "compress"),
     "export": ("export.pipeline", "export_model"),
     "run": ("runtime.cli", "execute"),
-    "demo": ("export.demo", "run_demo"),
+    "demo": ("demo.run", "run_demo"),
 }
 
 EXPECTED = {  # (cli, case) -> text the one line must contain

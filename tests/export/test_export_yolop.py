@@ -19,10 +19,10 @@ from onnx import TensorProto
 
 from compressor import load_checkpoint
 from compressor.models.yolop import YOLOP_ANCHORS, YOLOP_STRIDES
+from export.checks.inputs import structured_input
+from export.checks.ort import OrtModel
+from export.checks.parity import match_rows
 from export.cli import main
-from export.ort_run import OrtModel
-from export.parity import match_rows
-from export.probe_inputs import structured_input
 from runtime import load_artifact
 from runtime.boxes import postprocess_detections, xywh_to_xyxy
 from runtime.fileio import file_sha256

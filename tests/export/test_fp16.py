@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from export.checks.ort import OrtModel
 from export.config import Fp16Thresholds
-from export.deploy import DeploySpec
 from export.errors import Fp16Error
-from export.fp16 import convert_to_fp16
-from export.fp16_agreement import fp16_agreement, require_fp16_agreement
-from export.fp16_emulation import emulate_fp16
-from export.ort_run import OrtModel
+from export.fp16.agreement import fp16_agreement, require_fp16_agreement
+from export.fp16.convert import convert_to_fp16
+from export.fp16.emulation import emulate_fp16
+from export.onnx.deploy import DeploySpec
 
 
 def _graph(w: np.ndarray):

@@ -27,7 +27,7 @@ def trt():
 @pytest.mark.parametrize("precision", ["fp16", "fp32"])
 def test_real_engine_agrees_with_onnxruntime(trt, tiny_ckpt, tmp_path, precision):
     from export import export_model
-    from export.probe_inputs import structured_input
+    from export.checks.inputs import structured_input
     from runtime import load_artifact
     from runtime.sidecar import read_sidecar
 

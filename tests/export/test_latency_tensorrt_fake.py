@@ -10,7 +10,7 @@ import torch
 from cuda_memory_fake import install_fake_tensorrt  # tests/fakes, put on the path by conftest
 
 from compressor.latency import export_probe_bundle
-from export.fp16 import convert_to_fp16
+from export.fp16.convert import convert_to_fp16
 from runtime.latency_model.bundle import ProbeBundleError, load_bundle
 from runtime.latency_model.measure import MeasureConfig, measure_bundle
 from runtime.latency_model.tensorrt_timer import TensorRTTimer

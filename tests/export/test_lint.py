@@ -10,7 +10,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from export.errors import ExportConfigError, LintError
-from export.lint import DATA_DIR, lint_onnx, op_table, require_lint
+from export.tensorrt.lint import DATA_DIR, lint_onnx, op_table, require_lint
 from runtime.trt_targets import TARGETS, get_target
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from export.checks.parity import compare_case
 from export.config import ParityTolerances
-from export.deploy import DeploySpec
-from export.parity import compare_case
+from export.onnx.deploy import DeploySpec
 
 TOL = ParityTolerances()
 

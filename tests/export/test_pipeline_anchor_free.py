@@ -25,8 +25,8 @@ from compressor.latency.config import LatencyConfig  # noqa: E402
 from compressor.models.heads.anchor_free import decode_torch  # noqa: E402
 from compressor.pruning import PruneConfig  # noqa: E402
 from compressor.train import EvalConfig, TrainConfig, evaluate, train  # noqa: E402
+from demo.report import write_overlays  # noqa: E402
 from export import export_model  # noqa: E402
-from export.demo_report import write_overlays  # noqa: E402
 from runtime.boxes import postprocess_detections  # noqa: E402
 from runtime.geometry import boxes_from_letterbox  # noqa: E402
 from runtime.pipeline import RunConfig, run  # noqa: E402

@@ -21,9 +21,9 @@ from compressor.latency.config import LatencyConfig
 from compressor.models import build_model
 from compressor.pruning import PruneConfig
 from compressor.train import EvalConfig, TrainConfig, evaluate, train
+from demo.report import write_overlays
 from export import export_model
 from export.cli import main as export_main
-from export.demo_report import write_overlays
 from runtime.pipeline import RunConfig, run
 from runtime.sidecar import read_sidecar
 

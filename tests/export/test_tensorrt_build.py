@@ -1,4 +1,4 @@
-"""Our TensorRT build logic (export/tensorrt_build.py over runtime/trt_build.py), driven through
+"""Our TensorRT build logic (export/tensorrt/build.py over runtime/trt_build.py), driven through
 the TensorRT fake (tests/fakes: the real API's names and call semantics; it records every call).
 The end-to-end engine path is test_tensorrt_engine_path.py; real builds: test_gpu.py."""
 
@@ -14,7 +14,7 @@ from onnx import TensorProto, helper
 from tensorrt_fake import make_fake_tensorrt
 
 from export.errors import EngineBuildError, TensorRTUnavailableError
-from export.tensorrt_build import (
+from export.tensorrt.build import (
     EngineBuildConfig,
     EngineFromOnnx,
     fp16_path_for,

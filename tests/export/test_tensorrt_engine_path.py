@@ -23,8 +23,8 @@ from conftest import IMGSZ
 from cuda_memory_fake import install_fake_tensorrt
 from tensorrt_fake import read_plan
 
+from export.checks.inputs import structured_input
 from export.cli import main as export_main
-from export.probe_inputs import structured_input
 from runtime import load_artifact, run, trt_targets
 from runtime.cli import main as run_main
 from runtime.fileio import file_sha256

@@ -215,8 +215,8 @@ def test_export_config_refuses_what_the_target_cannot_do():
 
 def test_cli_flag_and_device_build_script_carry_the_option(tmp_path):
     from export.cli import build_parser, config_from_args
-    from export.tensorrt_build import EngineBuildConfig
-    from export.trtexec import (
+    from export.tensorrt.build import EngineBuildConfig
+    from export.tensorrt.scripts import (
         build_script_args,
         plan_for_target,
         write_build_script,

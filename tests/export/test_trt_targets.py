@@ -16,9 +16,9 @@ from onnx import TensorProto, helper
 from export.cli import build_parser, main
 from export.config import ExportConfig, resolve_trt_target
 from export.errors import ExportConfigError
-from export.lint import DATA_DIR, lint_onnx
-from export.tensorrt_build import EngineBuildConfig
-from export.trtexec import plan_for_target, trtexec_command
+from export.tensorrt.build import EngineBuildConfig
+from export.tensorrt.lint import DATA_DIR, lint_onnx
+from export.tensorrt.scripts import plan_for_target, trtexec_command
 from runtime import trt_build, trt_targets
 from runtime.trt_targets import (
     DEFAULT_TARGET,
@@ -50,7 +50,7 @@ def fake_target(monkeypatch, tmp_path):
         get_target("11"),
         name=FAKE,
         min_version=(99, 0),
-        op_table=str(path),  # absolute: outside export/data
+        op_table=str(path),  # absolute: outside export/tensorrt/data
         opset_min=9,
         opset_max=17,
         const_axes=True,

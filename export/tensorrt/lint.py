@@ -1,9 +1,9 @@
-"""Stage 5: TensorRT compatibility lint without a GPU.
+"""Hop 3, before any build: TensorRT compatibility lint without a GPU.
 
 No GPU-free TensorRT parser exists, so this is the closest static check: ONNX checker, strict
 shape inference, the opset range of the target, every node against the onnx-tensorrt operator
 table of the target release (the targets: runtime/trt_targets.py; their tables are shipped in
-`export/data/`, source named inside), per-op
+`export/tensorrt/data/`, source named inside), per-op
 restrictions (`lint_rules`), UINT8 only at the network boundary, and static shapes except the
 batch axis. Errors fail the export; warnings (uncertain table entries) are reported only."""
 
@@ -19,7 +19,7 @@ import onnx
 from onnx import TensorProto
 
 from export.errors import ExportConfigError, LintError
-from export.lint_rules import RULES, GraphConstants
+from export.tensorrt.rules import RULES, GraphConstants
 from runtime.trt_targets import DEFAULT_TARGET, TrtTarget, TrtTargetError, get_target
 
 DATA_DIR = Path(__file__).parent / "data"
@@ -250,7 +250,7 @@ def lint_onnx(model: onnx.ModelProto | str | Path, target: str = DEFAULT_TARGET)
                 "warning",
                 "op-table",
                 f"the TensorRT {target} op table is unverified: "
-                f"{table['source']}; see export/data/{lint_target(target).op_table}",
+                f"{table['source']}; see export/tensorrt/data/{lint_target(target).op_table}",
             )
         )
     _check_opsets(model, lint_target(target), rep)

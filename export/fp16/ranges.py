@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from export.fp16 import float_tensors
+from export.fp16.convert import float_tensors
 
 # FP16 holds 65504; 1/8 of it leaves room for inputs outside the probes.
 FP16_SAFE_ABS = 8192.0

@@ -1,12 +1,12 @@
-"""Stage 2: simplify the ONNX (constant folding, shape-op cleanup) so TensorRT sees the static
+"""Hop 1, second half: simplify the ONNX (constant folding, shape-op cleanup) so TensorRT sees the static
 graph it optimises best. A failing simplifier is an error, never a warning: the user asked for a
 simplified artifact, and `--simplifier none` is the explicit way to skip it."""
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import onnx
 
@@ -30,13 +30,24 @@ def simplifier_version(name: str) -> str | None:
     if name == "none":
         return None
     try:
-        mod = importlib.import_module(name)
+        mod = _import(name)
     except ImportError:
         raise SimplifierError(
             f"--simplifier {name} is not installed; `pip install {_PIP[name]}`, or pick "
             "--simplifier onnxslim (the default) or --simplifier none"
         ) from None
     return str(getattr(mod, "__version__", "unknown"))
+
+
+def _import(name: str) -> Any:
+    """The simplifier's module (imported only when chosen: each is optional)."""
+    if name == "onnxslim":
+        import onnxslim
+
+        return onnxslim
+    import onnxsim
+
+    return onnxsim
 
 
 def _run_onnxslim(model: onnx.ModelProto) -> onnx.ModelProto:

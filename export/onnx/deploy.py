@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from export.deploy_nms import nms_fixed
+from export.onnx.nms import nms_fixed
 from runtime.decoders import get_decoder
 from runtime.io_names import DET_COUNT, DET_OUTPUT
 from runtime.spec import NMS_CONF, NMS_IOU, NMS_MAX_DET, SEG_TASKS, TASK_DET

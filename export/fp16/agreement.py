@@ -10,8 +10,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from export.config import Fp16Thresholds
-from export.deploy import DeploySpec
 from export.errors import Fp16Error
+from export.onnx.deploy import DeploySpec
 from runtime.boxes import box_iou
 from runtime.io_names import DET_COUNT, DET_OUTPUT
 

@@ -1,4 +1,4 @@
-"""Stage 4: FP16 ONNX with FP32 graph I/O and FP32 islands, for TensorRT 11's strongly typed
+"""Hop 2: FP16 ONNX with FP32 graph I/O and FP32 islands, for TensorRT 11's strongly typed
 networks (where the ONNX itself must carry the precision) and for FP16 runs in ONNX Runtime.
 
 Our own converter rather than onnxconverter-common's `convert_float_to_float16`: that one turns
@@ -252,7 +252,7 @@ def convert_to_fp16(
     keep_resize_fp32: bool = False,
     wide: frozenset[str] = frozenset(),
 ) -> tuple[onnx.ModelProto, Fp16Info]:
-    """`wide`: tensors whose producers stay FP32 (see `fp16_ranges.wide_range_outputs`)."""
+    """`wide`: tensors whose producers stay FP32 (see `export.fp16.ranges.wide_range_outputs`)."""
     work = onnx.ModelProto()
     work.CopyFrom(model)
     info = _Converter(work, sensitive_ops(keep_resize_fp32), wide).run()

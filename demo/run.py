@@ -1,10 +1,10 @@
 """The main job on an embedded default: synthetic data -> teacher -> task-aware prune -> distill
 -> evaluate both -> export both -> torch-free runtime -> one report.
 
-It lives in `export` because `export` is the one package allowed to depend on both `compressor`
-(training, compression) and `runtime` (validating and timing what was built). Every stage is a
-call into the same public APIs the CLIs use; nothing here is demo-only logic except choosing
-sizes that fit a 2-core CPU in minutes.
+A top-level package of its own because it uses all three: `compressor` (training, compression),
+`export` and `runtime` (validating and timing what was built). Every stage is a call into the
+same public APIs the CLIs use; nothing here is demo-only logic except choosing sizes that fit a
+2-core CPU in minutes.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from typing import Any
 
 import cv2
 
-from export.config import ExportConfig
-from export.demo_report import plot_latency, plot_metrics, write_overlays, write_report
+from demo.report import plot_latency, plot_metrics, write_overlays, write_report
+from export.config import ExportConfig, InputOptions, OutputOptions, TensorRTOptions
 from export.errors import TensorRTUnavailableError
 from export.pipeline import ExportResult, export_model
 from runtime.errors import MtcError
@@ -243,14 +243,12 @@ class _Demo:
 
     def export(self, ckpt: Path, name: str) -> ExportResult:
         cfg = ExportConfig(
-            output_dir=str(self.out / "export"),
-            name=name,
-            overwrite=True,  # the demo owns its folder: a re-run replaces its own exports
-            imgsz=self.cfg.imgsz,
-            batch=1,
-            max_batch=max(8, *self.cfg.runtime_batches),
-            engine=self.cfg.resolved_engine(),
-            progress=self.cfg.progress,
+            # the demo owns its folder: a re-run replaces its own exports
+            output=OutputOptions(
+                str(self.out / "export"), name, overwrite=True, progress=self.cfg.progress
+            ),
+            input=InputOptions(self.cfg.imgsz, max_batch=max(8, *self.cfg.runtime_batches)),
+            tensorrt=TensorRTOptions(engine=self.cfg.resolved_engine()),
         )
         try:
             return export_model(str(ckpt), cfg)

@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from export.fp16 import FIXED_INPUTS, float_tensors, half_nodes, sensitive_ops
+from export.fp16.convert import FIXED_INPUTS, float_tensors, half_nodes, sensitive_ops
 
 _SPLIT = float(2**13 + 1)
 _FP16_MAX = float(np.finfo(np.float16).max)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from export.errors import ExportError
-from export.tensorrt_build import FP16_STRONGLY_TYPED, EngineBuildConfig
+from export.tensorrt.build import FP16_STRONGLY_TYPED, EngineBuildConfig
 from runtime import trt_build, trt_targets
 from runtime.fileio import atomic_write_text
 

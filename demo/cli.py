@@ -1,4 +1,4 @@
-"""`mtc-demo`: the whole pipeline, one command (thin layer over `export.demo.run_demo`)."""
+"""`mtc-demo`: the whole pipeline, one command (thin layer over `demo.run.run_demo`)."""
 
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _main(argv: Sequence[str] | None) -> int:
     a = build_parser().parse_args(argv)
     # imported here, under the kernel: without torch this is one line naming the extra
-    from export.demo import DemoConfig, run_demo, with_overrides
+    from demo.run import DemoConfig, run_demo, with_overrides
 
     check_output_dir(a.out, "--out")
     if a.data:

@@ -1,4 +1,4 @@
-"""Stage 1: checkpoint or model -> ONNX (in memory).
+"""Hop 1: checkpoint or model -> ONNX (in memory).
 
 Exporter choice: the TorchScript exporter (`torch.onnx.export(..., dynamo=False)`). It traces
 the deploy wrapper into plain opset-17 nodes one-to-one with the PyTorch ops (Conv, HardSwish,
@@ -11,10 +11,8 @@ the TensorRT lint."""
 
 from __future__ import annotations
 
-import importlib
 import tempfile
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,53 +21,12 @@ import torch
 from torch import nn
 
 from compressor.models.spec import ModelSpec, ModelSpecError, spec_of
-from export.deploy import DeploySpec, DeployWrapper
 from export.errors import ExportConfigError, OnnxExportError
+from export.onnx.deploy import DeploySpec, DeployWrapper
+from export.source import ModelFromCheckpoint
 from runtime.io_names import INPUT_NAME
 
 _PROTOBUF_LIMIT = 2**31 - 1
-
-
-@dataclass
-class LoadedModel:
-    """A model ready to export plus what the sidecar needs to know about it."""
-
-    model: nn.Module
-    model_name: str
-    model_config: dict
-    preprocess: dict
-    class_names: list
-    spec: ModelSpec
-    checkpoint_sha256: str | None = None
-    checkpoint_path: str | None = None
-
-
-class ModelFromCheckpoint:
-    """Lazy: calling loads the checkpoint (ours or official YOLOP) and rebuilds the model once."""
-
-    def __init__(
-        self, path: str | Path, model: nn.Module | None = None, spec: ModelSpec | None = None
-    ):
-        self.path = Path(path)
-        self.model, self.spec = model, spec  # an architecture that is not registered, its spec
-        self._loaded: LoadedModel | None = None
-
-    def __call__(self) -> LoadedModel:
-        if self._loaded is None:
-            # Imported by name so `mypy export` checks export, not the compressor it calls.
-            load_checkpoint = importlib.import_module("compressor.checkpoint").load_checkpoint
-            model, ckpt = load_checkpoint(self.path, model=self.model)
-            self._loaded = LoadedModel(
-                model.eval(),
-                ckpt.model_name,
-                dict(ckpt.model_config),
-                dict(ckpt.preprocess),
-                list(ckpt.class_names),
-                spec_of(model, self.spec),
-                ckpt.sha256,
-                str(self.path),
-            )
-        return self._loaded
 
 
 def tracing_input(batch: int, imgsz: tuple[int, int], seed: int) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Stage 3: ONNX Runtime vs PyTorch, per output, on inputs other than the tracing input.
+"""The parity check: ONNX Runtime vs PyTorch, per output, on inputs other than the tracing input.
 
 Tolerances per output (see `ParityTolerances`): boxes by `atol + rtol * max|box|` and scores by
 absolute difference, over all N candidates (the decode is bounded, so every row is comparable);
@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 from export.config import ParityTolerances
-from export.deploy import DeploySpec, DeployWrapper
 from export.errors import ParityError
+from export.onnx.deploy import DeploySpec, DeployWrapper
 from runtime.boxes import box_iou
 from runtime.io_names import DET_COUNT, DET_OUTPUT
 

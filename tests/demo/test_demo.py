@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from export.demo import DemoConfig, DemoConfigError, run_demo
-from export.demo_cli import main
+from demo.cli import main
+from demo.run import DemoConfig, DemoConfigError, run_demo
 
 
 def test_bad_options_fail_before_any_work(tmp_path):

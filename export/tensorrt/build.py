@@ -1,4 +1,4 @@
-"""Stage 6: ONNX -> serialized TensorRT engine. The build itself is `runtime.trt_build` (torch-free,
+"""Hop 3: ONNX -> serialized TensorRT engine. The build itself is `runtime.trt_build` (torch-free,
 also shipped beside the ONNX as the device build script); this file only decides what the export
 feeds it: which ONNX (FP32, or FP16 on the strongly typed path), the profile from the batch range,
 and the timing cache file for this (GPU, TensorRT version). CPU tests drive it through the fake in
