@@ -335,7 +335,7 @@ def check_imgsz(
         ok = [max(stride, round(v / stride) * stride) for v in hw]
         raise ExportConfigError(
             f"--imgsz {hw[0]} {hw[1]}: both sides must be positive multiples of {stride} "
-            f"({model}'s stride rule); try --imgsz {ok[0]} {ok[1]}"
+            f"(the stride rule of {model}); try --imgsz {ok[0]} {ok[1]}"
         )
     return hw[0], hw[1]
 
