@@ -52,8 +52,12 @@ def test_demo_end_to_end_tiny(tmp_path):
     )
     res = run_demo(cfg, log=lambda _m: None)
     data = json.loads(res.report_json.read_text())
-    assert data["size"]["param_reduction"] >= 0.40
+    # the default target is latency: the plan removes 30 % of the predicted latency, whatever
+    # that costs in parameters; teacher and student are timed side by side
+    assert data["settings"]["target"] == "latency" and data["size"]["param_reduction"] > 0.05
     assert data["size"]["student_params"] < data["size"]["teacher_params"]
+    side = data["latency_side_by_side"]
+    assert side["measured"]["speedup"] > 0 and side["predicted"]["predicted_after_ms"] > 0
     kinds = {(r["model"], r["artifact_kind"], r["batch"]) for r in data["latency"]}
     assert ("student", "onnx", 4) in kinds and ("teacher", "onnx_fp16", 1) in kinds
     names = {a["name"] for a in data["artifacts"]}
