@@ -57,3 +57,46 @@ def small_config(out: Path, **kw) -> ExportConfig:
     )
     base.update(kw)
     return ExportConfig(**base)
+
+
+def synth_data(root: Path) -> Path:
+    """A small synthetic set (6 train, 4 val, 256x144 frames: 16:9 like BDD100K) at `root`."""
+    from compressor.data import SynthConfig, generate
+
+    generate(
+        SynthConfig(out=root, n_train=6, n_val=4, width=256, height=144, seed=0, workers=0),
+        progress=False,
+    )
+    return root
+
+
+def train_and_compress(data: Path, work: Path, arch=None, ratio: float = 0.3, **train_kw):
+    """One epoch of teacher training, then prune (tci_gcp) + one distillation epoch. `arch`
+    builds an unregistered architecture carrying its spec; else `train_kw["model"]` names a
+    registered one."""
+    from compressor.compress import CompressConfig, compress
+    from compressor.latency.config import LatencyConfig
+    from compressor.pruning import PruneConfig
+    from compressor.train import TrainConfig, train
+
+    small = dict(epochs=1, batch=2, workers=0, eval_every=1, progress=False)
+    teacher = train(
+        TrainConfig(data=str(data), out=str(work / "teacher"), **{**small, **train_kw}),
+        model=arch() if arch else None,
+    )
+    res = compress(
+        CompressConfig(
+            teacher=str(teacher.last),
+            data=str(data),
+            out=str(work / "student"),
+            prune=PruneConfig(ratio=ratio, importance="tci_gcp", calib_batches=2),
+            latency=LatencyConfig(measure=False),
+            epochs=1,
+            batch=2,
+            workers=0,
+            progress=False,
+        ),
+        spec=arch().model_spec if arch else None,
+        model=arch() if arch else None,
+    )
+    return teacher, res

@@ -13,18 +13,15 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import small_config
+from conftest import small_config, synth_data, train_and_compress
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "models"))
 from anchor_free_three_task import INPUT_HW, SPEC, build  # noqa: E402
 
 from compressor.checkpoint import load_checkpoint  # noqa: E402
-from compressor.compress import CompressConfig, compress  # noqa: E402
-from compressor.data import BddDataset, DataConfig, SynthConfig, generate, make_loader  # noqa: E402
-from compressor.latency.config import LatencyConfig  # noqa: E402
+from compressor.data import BddDataset, DataConfig, make_loader  # noqa: E402
 from compressor.models.heads.anchor_free import decode_torch  # noqa: E402
-from compressor.pruning import PruneConfig  # noqa: E402
-from compressor.train import EvalConfig, TrainConfig, evaluate, train  # noqa: E402
+from compressor.train import EvalConfig, evaluate  # noqa: E402
 from demo.report import write_overlays  # noqa: E402
 from export import export_model  # noqa: E402
 from runtime.boxes import postprocess_detections  # noqa: E402
@@ -37,47 +34,14 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("af") / "bdd"
-    generate(
-        SynthConfig(out=root, n_train=6, n_val=4, width=256, height=144, seed=0, workers=0),
-        progress=False,
-    )
-    return root
+    return synth_data(tmp_path_factory.mktemp("af") / "bdd")
 
 
 @pytest.fixture(scope="module")
 def student_ckpt(data, tmp_path_factory) -> Path:
     torch.set_num_threads(1)
     work = tmp_path_factory.mktemp("af_run")
-    teacher = train(
-        TrainConfig(
-            data=str(data),
-            out=str(work / "teacher"),
-            imgsz=INPUT_HW,
-            epochs=1,
-            batch=2,
-            workers=0,
-            eval_every=1,
-            progress=False,
-            ema=False,
-        ),
-        model=build(width=8),
-    )
-    res = compress(
-        CompressConfig(
-            teacher=str(teacher.last),
-            data=str(data),
-            out=str(work / "student"),
-            prune=PruneConfig(ratio=0.3, importance="tci_gcp", calib_batches=2),
-            latency=LatencyConfig(measure=False),
-            epochs=1,
-            batch=2,
-            workers=0,
-            progress=False,
-        ),
-        spec=SPEC,
-        model=build(width=8),
-    )
+    _, res = train_and_compress(data, work, arch=lambda: build(width=8), imgsz=INPUT_HW, ema=False)
     assert res.report["params_reduction"] > 0.2
     assert set(res.report["deltas_points"]) >= {"det_map50", "drivable_miou", "lane_iou"}
     assert res.report["training"]["kd"] and res.report["training"]["taps"]

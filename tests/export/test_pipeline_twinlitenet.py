@@ -12,15 +12,12 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import small_config
+from conftest import small_config, synth_data, train_and_compress
 
 from compressor.checkpoint import load_checkpoint
-from compressor.compress import CompressConfig, compress
-from compressor.data import BddDataset, DataConfig, SynthConfig, generate, make_loader
-from compressor.latency.config import LatencyConfig
+from compressor.data import BddDataset, DataConfig, make_loader
 from compressor.models import build_model
-from compressor.pruning import PruneConfig
-from compressor.train import EvalConfig, TrainConfig, evaluate, train
+from compressor.train import EvalConfig, evaluate
 from demo.report import write_overlays
 from export import export_model
 from export.cli import main as export_main
@@ -115,46 +112,16 @@ def test_mtc_export_official_file_and_runtime_masks_match_pytorch(tmp_path, caps
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("tln") / "bdd"
-    generate(
-        SynthConfig(out=root, n_train=6, n_val=4, width=256, height=144, seed=0, workers=0),
-        progress=False,
-    )
-    return root
+    return synth_data(tmp_path_factory.mktemp("tln") / "bdd")
 
 
 def test_small_twinlitenet_trains_prunes_distills_exports_runs(data, tmp_path):
     torch.set_num_threads(1)
     hw = (72, 128)  # stride 8, 16:9 like the frames (TwinLiteNet resizes, no letterbox)
-    teacher = train(
-        TrainConfig(
-            data=str(data),
-            out=str(tmp_path / "teacher"),
-            model="twinlitenet",
-            imgsz=hw,
-            epochs=1,
-            batch=2,
-            workers=0,
-            eval_every=1,
-            progress=False,
-        )
-    )
+    teacher, res = train_and_compress(data, tmp_path, ratio=0.2, model="twinlitenet", imgsz=hw)
     _, tckpt = load_checkpoint(teacher.last)
     assert tckpt.preprocess["letterbox"] is False and tckpt.preprocess["std"] == [1.0, 1.0, 1.0]
     assert tckpt.tasks == ["drivable", "lane"] and tckpt.class_names == []
-    res = compress(
-        CompressConfig(
-            teacher=str(teacher.last),
-            data=str(data),
-            out=str(tmp_path / "student"),
-            prune=PruneConfig(ratio=0.2, importance="tci_gcp", calib_batches=2),
-            latency=LatencyConfig(measure=False),
-            epochs=1,
-            batch=2,
-            workers=0,
-            progress=False,
-        )
-    )
     assert res.report["params_reduction"] > 0.1
     assert set(res.report["deltas_points"]) >= {"drivable_miou", "lane_iou"}
     assert "det_map50" not in res.report["deltas_points"]
