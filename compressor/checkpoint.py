@@ -23,7 +23,13 @@ from torch import nn
 
 from compressor.models import build_model
 from compressor.models.reshape import ShapeMismatchError, resize_to_state_dict
-from compressor.models.spec import ModelSpec, closest_model, import_official, spec_of
+from compressor.models.spec import (
+    ModelSpec,
+    closest_model,
+    get_spec,
+    import_official,
+    spec_of,
+)
 from runtime.errors import MtcError
 from runtime.fileio import normal_permissions, remove_stale_temps
 from runtime.spec import DEFAULT_INPUT_HW, DET_CLASSES, IMAGENET_MEAN, IMAGENET_STD, TASKS
@@ -120,12 +126,13 @@ def save_checkpoint(
     """Save `model` (built-in or pruned) with the given Checkpoint fields; preprocessing, tasks
     and class names not given come from the model's spec (`spec=` for a model that is not
     registered). An unregistered model is loaded back with `load_checkpoint(path, model=...)`."""
-    own = spec or getattr(model, "model_spec", None)
-    name = fields.pop(
-        "model_name", getattr(model, "model_name", None) or getattr(own, "name", None)
-    )
+    try:
+        ms: ModelSpec | None = spec_of(model, spec)
+    except MtcError:
+        ms = None
+    name = fields.pop("model_name", getattr(model, "model_name", None) or (ms and ms.name))
     config = fields.pop("model_config", getattr(model, "config", None))
-    if config is None and own is not None:
+    if config is None and ms is not None:
         config = {}
     if name is None or config is None:
         raise CheckpointError(
@@ -133,10 +140,6 @@ def save_checkpoint(
             "compressor.build_model, pass spec= (its ModelSpec), or pass model_name= and "
             "model_config= explicitly"
         )
-    try:
-        ms = spec_of(model, spec)
-    except MtcError:
-        ms = None
     if ms is not None:
         for key, value in spec_fields(ms).items():
             fields.setdefault(key, value)
@@ -253,8 +256,6 @@ def _parse_payload(payload: Any, path: Path, model: nn.Module | None) -> Checkpo
         got = import_official(sd)
         if got is not None:
             name, config, state = got
-            from compressor.models.spec import get_spec
-
             spec = get_spec(name)
             return Checkpoint(
                 name,

@@ -109,12 +109,10 @@ class DemoConfig:
 
     def arch(self) -> dict[str, Any]:
         """width / depth for a model whose builder takes them (else its own architecture)."""
-        import inspect
+        from compressor.models.registry import builder_params
 
-        from compressor.models.registry import get_builder
-
-        params = inspect.signature(get_builder(self.model)).parameters
-        return {k: getattr(self, k) for k in ("width", "depth") if k in params}
+        params = builder_params(self.model)
+        return {k: getattr(self, k) for k in ("width", "depth") if params is None or k in params}
 
     @classmethod
     def real(cls, data: str, **overrides: Any) -> DemoConfig:

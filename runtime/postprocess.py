@@ -123,6 +123,7 @@ class Postprocessor:
         self.decoder = (
             get_decoder(det.decoder) if det is not None and not det.decoded_in_graph else None
         )
+        self.decoder_params = det.decoder_params() if self.decoder is not None else {}  # type: ignore[union-attr]
         if self.decoder is not None and (det.nms_in_graph or det.layout != DET_LAYOUT_CXCYWH):  # type: ignore[union-attr]
             raise OutputMismatchError(
                 "sidecar says det.decoded_in_graph is false: a raw detection output needs "
@@ -181,7 +182,7 @@ class Postprocessor:
             return [np.zeros((0, 6))] * n
         det = outputs[DET_OUTPUT]
         if self.decoder is not None:
-            det = self.decoder.decode(det, self.input_hw, self.det.decoder_params())  # type: ignore[arg-type]
+            det = self.decoder.decode(det, self.input_hw, self.decoder_params)  # type: ignore[arg-type]
         width_ok = det.shape[-1] == 6 if self.det.layout == DET_LAYOUT_XYXY else det.shape[-1] >= 6
         if det.ndim != 3 or det.shape[0] != n or not width_ok:
             raise OutputMismatchError(

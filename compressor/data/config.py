@@ -45,12 +45,13 @@ class DataConfig:
 
     @classmethod
     def for_preprocess(cls, preprocess: dict, **fields: object) -> DataConfig:
-        """A config whose input_hw / mean / std / color are a checkpoint's `preprocess` block."""
-        keys = {k: k for k in ("input_hw", "mean", "std", "color", "letterbox")}
-        taken = {k: preprocess[v] for k, v in keys.items() if preprocess.get(v) is not None}
-        for k in ("mean", "std", "input_hw"):
-            if k in taken:
-                taken[k] = tuple(taken[k])
+        """A config whose input_hw / mean / std / color / letterbox are a checkpoint's `preprocess`
+        block."""
+        taken = {
+            k: tuple(v) if isinstance(v, list) else v
+            for k in ("input_hw", "mean", "std", "color", "letterbox")
+            if (v := preprocess.get(k)) is not None
+        }
         return cls(**{**taken, **fields})  # type: ignore[arg-type]
 
     def __post_init__(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import inspect
 from collections.abc import Callable
 
 from torch import nn
@@ -52,6 +53,14 @@ def get_builder(name: str) -> Callable[..., nn.Module]:
             f"unknown model {name!r}; registered models: {', '.join(list_models())}{hint}"
         )
     return _REGISTRY[name]
+
+
+def builder_params(name: str) -> tuple[str, ...] | None:
+    """The keyword arguments a registered builder takes (None: any, it has **kwargs)."""
+    params = inspect.signature(get_builder(name)).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return None
+    return tuple(params)
 
 
 def build_model(name: str, **config) -> nn.Module:

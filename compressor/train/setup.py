@@ -3,7 +3,6 @@ init checkpoint, or from the checkpoint being resumed) and the checkpoint fields
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from torch.utils.data import DataLoader
 from compressor.checkpoint import Checkpoint, CheckpointError, default_preprocess, load_checkpoint
 from compressor.data import BddDataset, DataConfig, make_loader
 from compressor.models import build_model
-from compressor.models.registry import get_builder
+from compressor.models.registry import builder_params
 from compressor.models.spec import ModelSpecError, spec_of
 from compressor.train.config import RESUME_OVERRIDABLE, TrainConfig, TrainConfigError
 from compressor.train.ddp import DistContext
@@ -75,19 +74,18 @@ _ARCH_FLAGS = ("width", "depth", "num_classes")
 def builder_kwargs(cfg: TrainConfig) -> dict:
     """The architecture flags the model's builder takes; a flag set away from its default for a
     builder that does not take it is a mistake, not something to ignore."""
-    params = inspect.signature(get_builder(cfg.model)).parameters
-    takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    params = builder_params(cfg.model)
     defaults = TrainConfig.__dataclass_fields__
     out, refused = {}, []
     for k in _ARCH_FLAGS:
-        if takes_any or k in params:
+        if params is None or k in params:
             out[k] = getattr(cfg, k)
         elif getattr(cfg, k) != defaults[k].default:
             refused.append(f"{k}={getattr(cfg, k)!r}")
     if refused:
         raise TrainConfigError(
             f"model {cfg.model!r} takes no {', '.join(refused)}; its builder takes "
-            f"{', '.join(params) or 'no arguments'}"
+            f"{', '.join(params or ()) or 'no arguments'}"
         )
     return out
 

@@ -11,6 +11,7 @@ The torch side's `decode_torch` (compressor/models/heads/anchor_free.py) compute
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,11 +28,12 @@ def _levels(params: Mapping[str, Any]) -> tuple[tuple[int, ...], int]:
     return strides, int(reg_max)
 
 
+@functools.lru_cache(maxsize=8)
 def anchor_points(
     input_hw: tuple[int, int], strides: tuple[int, ...]
 ) -> tuple[np.ndarray, np.ndarray]:
     """Cell centres in grid units [N, 2] (x, y) and each row's stride [N, 1], rows ordered level,
-    y, x."""
+    y, x. Cached (the runtime decodes every frame at one size): the arrays are read-only."""
     h, w = input_hw
     points, row_strides = [], []
     for s in strides:
@@ -39,7 +41,9 @@ def anchor_points(
         gy, gx = np.meshgrid(np.arange(ny) + 0.5, np.arange(nx) + 0.5, indexing="ij")
         points.append(np.stack((gx, gy), -1).reshape(-1, 2))
         row_strides.append(np.full((ny * nx, 1), float(s)))
-    return np.concatenate(points, 0), np.concatenate(row_strides, 0)
+    pts, rs = np.concatenate(points, 0), np.concatenate(row_strides, 0)
+    pts.flags.writeable = rs.flags.writeable = False
+    return pts, rs
 
 
 class AnchorFreeDflDecoder:
@@ -75,7 +79,7 @@ class AnchorFreeDflDecoder:
     ) -> np.ndarray:
         self.check_params(params)
         strides, reg_max = _levels(params)
-        n = self.candidates(input_hw, params)
+        n = sum((input_hw[0] // s) * (input_hw[1] // s) for s in strides)
         nbox = 4 * reg_max
         if raw.ndim != 3 or raw.shape[1] != n or raw.shape[2] <= nbox:
             raise DecoderError(
@@ -88,7 +92,7 @@ class AnchorFreeDflDecoder:
         logits = x[..., :nbox].reshape(b, n, 4, reg_max)
         e = np.exp(logits - logits.max(-1, keepdims=True))
         dist = (e * np.arange(reg_max)).sum(-1) / e.sum(-1)  # [B, N, 4] grid units
-        points, row_strides = anchor_points(input_hw, strides)
+        points, row_strides = anchor_points(tuple(input_hw), strides)
         x1y1 = points - dist[..., :2]
         x2y2 = points + dist[..., 2:]
         out = np.empty((b, n, 5 + x.shape[2] - nbox), dtype=np.float64)

@@ -18,6 +18,11 @@ def _levels(params: Mapping[str, Any]) -> tuple[np.ndarray, tuple[int, ...]]:
     return anchors, strides
 
 
+def _rows(input_hw: tuple[int, int], anchors: np.ndarray, strides: tuple[int, ...]) -> int:
+    h, w = input_hw
+    return sum(anchors.shape[1] * (h // s) * (w // s) for s in strides)
+
+
 class YolopAnchorDecoder:
     name = "yolop_anchor"
 
@@ -36,16 +41,14 @@ class YolopAnchorDecoder:
             )
 
     def candidates(self, input_hw: tuple[int, int], params: Mapping[str, Any]) -> int:
-        anchors, strides = _levels(params)
-        h, w = input_hw
-        return sum(anchors.shape[1] * (h // s) * (w // s) for s in strides)
+        return _rows(input_hw, *_levels(params))
 
     def decode(
         self, raw: np.ndarray, input_hw: tuple[int, int], params: Mapping[str, Any]
     ) -> np.ndarray:
         self.check_params(params)
         anchors, strides = _levels(params)
-        n = self.candidates(input_hw, params)
+        n = _rows(input_hw, anchors, strides)
         if raw.ndim != 3 or raw.shape[1] != n or raw.shape[2] < 6:
             raise DecoderError(
                 f"decoder {self.name!r}: raw detection output {list(raw.shape)}; expected "

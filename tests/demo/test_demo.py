@@ -34,9 +34,9 @@ def test_real_data_settings_follow_the_protocol():
     assert cfg.imgsz == (384, 640) and cfg.width == 1.0 and cfg.depth == 1.0
 
 
-@pytest.mark.slow
-def test_demo_end_to_end_tiny(tmp_path):
-    cfg = DemoConfig(
+def tiny_demo(tmp_path, **overrides) -> DemoConfig:
+    """The whole demo in a minute or two: 16 + 8 images at 96x160, one epoch each stage."""
+    kw = dict(
         out=str(tmp_path / "demo"),
         n_train=16,
         n_val=8,
@@ -50,6 +50,12 @@ def test_demo_end_to_end_tiny(tmp_path):
         workers=0,
         engine="none",
     )
+    return DemoConfig(**{**kw, **overrides})
+
+
+@pytest.mark.slow
+def test_demo_end_to_end_tiny(tmp_path):
+    cfg = tiny_demo(tmp_path)
     res = run_demo(cfg, log=lambda _m: None)
     data = json.loads(res.report_json.read_text())
     # the default target is latency: the plan removes 30 % of the predicted latency, whatever
@@ -82,22 +88,7 @@ def test_demo_model_option_reads_the_spec():
 
 @pytest.mark.slow
 def test_demo_twinlitenet_end_to_end_tiny(tmp_path):
-    cfg = DemoConfig(
-        out=str(tmp_path / "demo"),
-        model="twinlitenet",
-        n_train=16,
-        n_val=8,
-        teacher_epochs=1,
-        distill_epochs=1,
-        imgsz=(96, 160),
-        runtime_frames=4,
-        runtime_batches=(1,),
-        calib_batches=2,
-        batch=4,
-        progress=False,
-        workers=0,
-        engine="none",
-    )
+    cfg = tiny_demo(tmp_path, model="twinlitenet", runtime_frames=4, runtime_batches=(1,))
     res = run_demo(cfg, log=lambda _m: None)
     data = json.loads(res.report_json.read_text())
     assert data["size"]["student_params"] < data["size"]["teacher_params"] == 439633
