@@ -79,6 +79,7 @@ class CompressConfig:
     val_lane_labels: str = "thin"
     workers: int = 2
     device: str = "auto"
+    cpu_bf16: bool = False  # student training in bfloat16 autocast on CPU (TrainConfig.cpu_bf16)
     seed: int = 0
     overwrite: bool = False
     resume: bool = False  # continue the killed run in `out` from its train/last.pt
@@ -167,6 +168,7 @@ def finetune_config(cfg: CompressConfig, hw, out: Path, epochs: int) -> TrainCon
         eval_every=0,
         seed=cfg.seed,
         device=cfg.device,
+        cpu_bf16=cfg.cpu_bf16,
         progress=cfg.progress,
         overwrite=True,
     )

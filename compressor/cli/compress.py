@@ -90,6 +90,11 @@ FLAGS: list[tuple[str, str, dict]] = [
     ("--round-to", "prune.round_to", {"type": int}),
     ("--min-width", "prune.min_width", {"type": int}),
     (
+        "--max-group-ratio",
+        "prune.max_group_ratio",
+        {"type": float, "help": "most of any one channel group a plan may remove (1 = no cap)"},
+    ),
+    (
         "--protect",
         "prune.protected",
         {
@@ -124,6 +129,11 @@ FLAGS: list[tuple[str, str, dict]] = [
     ("--val-lane-labels", "val_lane_labels", {"choices": ("thin", "wide")}),
     ("--workers", "workers", {"type": int}),
     ("--device", "device", {"help": "auto, cpu, cuda, cuda:N"}),
+    (
+        "--cpu-bf16",
+        "cpu_bf16",
+        {"action": BOOL, "help": "bfloat16 autocast when training on CPU (AVX512-BF16 / AMX)"},
+    ),
     ("--seed", "seed", {"type": int}),
     ("--overwrite", "overwrite", {"action": "store_true", "help": "start over in a used -o"}),
     (

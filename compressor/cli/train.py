@@ -54,6 +54,14 @@ FLAGS: list[tuple[str, str, dict]] = [
     ("--ema-decay", "ema_decay", {"type": float}),
     ("--ema-tau", "ema_tau", {"type": float}),
     ("--amp", "amp", {"action": argparse.BooleanOptionalAction, "help": "mixed precision (GPU)"}),
+    (
+        "--cpu-bf16",
+        "cpu_bf16",
+        {
+            "action": argparse.BooleanOptionalAction,
+            "help": "bfloat16 autocast on CPU (fast only on CPUs with AVX512-BF16 or AMX)",
+        },
+    ),
     ("--grad-clip", "grad_clip", {"type": float, "help": "max grad norm, 0 = off"}),
     ("--augment", "augment", {"action": argparse.BooleanOptionalAction}),
     ("--train-lane-labels", "train_lane_labels", {"choices": LANE_LABELS}),

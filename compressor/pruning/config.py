@@ -54,6 +54,9 @@ class PruneConfig:
     safe_top_q: a channel in the top q of any task's normalised importance within its group is
         never pruned (tci, tci_gcp); 0 disables.
     round_to / min_width: every pruned width is a multiple of round_to and >= min_width.
+    max_group_ratio: the largest fraction of any one channel group a plan may remove (1 = no
+        cap). A cap spreads a cut over more layers instead of gutting the few where the target
+        is cheapest (for latency: the high-resolution decoder convs).
     protected: extra module names never pruned (their output channels stay); protect_outputs also
         freezes every layer whose output channels reach a model output (prediction convs).
     iterative_steps: 1 = one-shot; K = K prune steps (re-calibrating each time) with the caller's
@@ -78,6 +81,7 @@ class PruneConfig:
     safe_top_q: float = 0.1
     round_to: int = 8
     min_width: int = 8
+    max_group_ratio: float = 1.0
     protected: tuple[str, ...] = ()
     protect_outputs: bool = True
     iterative_steps: int = 1
@@ -115,6 +119,10 @@ class PruneConfig:
             (self.calib_batches >= 1, f"calib_batches must be >= 1, got {self.calib_batches}"),
             (self.round_to >= 1, f"round_to must be >= 1, got {self.round_to}"),
             (self.min_width >= 1, f"min_width must be >= 1, got {self.min_width}"),
+            (
+                0.0 < self.max_group_ratio <= 1.0,
+                f"max_group_ratio must be in (0, 1], got {self.max_group_ratio}",
+            ),
             (
                 self.iterative_steps >= 1,
                 f"iterative_steps must be >= 1, got {self.iterative_steps}",

@@ -10,7 +10,6 @@ the group it changed, so the whole plan takes well under a second for a full-siz
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import torch
@@ -19,6 +18,7 @@ from torch import nn
 from compressor.pruning.errors import ImpossibleTargetError
 from compressor.pruning.group import IN, OUT, ChannelGroup
 from compressor.pruning.importance import GroupScores
+from compressor.pruning.plan import group_floor
 from runtime.latency_model.table import LatencyTable, LatencyTableMismatchError
 
 LOOKAHEAD = 4
@@ -93,6 +93,7 @@ class LatencyPlanner:
         scores: dict[int, GroupScores],
         round_to: int,
         min_width: int,
+        max_group_ratio: float = 1.0,
     ):
         self.pricer, self.round_to = pricer, round_to
         self.states: list[_GroupState] = []
@@ -102,7 +103,7 @@ class LatencyPlanner:
             order = free[torch.argsort(sc.score[free], stable=True)]
             cum = [0.0, *torch.cumsum(sc.score[order].double(), 0).tolist()]
             n_safe = int(sc.safe.sum())
-            floor = min(g.size, _round_up(max(min_width, n_safe, 1), round_to))
+            floor = group_floor(g.size, n_safe, round_to, min_width, max_group_ratio)
             floor = max(floor, g.size - len(order))
             st = _GroupState(g, order, cum, floor, g.size)
             st.slices = pricer.layer_slices(g, order)
@@ -193,10 +194,6 @@ class LatencyPlanner:
         return masks
 
 
-def _round_up(x: int, r: int) -> int:
-    return int(math.ceil(x / r) * r)
-
-
 def impossible_latency(
     ratio: float,
     table: LatencyTable,
@@ -215,6 +212,7 @@ def impossible_latency(
         f"group at its minimum width at most {1 - floor_ms / teacher_ms:.1%} can be removed. "
         f"At those widths the layers still take {in_layers:.2f} ms (per-op cost that narrowing "
         f"does not remove) and {floor_ms - in_layers:.2f} ms go to everything else; {held}"
-        "lower the ratio or min_width, protect fewer layers, or compress a larger input size "
+        "lower the ratio or min_width, raise max_group_ratio, protect fewer layers, or compress a "
+        "larger input size "
         "where compute, not per-op overhead, dominates"
     )

@@ -32,6 +32,16 @@ class Plan:
         return [] if m is None else m.nonzero().view(-1).tolist()
 
 
+def group_floor(
+    size: int, n_safe: int, round_to: int, min_width: int, max_group_ratio: float = 1.0
+) -> int:
+    """The fewest channels a group of `size` may keep: its safe channels, min_width and, with
+    max_group_ratio < 1, (1 - max_group_ratio) of its channels, rounded up to round_to (never
+    more than the group has)."""
+    kept_share = math.ceil(size * (1.0 - max_group_ratio) - 1e-9)
+    return min(size, _round_up(max(min_width, n_safe, kept_share, 1), round_to))
+
+
 def _round_up(x: int, r: int) -> int:
     return int(math.ceil(x / r) * r)
 
@@ -46,6 +56,7 @@ class Planner:
         cost: CostModel,
         round_to: int,
         min_width: int,
+        max_group_ratio: float = 1.0,
     ):
         self.groups, self.cost = groups, cost
         self.round_to, self.min_width = round_to, min_width
@@ -57,7 +68,7 @@ class Planner:
             free = (~sc.safe).nonzero().view(-1)
             self.order[g.index] = free[torch.argsort(sc.score[free], stable=True)]
             n_safe = int(sc.safe.sum())
-            self.floor[g.index] = _round_up(max(min_width, n_safe, 1), round_to)
+            self.floor[g.index] = group_floor(g.size, n_safe, round_to, min_width, max_group_ratio)
             cand_scores.append(sc.score[free].float())
             cand_groups.append(torch.full((len(free),), g.index, dtype=torch.long))
         all_scores = torch.cat(cand_scores) if cand_scores else torch.zeros(0)

@@ -77,7 +77,14 @@ def _unscored(groups: list[ChannelGroup]) -> dict[int, GroupScores]:
 
 def _structural_floor(graph: PruneGraph, cost: CostModel, cfg: PruneConfig) -> tuple[int, int]:
     """(params, MACs) with every prunable group at its minimum allowed width."""
-    planner = Planner(graph.groups, _unscored(graph.groups), cost, cfg.round_to, cfg.min_width)
+    planner = Planner(
+        graph.groups,
+        _unscored(graph.groups),
+        cost,
+        cfg.round_to,
+        cfg.min_width,
+        cfg.max_group_ratio,
+    )
     p = planner.plan_at(planner.n_candidates)
     return p.params, p.macs
 
@@ -85,9 +92,13 @@ def _structural_floor(graph: PruneGraph, cost: CostModel, cfg: PruneConfig) -> t
 def _impossible(cfg: PruneConfig, best_ratio: float, why: str) -> ImpossibleTargetError:
     return ImpossibleTargetError(
         f"cannot remove {cfg.ratio:.1%} of {cfg.target}: {why} at most {best_ratio:.1%} can be "
-        f"removed (round_to {cfg.round_to}, min_width {cfg.min_width}); lower the ratio, lower "
-        "min_width, or protect fewer layers"
+        f"removed (round_to {cfg.round_to}, min_width {cfg.min_width}{_cap_text(cfg)}); lower "
+        "the ratio, lower min_width, raise max_group_ratio, or protect fewer layers"
     )
+
+
+def _cap_text(cfg: PruneConfig) -> str:
+    return f", max_group_ratio {cfg.max_group_ratio}" if cfg.max_group_ratio < 1 else ""
 
 
 class _Session:
@@ -130,8 +141,9 @@ class _Session:
     def _latency_planner(self, scores: dict[int, GroupScores]) -> LatencyPlanner:
         assert self.table is not None
         pricer = LatencyPricer(self.table, self.model, self.graph.groups)
+        c = self.cfg
         return LatencyPlanner(
-            pricer, self.graph.groups, scores, self.cfg.round_to, self.cfg.min_width
+            pricer, self.graph.groups, scores, c.round_to, c.min_width, c.max_group_ratio
         )
 
     def _check_latency_reachable(self) -> None:
@@ -259,8 +271,9 @@ class _Session:
 
     def _plan(self, scores: dict[int, GroupScores], ratio: float) -> Plan:
         base = self.params0 if self.cfg.target == "params" else self.macs0
+        c = self.cfg
         planner = Planner(
-            self.graph.groups, scores, self.cost, self.cfg.round_to, self.cfg.min_width
+            self.graph.groups, scores, self.cost, c.round_to, c.min_width, c.max_group_ratio
         )
         plan = planner.search(int((1 - ratio) * base), self.cfg.target)
         if plan is None:

@@ -229,9 +229,16 @@ class Trainer:
         batch = {
             k: v.to(dev, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()
         }
-        with torch.autocast(dev.type, enabled=parts.scaler is not None):
-            outputs, terms = self.module(batch["images"])
+        if self.cfg.cpu_bf16 and dev.type == "cpu":
+            # the network in bfloat16, the losses in float32 (bf16 sums lose the small terms)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                outputs, terms = self.module(batch["images"])
+            outputs, terms = _float32(outputs), _float32(terms)
             losses = self.loss_fn(outputs, batch)
+        else:
+            with torch.autocast(dev.type, enabled=parts.scaler is not None):
+                outputs, terms = self.module(batch["images"])
+                losses = self.loss_fn(outputs, batch)
         named = {**losses, **terms}
         self._check_finite(named)
         total = total_loss(named)
@@ -370,3 +377,15 @@ class Trainer:
             return
         for b in self.model.buffers():
             dist.broadcast(b.data, src=0)
+
+
+def _float32(tree):
+    """Floating tensors of a nested output (tensors, lists, tuples, dicts) as float32."""
+    if torch.is_tensor(tree):
+        return tree.float() if tree.is_floating_point() else tree
+    if isinstance(tree, dict):
+        return {k: _float32(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        items = [_float32(v) for v in tree]
+        return type(tree)(*items) if hasattr(tree, "_fields") else type(tree)(items)
+    return tree

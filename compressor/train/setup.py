@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -194,3 +195,10 @@ def build_data(cfg: TrainConfig, ctx: DistContext, preprocess: dict | None = Non
         make_loader(val, cfg.batch, shuffle=False, workers=cfg.workers) if ctx.is_main else None
     )
     return Data(train, sampler, loader, val_loader)
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True where the CPU computes bfloat16 natively (AVX512-BF16 or AMX), so `cpu_bf16`
+    training is faster rather than emulated."""
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)

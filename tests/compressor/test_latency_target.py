@@ -388,3 +388,35 @@ def test_local_table_is_cached_reused_and_remeasured_when_damaged(tmp_path):
     obtain_table(model, (32, 64), threads=1, cache=tmp_path, log=logs.append)
     assert any("exporting probes" in m for m in logs)
     assert load_table(cached).key == first.key
+
+
+def _out_fraction_kept(before, after):
+    return {n: after[n][1] / before[n][1] for n in after if n in before}
+
+
+@pytest.mark.parametrize(("target", "cap"), [("latency", 0.5), ("params", 0.4)])
+def test_max_group_ratio_spreads_the_cut(teacher, table, target, cap):
+    kept = {}
+    for c in (1.0, cap):
+        student = copy.deepcopy(teacher)
+        cfg = PruneConfig(ratio=0.3, target=target, importance="l1", max_group_ratio=c)
+        res = prune_latency(student, cfg, table)
+        assert res.report.achieved_ratio >= 0.3 - 1e-9
+        kept[c] = _out_fraction_kept(widths_of(teacher, table), widths_of(student, table))
+    assert min(kept[1.0].values()) < 1 - cap  # uncapped, some layer loses more than the cap
+    assert min(kept[cap].values()) >= 1 - cap  # capped, none does
+
+
+def test_group_floor_rounds_the_cap_up():
+    from compressor.pruning.plan import group_floor
+
+    assert group_floor(24, 0, 8, 8, 1.0) == 8  # no cap: min_width
+    assert group_floor(24, 0, 8, 8, 0.5) == 16  # keeps 12 -> rounded up to 16
+    assert group_floor(192, 0, 8, 8, 0.5) == 96
+    assert group_floor(20, 0, 8, 8, 0.1) == 20  # never more than the group has
+    assert group_floor(64, 40, 8, 8, 0.5) == 40  # the safe channels still hold
+
+
+def test_max_group_ratio_outside_its_range_is_a_named_error():
+    with pytest.raises(PruneConfigError, match=r"max_group_ratio must be in \(0, 1\], got 0"):
+        PruneConfig(max_group_ratio=0)

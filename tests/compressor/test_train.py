@@ -187,3 +187,47 @@ def test_extension_is_attached_optimised_saved_in_train_state_and_detached(synth
         extension=fresh,
     )
     assert torch.equal(fresh.target.detach(), ext.target.detach())  # nothing left to train
+
+
+class DtypeRecordingLoss(CountingLoss):
+    """Records the dtype of every floating output the loss receives."""
+
+    def __init__(self, model_like):
+        super().__init__(model_like)
+        self.dtypes: set[torch.dtype] = set()
+
+    def __call__(self, outputs, batch):
+        stack = [outputs]
+        while stack:
+            o = stack.pop()
+            if torch.is_tensor(o):
+                self.dtypes.add(o.dtype)
+            elif isinstance(o, dict):
+                stack.extend(o.values())
+            elif isinstance(o, (list, tuple)):
+                stack.extend(o)
+        return super().__call__(outputs, batch)
+
+
+@pytest.mark.parametrize("cpu_bf16", [False, True])
+def test_cpu_bf16_runs_the_network_in_bfloat16_and_the_losses_in_float32(
+    synth_dataset, tmp_path, cpu_bf16
+):
+    model = _anchor_model()
+    conv_dtypes: set[torch.dtype] = set()
+
+    def record(module, inputs, output):  # training forwards only (validation runs in float32)
+        if module.training:
+            conv_dtypes.add(output.dtype)
+
+    model.model[0].register_forward_hook(record)
+    loss = DtypeRecordingLoss(model)
+    result = train(
+        _cfg(synth_dataset, tmp_path, epochs=1, device="cpu", cpu_bf16=cpu_bf16),
+        model=model,
+        loss_fn=loss,
+    )
+    assert conv_dtypes == ({torch.bfloat16} if cpu_bf16 else {torch.float32})
+    assert loss.dtypes == {torch.float32}  # never bf16 into the loss
+    assert all(p.dtype == torch.float32 for p in result.model.parameters())  # master weights
+    assert torch.isfinite(torch.tensor(result.history[-1]["train"]["total"]))
