@@ -36,13 +36,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="TensorRT engine (auto: fp16 where TensorRT is installed)",
     )
     p.add_argument("--n-train", type=int, help="synthetic train images (default 256)")
-    p.add_argument("--n-val", type=int, help="synthetic val images (default 48)")
+    p.add_argument("--n-val", type=int, help="synthetic val images (default 96)")
     p.add_argument("--teacher-epochs", type=int)
     p.add_argument("--distill-epochs", type=int)
     p.add_argument(
         "--target", choices=("latency", "params", "flops"), help="what --ratio removes (latency)"
     )
-    p.add_argument("--ratio", type=float, help="fraction of the target to remove (default 0.3)")
+    p.add_argument("--ratio", type=float, help="fraction of the target to remove (default 0.36)")
+    p.add_argument(
+        "--max-group-ratio",
+        type=float,
+        help="most of any one channel group the plan may remove (default 0.5; 1 = no cap)",
+    )
+    p.add_argument("--kd-weight", type=float, help="feature-distillation weight (default 0.1)")
+    p.add_argument("--width", type=float, help="teacher width multiplier (default 0.75)")
     p.add_argument("--importance", help="random|l1|taylor_sum|tci|tci_gcp (default tci_gcp)")
     p.add_argument("--no-kd", action="store_true", help="prune without distillation")
     p.add_argument(
@@ -78,6 +85,9 @@ def _main(argv: Sequence[str] | None) -> int:
         teacher_epochs=a.teacher_epochs,
         distill_epochs=a.distill_epochs,
         ratio=a.ratio,
+        max_group_ratio=a.max_group_ratio,
+        kd_weight=a.kd_weight,
+        width=a.width,
         target=a.target,
         importance=a.importance,
         imgsz=tuple(a.imgsz) if a.imgsz else None,

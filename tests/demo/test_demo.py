@@ -79,7 +79,7 @@ def test_demo_end_to_end_tiny(tmp_path):
 def test_demo_model_option_reads_the_spec():
     cfg = DemoConfig(model="twinlitenet", imgsz=(184, 320))  # stride 8: 184 is fine
     assert cfg.arch() == {}  # TwinLiteNet's builder takes no width/depth
-    assert DemoConfig().arch() == {"width": 0.5, "depth": 0.33}
+    assert DemoConfig().arch() == {"width": 0.75, "depth": 0.33}
     with pytest.raises(DemoConfigError, match="nearest valid size: 184 320"):
         DemoConfig(model="twinlitenet", imgsz=(182, 320))
     with pytest.raises(DemoConfigError, match="no spec for model 'twinlite'.*'twinlitenet'"):
