@@ -21,12 +21,20 @@ def test_bad_options_fail_before_any_work(tmp_path):
     assert not any(tmp_path.iterdir())
 
 
-def test_cli_reports_user_errors_in_one_line(capsys, tmp_path):
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--ratio", "0", "ratio must be in (0, 1) (got 0.0)"),
+        ("--max-group-ratio", "0", "max_group_ratio must be in (0, 1] (got 0.0)"),
+        ("--kd-weight", "-1", "kd_weight must be >= 0 (got -1.0)"),
+    ],
+)
+def test_cli_reports_user_errors_in_one_line(capsys, tmp_path, flag, value, message):
     with pytest.raises(SystemExit) as e:
-        main(["--out", str(tmp_path / "o"), "--ratio", "0"])
+        main(["--out", str(tmp_path / "o"), flag, value])
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: bad demo option: ratio")
+    assert err == [f"error: bad demo option: {message}"]
 
 
 def test_real_data_settings_follow_the_protocol():
