@@ -213,6 +213,5 @@ def impossible_latency(
         f"At those widths the layers still take {in_layers:.2f} ms (per-op cost that narrowing "
         f"does not remove) and {floor_ms - in_layers:.2f} ms go to everything else; {held}"
         "lower the ratio or min_width, raise max_group_ratio, protect fewer layers, or compress a "
-        "larger input size "
-        "where compute, not per-op overhead, dominates"
+        "larger input size where compute, not per-op overhead, dominates"
     )
