@@ -20,6 +20,20 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine() or "unknown CPU"
 
 
+def cpu_flags(cpuinfo: str | None = None) -> frozenset[str]:
+    """The CPU's feature flags from /proc/cpuinfo (x86: 'avx2', 'avx512f', ...); empty where
+    the file is missing or lists none (ARM lists 'Features' instead, also read)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return frozenset()
+    for line in cpuinfo.splitlines():
+        if line.lower().startswith(("flags", "features")) and ":" in line:
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
+
+
 def jetson_power_mode() -> str:
     """`nvpmodel -q` (Jetson only: clocks and power caps change latency several-fold)."""
     exe = shutil.which("nvpmodel")

@@ -90,6 +90,7 @@ def obtain_table(
             input_hw=input_hw,
             batch=batch,
         )
+        block_hint(table, round_to, log)
         return table
     if backend not in LOCAL_BACKENDS:
         raise LatencyTableMismatchError(
@@ -101,7 +102,9 @@ def obtain_table(
     fp = model_fingerprint(model, input_hw, batch)
     h, w = input_hw
     where = (cache or cache_dir()) / "latency"
-    path = where / f"{fp}_{backend}_{timer.precision}_{h}x{w}_b{batch}_t{threads or 0}.json"
+    # the probe grid follows round_to / min_width: a table for one grid is not reused for another
+    grid = f"r{round_to}m{min_width}"
+    path = where / f"{fp}_{backend}_{timer.precision}_{h}x{w}_b{batch}_t{threads or 0}_{grid}.json"
     if path.is_file():
         try:
             table = load_table(path)
@@ -112,6 +115,7 @@ def obtain_table(
             if table.key == expected:
                 log(f"latency table: reusing {path}")
                 timer.close()
+                block_hint(table, round_to, log)
                 return table
             log(f"latency table: {path} was measured with other versions or device; re-measuring")
     with tempfile.TemporaryDirectory(prefix="mtc-probes-") as d:
@@ -132,7 +136,25 @@ def obtain_table(
             f"{len(bundle.anchors)} whole models on {backend} ({timer.device()})"
         )
         table = measure_bundle(bundle, timer, path, MeasureConfig(), progress=progress)
+    block_hint(table, round_to, log)
     return table
+
+
+def block_hint(table: LatencyTable, round_to: int, log: Callable[[str], None]) -> str | None:
+    """Say so when the plan's round_to splits the backend's channel blocks: a width between
+    two multiples of the block costs as much as the next multiple up, so the plan would pay
+    for channels it removed (the table, measured on its grid, cannot see the steps)."""
+    block = table.meta.get("channel_block")
+    if not isinstance(block, int) or block <= 1 or round_to % block == 0:
+        return None
+    msg = (
+        f"latency table: {table.key.backend} on {table.key.device} computes convolutions in "
+        f"blocks of {block} channels; widths on round_to {round_to} between two blocks cost "
+        f"as much as the next block up: round_to {block} (--round-to {block}) plans widths this "
+        "backend can use (docs/LATENCY.md)"
+    )
+    log(msg)
+    return msg
 
 
 def measure_models(

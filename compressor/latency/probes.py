@@ -345,6 +345,7 @@ def export_probe_bundle(
         "anchor_input": INPUT_NAME,
         "probe_input": PROBE_INPUT,
         "protected": list(protected),
+        "grid": {"round_to": round_to, "min_width": min_width},
         "layers": layer_rows,
         "probes": probes,
         "anchors": anchors,

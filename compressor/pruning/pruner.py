@@ -499,5 +499,7 @@ def _latency_summary(session: _Session) -> dict | None:
             "anchors": [{"name": a.name, "ms": round(a.ms, 4)} for a in table.anchors],
         },
         "calibration": session.calibration,
+        "grid": table.meta.get("grid"),
+        "channel_block": table.meta.get("channel_block"),
         "top_savings": rows,
     }

@@ -85,6 +85,7 @@ class ProbeBundle:
     anchors: list[AnchorSpec]
     anchor_input: str = "images"
     probe_input: str = "x"
+    grid: dict[str, int] = field(default_factory=dict)  # round_to / min_width of the grid
 
     @property
     def n_cells(self) -> int:
@@ -167,6 +168,7 @@ def load_bundle(root: str | Path) -> ProbeBundle:
             ],
             anchor_input=str(d.get("anchor_input", "images")),
             probe_input=str(d.get("probe_input", "x")),
+            grid={str(k): int(v) for k, v in d.get("grid", {}).items()},
         )
     except (KeyError, TypeError, ValueError, IndexError) as e:
         raise ProbeBundleError(f"{f} is malformed ({type(e).__name__}: {e})") from None

@@ -73,6 +73,8 @@ def run(args: argparse.Namespace) -> dict:
         "probes": len(table.probes),
         "cells": table.meta.get("cells"),
         "seconds": table.meta.get("seconds"),
+        "grid": table.meta.get("grid"),
+        "channel_block": table.meta.get("channel_block"),
     }
 
 
@@ -93,6 +95,13 @@ def _main(argv: Sequence[str] | None) -> int:
             f"{summary['seconds']} s on {k['backend']} {k['precision']} ({k['device']}), "
             f"model {summary['predicted_full_ms']:.2f} ms per batch of {k['batch']}"
         )
+        block, grid = summary["channel_block"], summary["grid"] or {}
+        if block and grid.get("round_to", block) % block:
+            print(
+                f"note: this backend computes convolutions in blocks of {block} channels, the "
+                f"probes were exported on round_to {grid['round_to']}: export them with "
+                f"mtc-probes --round-to {block} and prune with --round-to {block}"
+            )
     return 0
 
 

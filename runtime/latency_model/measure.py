@@ -94,6 +94,7 @@ def measure_bundle(
         if progress:
             progress(counter[0], total, what)
 
+    block = timer.channel_block()
     t0 = time.perf_counter()
     try:
         _measure_probes(bundle, timer, cfg, state, ppath, step)
@@ -112,6 +113,8 @@ def measure_bundle(
         "seconds": round(time.perf_counter() - t0, 2),
         "resumed_cells": resumed,
         "cells": bundle.n_cells,
+        "grid": dict(bundle.grid),
+        "channel_block": block,
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "repeat": {
             "warmup": cfg.repeat.warmup,

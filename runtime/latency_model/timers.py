@@ -75,6 +75,11 @@ class ProbeTimer(ABC):
         """True when the backend takes precision from the ONNX itself (strongly typed)."""
         return False
 
+    def channel_block(self) -> int | None:
+        """Channels the backend computes a convolution in at once, where known: a width between
+        two multiples costs as much as the next multiple up. None: unknown."""
+        return None
+
     @abstractmethod
     def prepare(
         self, onnx_bytes: bytes, input_name: str, input_shape: tuple[int, ...]

@@ -277,6 +277,15 @@ sys.exit(main(sys.argv[1:]))
     )
     assert out.returncode == 0, out.stderr
     assert "wrote" in out.stdout and load_table(table).key.backend == "onnxruntime"
+    # the table says which grid it was measured on and the backend's channel block, and the
+    # CLI says when the grid splits those blocks (x86 with AVX-512: 16 > the default 8)
+    from runtime.hostinfo import cpu_flags
+    from runtime.latency_model.onnxruntime_timer import nchwc_block
+
+    block = nchwc_block(cpu_flags())
+    meta = load_table(table).meta
+    assert meta["grid"] == {"round_to": 8, "min_width": 8} and meta["channel_block"] == block
+    assert ("--round-to 16" in out.stdout) == (block == 16), out.stdout
     # a table for another input size is refused before any work, one line, exit 2
     base = [
         "--teacher",
@@ -362,10 +371,10 @@ def test_remote_backend_needs_a_table_measured_on_the_device(tmp_path, synth_dat
 
 
 class _TwoConv(torch.nn.Module):
-    def __init__(self):
+    def __init__(self, width: int = 16):
         super().__init__()
-        self.a = torch.nn.Conv2d(3, 16, 3, 1, 1)
-        self.head = torch.nn.Conv2d(16, 2, 1)
+        self.a = torch.nn.Conv2d(3, width, 3, 1, 1)
+        self.head = torch.nn.Conv2d(width, 2, 1)
 
     def forward(self, x):
         return {"drivable": self.head(torch.relu(self.a(x)))}
@@ -380,7 +389,9 @@ def test_local_table_is_cached_reused_and_remeasured_when_damaged(tmp_path):
     (cached,) = (tmp_path / "latency").glob("*.json")
     logs.clear()
     again = obtain_table(model, (32, 64), threads=1, cache=tmp_path, log=logs.append)
-    assert logs == [f"latency table: reusing {cached}"]
+    # (then, on an x86 CPU, the hint that round_to 8 splits ONNX Runtime's channel blocks)
+    assert logs[0] == f"latency table: reusing {cached}"
+    assert all("computes convolutions in blocks" in m for m in logs[1:])
     assert again.key == first.key, (again.key, first.key)
     assert again.predict() == pytest.approx(first.predict(), abs=1e-4)  # file keeps 10 ns
     cached.write_text("{ damaged")
@@ -388,6 +399,25 @@ def test_local_table_is_cached_reused_and_remeasured_when_damaged(tmp_path):
     obtain_table(model, (32, 64), threads=1, cache=tmp_path, log=logs.append)
     assert any("exporting probes" in m for m in logs)
     assert load_table(cached).key == first.key
+
+
+def test_local_table_of_another_grid_is_not_reused(tmp_path):
+    """The probe grid follows round_to / min_width: a table measured on the grid of 8 holds no
+    timing at the widths a plan on 16 keeps, so it is measured again (and both are kept)."""
+    from compressor.latency import obtain_table
+
+    model, logs = _TwoConv(width=56).eval(), []
+    eight = obtain_table(model, (32, 64), threads=1, cache=tmp_path, log=lambda _m: None)
+    sixteen = obtain_table(
+        model, (32, 64), threads=1, round_to=16, min_width=16, cache=tmp_path, log=logs.append
+    )
+    assert any("exporting probes" in m for m in logs) and not any("reusing" in m for m in logs)
+    assert len(list((tmp_path / "latency").glob("*.json"))) == 2
+    assert eight.meta["grid"] == {"round_to": 8, "min_width": 8}
+    assert sixteen.meta["grid"] == {"round_to": 16, "min_width": 16}
+    probe = sixteen.layers["a"].probe
+    assert eight.probes[probe].grid_out == [8, 16, 32, 40, 56]
+    assert sixteen.probes[probe].grid_out == [16, 32, 48, 56]  # multiples of 16, and the full
 
 
 def _out_fraction_kept(before, after):
@@ -420,3 +450,17 @@ def test_group_floor_rounds_the_cap_up():
 def test_max_group_ratio_outside_its_range_is_a_named_error():
     with pytest.raises(PruneConfigError, match=r"max_group_ratio must be in \(0, 1\], got 0"):
         PruneConfig(max_group_ratio=0)
+
+
+def test_block_hint_names_the_backends_channel_block(tmp_path):
+    from compressor.latency import obtain_table
+    from compressor.latency.local import block_hint
+
+    table = obtain_table(_TwoConv(width=32).eval(), (32, 64), threads=1, cache=tmp_path, log=print)
+    table.meta["channel_block"] = 16
+    logs: list[str] = []
+    msg = block_hint(table, 8, logs.append)
+    assert logs == [msg] and "blocks of 16 channels" in msg and "--round-to 16" in msg
+    assert block_hint(table, 32, logs.append) is None  # a multiple of the block is fine
+    table.meta["channel_block"] = None  # unknown (e.g. TensorRT, ARM CPUs)
+    assert block_hint(table, 8, logs.append) is None and len(logs) == 1

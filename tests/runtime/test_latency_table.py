@@ -153,3 +153,16 @@ def test_grid_widths_snap_and_include_the_floor():
     assert grid_widths(64, (0.25, 0.5, 0.75), 8, 8) == [8, 16, 32, 48, 64]
     assert grid_widths(18, (0.25, 0.5, 0.75), 8, 8) == [8, 16, 18]
     assert grid_widths(4, (0.5,), 8, 8) == [4]
+
+
+def test_nchwc_block_follows_the_cpu_flags():
+    from runtime.hostinfo import cpu_flags
+    from runtime.latency_model.onnxruntime_timer import nchwc_block
+
+    x86 = "processor : 0\nflags\t\t: fpu sse2 avx avx2 fma avx512f avx512bw\n"
+    assert cpu_flags(x86) >= {"avx2", "avx512f"}
+    assert nchwc_block(cpu_flags(x86)) == 16
+    assert nchwc_block(cpu_flags(x86.replace(" avx512f avx512bw", ""))) == 8
+    arm = "processor : 0\nFeatures\t: fp asimd evtstrm aes crc32\n"
+    assert nchwc_block(cpu_flags(arm)) is None and "asimd" in cpu_flags(arm)
+    assert cpu_flags("") == frozenset()
