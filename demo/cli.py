@@ -48,6 +48,16 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         help="most of any one channel group the plan may remove (default 0.5; 1 = no cap)",
     )
+    p.add_argument(
+        "--round-to",
+        type=int,
+        help="channel widths the plan keeps are multiples of this (default 16: ONNX Runtime "
+        "CPU's AVX-512 block)",
+    )
+    p.add_argument(
+        "--latency-cache",
+        help="folder for the measured latency table (default $MTC_CACHE_DIR or ~/.cache/mtc)",
+    )
     p.add_argument("--kd-weight", type=float, help="feature-distillation weight (default 0.1)")
     p.add_argument("--width", type=float, help="teacher width multiplier (default 0.75)")
     p.add_argument("--importance", help="random|l1|taylor_sum|tci|tci_gcp (default tci_gcp)")
@@ -86,6 +96,8 @@ def _main(argv: Sequence[str] | None) -> int:
         distill_epochs=a.distill_epochs,
         ratio=a.ratio,
         max_group_ratio=a.max_group_ratio,
+        round_to=a.round_to,
+        latency_cache=a.latency_cache,
         kd_weight=a.kd_weight,
         width=a.width,
         target=a.target,
