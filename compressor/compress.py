@@ -485,7 +485,21 @@ def _latency_md(lat: dict) -> list[str]:
                 f"- plan check {c['round']}: predicted {c['predicted_ms']:.2f} ms, measured "
                 f"{c['measured_ms']:.2f} ms"
             )
+        lines += _block_note(p)
     return lines + [""]
+
+
+def _block_note(p: dict) -> list[str]:
+    """A plan whose grid splits the backend's channel blocks pays for channels it removed."""
+    block, step = p.get("channel_block"), (p.get("grid") or {}).get("round_to")
+    if not block or not step or step % block == 0:
+        return []
+    return [
+        "",
+        f"Note: the backend computes convolutions in blocks of {block} channels and this plan's "
+        f"widths are on a step of {step}: a width between two blocks costs as much as the next "
+        f"block up, so the student measures slower than predicted. Plan with --round-to {block}.",
+    ]
 
 
 def _json_block(obj: dict) -> str:

@@ -464,3 +464,31 @@ def test_block_hint_names_the_backends_channel_block(tmp_path):
     assert block_hint(table, 32, logs.append) is None  # a multiple of the block is fine
     table.meta["channel_block"] = None  # unknown (e.g. TensorRT, ARM CPUs)
     assert block_hint(table, 8, logs.append) is None and len(logs) == 1
+
+
+def test_report_notes_a_plan_that_splits_the_channel_blocks():
+    from compressor.compress import _latency_md
+
+    m = {
+        "rounds": {"teacher": [2.0]},
+        "backend": "onnxruntime",
+        "device": "cpu",
+        "batch": 1,
+        "threads": 1,
+        "clock": "thread CPU time",
+        "teacher_ms": 2.0,
+        "student_ms": 1.5,
+        "student_over_teacher": 0.75,
+        "speedup": 1.33,
+    }
+    p = {
+        "key": {"backend": "onnxruntime", "precision": "fp32", "device": "cpu"},
+        "predicted_before_ms": 2.0,
+        "predicted_after_ms": 1.2,
+        "grid": {"round_to": 8, "min_width": 8},
+        "channel_block": 16,
+    }
+    md = "\n".join(_latency_md({"measured": m, "predicted": p}))
+    assert "blocks of 16 channels" in md and "--round-to 16" in md
+    for fine in ({**p, "grid": {"round_to": 16, "min_width": 16}}, {**p, "channel_block": None}):
+        assert "blocks of" not in "\n".join(_latency_md({"measured": m, "predicted": fine}))
