@@ -35,7 +35,7 @@ class DemoConfigError(MtcError):
 
 @dataclass(frozen=True)
 class DemoConfig:
-    """Defaults fit the whole pipeline in ~12 minutes on 2 CPU cores with native bfloat16;
+    """Defaults fit the whole pipeline in 12-13.5 minutes on 2 CPU cores with native bfloat16;
     `real()` gives real-size settings for BDD100K."""
 
     out: str = "demo_out"
