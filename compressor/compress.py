@@ -36,6 +36,7 @@ from compressor.train.report import HEADLINE, write_json
 from runtime.errors import MtcError
 from runtime.fileio import atomic_write_text
 from runtime.latency_model.measure import TqdmProgress
+from runtime.latency_model.table import split_block
 
 
 def resolve_distill(cfg: DistillConfig, spec: ModelSpec) -> DistillConfig:
@@ -491,8 +492,9 @@ def _latency_md(lat: dict) -> list[str]:
 
 def _block_note(p: dict) -> list[str]:
     """A plan whose grid splits the backend's channel blocks pays for channels it removed."""
-    block, step = p.get("channel_block"), (p.get("grid") or {}).get("round_to")
-    if not block or not step or step % block == 0:
+    step = (p.get("grid") or {}).get("round_to")
+    block = split_block(p.get("channel_block"), step)
+    if block is None:
         return []
     return [
         "",

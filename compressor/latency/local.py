@@ -19,7 +19,12 @@ from compressor.latency.probes import export_probe_bundle, fingerprint, probed_l
 from runtime.errors import MtcError
 from runtime.latency_model.bundle import load_bundle
 from runtime.latency_model.measure import MeasureConfig, measure_bundle, table_key
-from runtime.latency_model.table import LatencyTable, LatencyTableMismatchError, load_table
+from runtime.latency_model.table import (
+    LatencyTable,
+    LatencyTableMismatchError,
+    load_table,
+    split_block,
+)
 from runtime.latency_model.timers import Repeat, get_timer, median_ms
 
 LOCAL_BACKENDS = ("onnxruntime",)
@@ -144,8 +149,8 @@ def block_hint(table: LatencyTable, round_to: int, log: Callable[[str], None]) -
     """Say so when the plan's round_to splits the backend's channel blocks: a width between
     two multiples of the block costs as much as the next multiple up, so the plan would pay
     for channels it removed (the table, measured on its grid, cannot see the steps)."""
-    block = table.meta.get("channel_block")
-    if not isinstance(block, int) or block <= 1 or round_to % block == 0:
+    block = split_block(table.meta.get("channel_block"), round_to)
+    if block is None:
         return None
     msg = (
         f"latency table: {table.key.backend} on {table.key.device} computes convolutions in "

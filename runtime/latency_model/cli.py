@@ -81,6 +81,7 @@ def run(args: argparse.Namespace) -> dict:
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     from runtime.latency_model.measure import MeasureInterrupted
+    from runtime.latency_model.table import split_block
 
     try:
         summary = run(args)
@@ -95,11 +96,12 @@ def _main(argv: Sequence[str] | None) -> int:
             f"{summary['seconds']} s on {k['backend']} {k['precision']} ({k['device']}), "
             f"model {summary['predicted_full_ms']:.2f} ms per batch of {k['batch']}"
         )
-        block, grid = summary["channel_block"], summary["grid"] or {}
-        if block and grid.get("round_to", block) % block:
+        step = (summary["grid"] or {}).get("round_to")
+        block = split_block(summary["channel_block"], step)
+        if block is not None:
             print(
                 f"note: this backend computes convolutions in blocks of {block} channels, the "
-                f"probes were exported on round_to {grid['round_to']}: export them with "
+                f"probes were exported on round_to {step}: export them with "
                 f"mtc-probes --round-to {block} and prune with --round-to {block}"
             )
     return 0

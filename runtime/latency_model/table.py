@@ -355,3 +355,12 @@ def grid_widths(full: int, fractions: Iterable[float], round_to: int, low: int) 
         w = int(round(f * full / round_to)) * round_to
         vals.add(min(full, max(w, min(full, low))))
     return sorted(vals)
+
+
+def split_block(channel_block: Any, round_to: Any) -> int | None:
+    """The backend's channel block when widths on steps of `round_to` fall between its
+    multiples (such a width costs as much as the next multiple up); None when they do not, or
+    when either is unknown."""
+    if not isinstance(channel_block, int) or channel_block <= 1 or not isinstance(round_to, int):
+        return None
+    return channel_block if round_to % channel_block else None
