@@ -51,7 +51,7 @@ SCHEMA_VERSION = 1
 # Artifact suffix -> sidecar `format`.
 SUFFIX_FORMATS: dict[str, str] = {".onnx": "onnx", ".engine": "engine", ".plan": "engine"}
 FORMATS = ("onnx", "engine")
-PRECISIONS = ("fp32", "fp16")
+PRECISIONS = ("fp32", "fp16", "int8")
 COLORS = ("RGB", "BGR")
 DET_LAYOUTS = (DET_LAYOUT_XYXY, DET_LAYOUT_CXCYWH)
 SEG_OUTPUT_KINDS = (SEG_ARGMAX, SEG_LOGITS)
@@ -188,6 +188,27 @@ class TensorRTInfo:
 
 
 @dataclass(frozen=True)
+class Int8Info:
+    """How an INT8 (Q/DQ) artifact was quantised: calibration, what stayed in higher precision
+    and why, and the per-task deltas the guard measured against the FP32 export.
+
+    `calib_cache` names the TensorRT calibration cache written beside the ONNX from the same
+    calibration ranges (implicit quantisation, for DLA on TensorRT 10.x); `fallback` lists the
+    layers (ONNX node names) left unquantised, `fallback_reasons` says why, per node."""
+
+    calibration: str = "max"
+    calib_images: int = 0
+    percentile: float | None = None
+    calib_cache: str | None = None
+    quantized_ops: tuple[str, ...] = ("Conv",)
+    quantized_conv_share: float = 0.0
+    quantized_flops_share: float = 0.0
+    fallback: tuple[str, ...] = ()
+    fallback_reasons: tuple[str, ...] = ()
+    deltas: tuple[tuple[str, float], ...] = ()  # (metric, INT8 - FP32 in points)
+
+
+@dataclass(frozen=True)
 class ModelInfo:
     name: str
     params: int | None = None
@@ -217,6 +238,7 @@ class Sidecar:
     created_by: CreatedBy
     tensorrt: TensorRTInfo | None = None
     source_onnx_sha256: str | None = None
+    int8: Int8Info | None = field(default=None, metadata={ADDED_LATER: "int8 null"})
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -402,6 +424,8 @@ def _check_semantics(sc: Sidecar) -> None:
                 raise SidecarError(f"key 'det': {e}") from None
     if sc.seg is not None:
         _one_of("seg.output", sc.seg.output, SEG_OUTPUT_KINDS)
+    if sc.precision == "int8" and sc.int8 is None:
+        raise SidecarError("key 'int8' must describe the quantisation for an int8 artifact")
     if sc.format == "engine" and sc.tensorrt is None:
         raise SidecarError("key 'tensorrt' must describe the build (version, gpu) for an engine")
     if sc.tensorrt is not None and sc.tensorrt.fp16_path is not None:
