@@ -147,6 +147,54 @@ FLAGS: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
             "help": "with --engine none: keep an ONNX that fails the TensorRT lint",
         },
     ),
+    (
+        ("--int8",),
+        "int8.enabled",
+        {
+            "action": "store_true",
+            "help": "also write <name>_int8.onnx: Q/DQ INT8 calibrated on --calib-data, guarded "
+            "per task against the FP32 export (docs/INT8.md)",
+        },
+    ),
+    (
+        ("--calib-data",),
+        "int8.calib_data",
+        {"metavar": "D", "help": "calibration: a data set root (its --calib-split) or a .npy"},
+    ),
+    (("--calib-split",), "int8.calib_split", {"metavar": "SPLIT"}),
+    (("--calib-images",), "int8.calib_images", {"type": int, "metavar": "N"}),
+    (("--calib-batch",), "int8.calib_batch", {"type": int, "metavar": "B"}),
+    (("--calibration",), "int8.calibration", {"choices": ("max", "percentile", "entropy")}),
+    (("--percentile",), "int8.percentile", {"type": float, "metavar": "P"}),
+    (
+        ("--guard",),
+        "int8.guard",
+        {"action": BOOL, "help": "score the INT8 ONNX per task and fall layers back to FP16"},
+    ),
+    (
+        ("--guard-data",),
+        "int8.guard_data",
+        {"metavar": "D", "help": "data set the guard scores (default: --calib-data)"},
+    ),
+    (("--guard-split",), "int8.guard_split", {"metavar": "SPLIT"}),
+    (
+        ("--guard-images",),
+        "int8.guard_images",
+        {"type": int, "metavar": "N", "help": "score only the first N images (default: all)"},
+    ),
+    (
+        ("--int8-budget-recall",),
+        "int8.budgets.det_recall",
+        {"type": float, "metavar": "PTS", "help": "most detection recall may drop (points)"},
+    ),
+    (("--int8-budget-map50",), "int8.budgets.det_map50", {"type": float, "metavar": "PTS"}),
+    (("--int8-budget-drivable",), "int8.budgets.drivable_miou", {"type": float, "metavar": "PTS"}),
+    (("--int8-budget-lane",), "int8.budgets.lane_iou", {"type": float, "metavar": "PTS"}),
+    (
+        ("--int8-exclude",),
+        "int8.exclude",
+        {"nargs": "+", "metavar": "LAYER", "help": "layers or layer groups kept out of INT8"},
+    ),
     (("--seed",), "seed", {"type": int}),
     (("--no-progress",), "output.progress", {"action": "store_false"}),
 ]
@@ -189,11 +237,12 @@ def config_from_args(a: argparse.Namespace) -> ExportConfig:
     for key, value in vars(a).items():
         if "__" in key or key == "seed":
             given[key.replace("__", ".")] = value
-    if "input.imgsz" in given:
-        given["input.imgsz"] = tuple(given["input.imgsz"])
+    for key in ("input.imgsz", "int8.exclude"):
+        if key in given:
+            given[key] = tuple(given[key])
     sections: dict[str, Any] = {}
     d = ExportConfig()
-    for name in ("output", "input", "onnx", "half", "tensorrt", "checks"):
+    for name in ("output", "input", "onnx", "half", "tensorrt", "checks", "int8"):
         mine = {k[len(name) + 1 :]: v for k, v in given.items() if k.startswith(name + ".")}
         inner = {k: v for k, v in mine.items() if "." not in k}
         for sub in {k.split(".")[0] for k in mine if "." in k}:  # checks.fp16.*
@@ -260,10 +309,17 @@ def _main(argv: Sequence[str] | None) -> int:
     if args.lint_only:
         return _lint_only(args)
     check_input_path(args.checkpoint, "checkpoint", "a checkpoint (.pt/.pth)")
+    cfg = config_from_args(args)
+    for flag, value in (
+        ("--calib-data", cfg.int8.calib_data),
+        ("--guard-data", cfg.int8.guard_data),
+    ):
+        if cfg.int8.enabled and value:
+            check_input_path(value, flag, "a data set root or a .npy of preprocessed images")
     from export.pipeline import export_model
 
     try:
-        result = export_model(args.checkpoint, config_from_args(args))
+        result = export_model(args.checkpoint, cfg)
     except MtcError as e:
         partial = getattr(e, "result", None)
         if partial is not None and partial.summary:

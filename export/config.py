@@ -178,6 +178,81 @@ class CheckOptions:
             raise ExportConfigError(f"parity_batch_cap must be >= 1, got {self.parity_batch_cap}")
 
 
+@dataclass(frozen=True)
+class Int8Budgets:
+    """The most each guarded metric of the INT8 ONNX may drop below the FP32 export's, in points
+    (recall, mAP50, mIoU and IoU in percent)."""
+
+    det_recall: float = 1.0
+    det_map50: float = 1.0
+    drivable_miou: float = 0.5
+    lane_iou: float = 1.0
+
+    def __post_init__(self) -> None:
+        bad = {k: v for k, v in asdict(self).items() if not v >= 0}
+        if bad:
+            raise ExportConfigError(
+                f"INT8 budgets are the points a metric may drop and must be >= 0, got {bad}"
+            )
+
+
+@dataclass(frozen=True)
+class Int8Options:
+    """Hop 2b, FP32 ONNX -> INT8 (Q/DQ) ONNX: calibration images from `calib_data`'s
+    `calib_split` (a data set root, or a .npy of preprocessed images), the calibration method,
+    and the per-task guard that scores the INT8 ONNX on `guard_data`'s `guard_split` (default:
+    the calibration data set) against the FP32 export and leaves layers in FP16 until every task
+    is within its budget. `exclude` names layers (ONNX node names) or layer groups to keep out
+    of INT8 whatever the guard finds."""
+
+    enabled: bool = False
+    calib_data: str | None = None
+    calib_split: str = "train"
+    calib_images: int = 128
+    calib_batch: int = 8
+    calibration: str = "percentile"
+    percentile: float = 99.99
+    guard: bool = True
+    guard_data: str | None = None
+    guard_split: str = "val"
+    guard_images: int | None = None
+    budgets: Int8Budgets = field(default_factory=Int8Budgets)
+    exclude: tuple[str, ...] = ()
+    group_size: int = 8
+
+    def __post_init__(self) -> None:
+        from export.int8.calibrate import CALIBRATIONS
+
+        if not self.enabled:
+            return
+        if not self.calib_data:
+            raise ExportConfigError(
+                "--int8 needs calibration images: --calib-data DIR (a data set root; its "
+                f"{self.calib_split!r} split is used) or --calib-data images.npy"
+            )
+        _check_choice("calibration", self.calibration, CALIBRATIONS)
+        if self.calib_batch < 1 or self.calib_images < self.calib_batch:
+            raise ExportConfigError(
+                f"--calib-images {self.calib_images} must be >= --calib-batch {self.calib_batch} "
+                "(and the batch >= 1)"
+            )
+        if not 0.0 < self.percentile <= 100.0:
+            raise ExportConfigError(f"--percentile must be in (0, 100], got {self.percentile}")
+        if self.guard_images is not None and self.guard_images < 1:
+            raise ExportConfigError(f"--guard-images must be >= 1, got {self.guard_images}")
+        if self.group_size < 1:
+            raise ExportConfigError(f"int8 group_size must be >= 1, got {self.group_size}")
+        if self.guard and self.guard_data is None and str(self.calib_data).endswith(".npy"):
+            raise ExportConfigError(
+                "the INT8 guard scores a data set's val split, and --calib-data is a .npy: pass "
+                "--guard-data DIR (a data set root) or --no-guard"
+            )
+
+    @property
+    def guard_root(self) -> str | None:
+        return self.guard_data or self.calib_data
+
+
 # The flat keyword names of the one-level ExportConfig this replaced -> (section, field). The
 # constructor still takes them (`ExportConfig(output_dir=..., engine="none")`), reading them as
 # attributes still works, and `to_flat()` gives the old flat dict (export_summary.json's
@@ -213,6 +288,7 @@ FLAT_FIELDS: dict[str, tuple[str, str]] = {
     "progress": ("output", "progress"),
     "parity": ("checks", "parity"),
     "fp16": ("checks", "fp16"),
+    "int8": ("", "int8"),
 }
 _SECTIONS: dict[str, type] = {
     "output": OutputOptions,
@@ -221,6 +297,7 @@ _SECTIONS: dict[str, type] = {
     "half": HalfOptions,
     "tensorrt": TensorRTOptions,
     "checks": CheckOptions,
+    "int8": Int8Options,
 }
 
 
@@ -240,6 +317,7 @@ class ExportConfig:
     half: HalfOptions = field(default_factory=HalfOptions)
     tensorrt: TensorRTOptions = field(default_factory=TensorRTOptions)
     checks: CheckOptions = field(default_factory=CheckOptions)
+    int8: Int8Options = field(default_factory=Int8Options)
     seed: int = 0  # the tracing input and the probe inputs
 
     def __init__(
@@ -251,13 +329,14 @@ class ExportConfig:
         tensorrt: TensorRTOptions | None = None,
         checks: CheckOptions | None = None,
         seed: int = 0,
+        int8: Int8Options | None = None,
         **flat: Any,
     ) -> None:
         unknown = sorted(set(flat) - set(FLAT_FIELDS))
         if unknown:
             raise TypeError(f"ExportConfig got unexpected keyword arguments {unknown}")
         given: dict[str, Any] = dict(output=output, input=input, onnx=onnx, half=half)
-        given.update(tensorrt=tensorrt, checks=checks)
+        given.update(tensorrt=tensorrt, checks=checks, int8=int8)
         for name, cls in _SECTIONS.items():
             moved = {f: flat[k] for k, (s, f) in FLAT_FIELDS.items() if s == name and k in flat}
             section = given[name]

@@ -45,3 +45,7 @@ class TensorRTUnavailableError(ExportError):
 
 class EngineBuildError(ExportError):
     """TensorRT was present but parsing or building the engine failed."""
+
+
+class Int8Error(ExportError):
+    """The INT8 ONNX could not be calibrated, or no choice of layers meets the task budgets."""

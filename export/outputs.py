@@ -13,9 +13,12 @@ from export.errors import OutputPathError
 def export_file_names(name: str) -> tuple[str, ...]:
     """Every file name `export_model` can write for artifact base name `name`."""
     artifacts = [f"{name}.onnx", f"{name}_fp16.onnx", f"{name}_fp16.engine", f"{name}_fp32.engine"]
+    artifacts += [f"{name}_int8.onnx", f"{name}_int8.engine"]
     return (
         *artifacts,
         *(f"{a}.json" for a in artifacts),
+        f"{name}_int8.calib",
+        f"{name}_int8.lint.json",
         f"{name}_trtexec.sh",
         f"{name}_build_engine.py",
         f"{name}.lint.json",

@@ -16,6 +16,8 @@ from tqdm import tqdm
 from compressor.models.spec import ModelSpec
 from export import stages
 from export.config import ExportConfig
+from export.errors import Int8Error
+from export.int8 import stage as int8_stage
 from export.outputs import check_export_folder
 from export.run import ExportResult, ExportRun
 from export.staging import prepare_output_dir
@@ -24,10 +26,12 @@ from runtime.cli_kernel import check_output_dir
 # The export, in order. Each stage reads the run and writes its results onto it.
 STAGES: tuple[tuple[str, Callable[[ExportRun], None]], ...] = (
     ("load", stages.load),  # checkpoint -> model, plan
+    ("inputs", int8_stage.check_inputs),  # --int8: calibration / guard data fit the model
     ("onnx", stages.to_onnx),  # hop 1: torch -> simplified ONNX
     ("parity", stages.parity),  # ONNX Runtime vs PyTorch
     ("lint", stages.lint),  # would TensorRT parse it?
     ("fp16", stages.to_fp16),  # hop 2: FP16 ONNX, agreement, lint
+    ("int8", int8_stage.to_int8),  # hop 2b: calibrate, Q/DQ, per-task guard (--int8)
     ("write", stages.write),  # ONNX + sidecars + build scripts, read back by the runtime
     ("engine", stages.engine),  # hop 3: engine + sidecar, verified; the summary
 )
@@ -84,6 +88,10 @@ def export_model(
         if created and not any(run.out_dir.iterdir()):
             run.out_dir.rmdir()  # a failed export leaves no trace, not even its folder
         raise
+    if run.int8_error is not None:  # the other artifacts are written; the INT8 one is not
+        err = Int8Error(f"{run.int8_error} (kept in {run.out_dir})")
+        err.result = run.result  # type: ignore[attr-defined]
+        raise err
     return run.result
 
 

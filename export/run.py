@@ -18,6 +18,7 @@ from export.plan import ExportPlan
 from export.sidecars import GraphFacts
 from export.source import LoadedModel
 from export.summary import ExportSummary
+from runtime.sidecar import Int8Info
 
 
 @dataclass
@@ -55,6 +56,10 @@ class ExportRun:
     cases: list[tuple[str, np.ndarray]] = field(init=False)  # parity: the probe inputs
     fp16: onnx.ModelProto | None = field(init=False, default=None)  # fp16
     facts: GraphFacts = field(init=False)  # write
+    int8: onnx.ModelProto | None = field(init=False, default=None)  # int8 (Q/DQ, guarded)
+    int8_info: Int8Info | None = field(init=False, default=None)  # int8: the sidecar block
+    int8_amax: dict[str, float] | None = field(init=False, default=None)  # int8: ranges
+    int8_error: str | None = field(init=False, default=None)  # int8: why none was written
 
     def __post_init__(self) -> None:
         self.summary = ExportSummary(config=self.cfg.to_flat())
@@ -63,3 +68,6 @@ class ExportRun:
     def onnx_path(self, fp16: bool = False) -> Path:
         """Where the (FP16) ONNX is once written."""
         return self.out_dir / f"{self.plan.name}{'_fp16' if fp16 else ''}.onnx"
+
+    def int8_path(self) -> Path:
+        return self.out_dir / f"{self.plan.name}_int8.onnx"

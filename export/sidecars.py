@@ -24,6 +24,7 @@ from runtime.sidecar import (
     DeployThresholds,
     DetInfo,
     InputInfo,
+    Int8Info,
     ModelInfo,
     PreprocessInfo,
     SegInfo,
@@ -108,6 +109,7 @@ def make_sidecar(
     loaded: LoadedModel,
     spec: DeploySpec,
     facts: GraphFacts,
+    int8: Int8Info | None = None,
 ) -> Sidecar:
     """Sidecar for an ONNX artifact already on disk at `artifact` (its hash is read from there).
     An engine's sidecar is this one plus the build facts, written by
@@ -120,9 +122,14 @@ def make_sidecar(
         outputs=outputs_for(spec, facts),
         preprocess=preprocess_for(loaded, facts.imgsz),
         det=det_for(loaded, spec, facts),
-        seg=SegInfo(spec.seg_tasks, SEG_ARGMAX if spec.seg_argmax else SEG_LOGITS)
+        seg=SegInfo(
+            spec.seg_tasks,
+            SEG_ARGMAX if spec.seg_argmax else SEG_LOGITS,
+            tuple(facts.seg_classes[t] for t in spec.seg_tasks),
+        )
         if spec.seg_tasks
         else None,
         precision=precision,
         model=ModelInfo(loaded.model_name, facts.params, facts.flops, loaded.checkpoint_sha256),
+        int8=int8,
     )

@@ -179,12 +179,18 @@ def graph_facts(run: ExportRun) -> GraphFacts:
 
 def _stage_onnx(run: ExportRun, staging: Staging) -> None:
     label, images = run.cases[-1]
-    for model, fp16 in ((run.fp32, False), (run.fp16, True)):
+    models = (
+        (run.fp32, "fp32", run.onnx_path()),
+        (run.fp16, "fp16", run.onnx_path(fp16=True)),
+        (run.int8, "int8", run.int8_path()),
+    )
+    for model, precision, dest in models:
         if model is None:
             continue
-        fname = run.onnx_path(fp16).name
+        fname = dest.name
         path = staging.write_bytes(fname, model.SerializeToString())
-        side = make_sidecar(path, "fp16" if fp16 else "fp32", run.loaded, run.plan.spec, run.facts)
+        int8 = run.int8_info if precision == "int8" else None
+        side = make_sidecar(path, precision, run.loaded, run.plan.spec, run.facts, int8)
         side.write(staging.path(sidecar_path(path).name))
         check = check_with_runtime(path, images, OrtModel(model)(images))
         run.summary.runtime_check[fname] = RuntimeCheck(label, **check)

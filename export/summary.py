@@ -24,6 +24,8 @@ from runtime.sidecar import sidecar_path
 SUMMARY_FILE = "export_summary.json"
 _KINDS = (
     ("_fp16.onnx", "onnx_fp16"),
+    ("_int8.onnx", "onnx_int8"),
+    ("_int8.calib", "calib_cache"),
     (".onnx", "onnx"),
     (".engine", "engine"),
     (".onnx.json", "sidecar"),
@@ -149,6 +151,7 @@ class ExportSummary:
     runtime_check: dict[str, RuntimeCheck] = field(default_factory=dict)  # by file name
     engine: EngineSummary | None = None
     artifacts: list[ArtifactRecord] = field(default_factory=list)
+    int8: dict[str, Any] | None = None  # export.int8.stage: calibration, guard, deltas
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON of export_summary.json, keys in the order the stages add them. Written once
@@ -169,6 +172,8 @@ class ExportSummary:
         if self.fp16_conversion is not None:  # absent, not null, without an FP16 ONNX
             out["fp16_conversion"] = asdict(self.fp16_conversion)
         out["fp16"] = {k: v.to_dict() for k, v in self.fp16.items()} if self.fp16 else None
+        if self.int8 is not None:  # absent, not null, without --int8
+            out["int8"] = self.int8
         out["runtime_check"] = {k: asdict(v) for k, v in self.runtime_check.items()}
         out["engine"] = self.engine.to_dict() if self.engine else None
         out["artifacts"] = [asdict(a) for a in self.artifacts]
@@ -222,6 +227,8 @@ def _row_checks(summary: dict, kind: str) -> str:
     if kind == "onnx_fp16" and summary.get("fp16"):
         emulated = "emulated FP16 " + _fp16_text(summary["fp16"]["emulated"])
         return "; ".join(x for x in (emulated, _lint_text(summary, "fp16")) if x)
+    if kind == "onnx_int8" and summary.get("int8"):
+        return "; ".join(x for x in (_int8_text(summary["int8"]), _lint_text(summary, "int8")) if x)
     if kind == "engine":
         eng = summary.get("engine", {})
         rep = eng.get("parity_vs_onnx_fp32")
@@ -230,6 +237,17 @@ def _row_checks(summary: dict, kind: str) -> str:
             f"{eng.get('fp16_path') or 'fp32'}; " + (_fp16_text(rep) if rep else "")
         )
     return ""
+
+
+def _int8_text(q: dict) -> str:
+    d = q.get("deltas") or {}
+    parts = ", ".join(f"{k} {v:+.2f}" for k, v in d.items())
+    fb = q.get("fallback") or []
+    share = q.get("quantized_flops_share")
+    return (
+        f"{q['calibration']} calibration, {share:.0%} of conv FLOPs in INT8, "
+        f"{len(fb)} group{'s' * (len(fb) != 1)} in FP16; vs FP32 (points): {parts or 'not scored'}"
+    )
 
 
 def format_table(summary: dict) -> str:

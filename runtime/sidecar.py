@@ -175,6 +175,13 @@ class DetInfo:
 class SegInfo:
     tasks: tuple[str, ...] = SEG_TASKS
     output: str = SEG_ARGMAX
+    # Class count per task, in `tasks` order (what scoring the argmax masks needs); sidecars
+    # written before it was recorded were all of two-class (background / foreground) tasks.
+    classes: tuple[int, ...] = field(default=(), metadata={ADDED_LATER: "classes 2 per task"})
+
+    def num_classes(self, task: str) -> int:
+        i = self.tasks.index(task)
+        return self.classes[i] if i < len(self.classes) else 2
 
 
 @dataclass(frozen=True)
@@ -424,6 +431,11 @@ def _check_semantics(sc: Sidecar) -> None:
                 raise SidecarError(f"key 'det': {e}") from None
     if sc.seg is not None:
         _one_of("seg.output", sc.seg.output, SEG_OUTPUT_KINDS)
+        if sc.seg.classes and (len(sc.seg.classes) != len(sc.seg.tasks) or min(sc.seg.classes) < 2):
+            raise SidecarError(
+                f"key 'seg.classes' is {list(sc.seg.classes)}; expected one count >= 2 per task "
+                f"of 'seg.tasks' {list(sc.seg.tasks)}"
+            )
     if sc.precision == "int8" and sc.int8 is None:
         raise SidecarError("key 'int8' must describe the quantisation for an int8 artifact")
     if sc.format == "engine" and sc.tensorrt is None:

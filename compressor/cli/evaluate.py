@@ -1,7 +1,9 @@
-"""`mtc-eval`: score a checkpoint under YOLOP's protocol; prints a table, writes JSON + Markdown.
+"""`mtc-eval`: score a checkpoint or a deployed artifact under YOLOP's protocol; prints a table,
+writes JSON + Markdown.
 
     mtc-eval out/teacher/best.pt --data DIR --split val --imgsz 384 640 --batch 8 \\
         --det-mode yolop --seg-mode global --lane-labels thin --out report.json
+    mtc-eval export_out/student_int8.onnx --data DIR     # through the torch-free runtime
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from pathlib import Path
 
 from compressor.cli.common import Parser, parse_pair, run_cli
 from compressor.train.config import DET_MODES, LANE_LABELS, SEG_MODES
-from compressor.train.eval_checkpoint import EvalJob, evaluate_checkpoint, write_eval_report
+from compressor.train.eval_artifact import ARTIFACT_SUFFIXES, is_artifact
+from compressor.train.eval_checkpoint import EvalJob, evaluate_path, write_eval_report
 from compressor.train.evaluate import EvalConfig
 from compressor.train.report import eval_text
 from runtime.cli_kernel import check_input_path, check_output_file, default_help
@@ -23,7 +26,12 @@ S = argparse.SUPPRESS
 
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="mtc-eval", description=__doc__.split("\n\n")[0])
-    p.add_argument("checkpoint", help="checkpoint (.pt) written by mtc-train / mtc-compress")
+    p.add_argument(
+        "checkpoint",
+        metavar="MODEL",
+        help="checkpoint (.pt) written by mtc-train / mtc-compress, or an artifact (.onnx, "
+        ".engine) written by mtc-export, scored through the runtime with its sidecar",
+    )
     p.add_argument("--data", required=True, help="data set root (YOLOP or BDD100K layout)")
     p.add_argument("--split", default=S)
     p.add_argument(
@@ -51,7 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=S,
         help="leave out samples with truncated files (counted in a warning) instead of stopping",
     )
-    p.add_argument("--device", default=S)
+    p.add_argument("--device", default=S, help="checkpoints: auto|cpu|cuda|cuda:N")
+    p.add_argument(
+        "--backend", default=S, help="artifacts: runtime backend (auto: by the sidecar's format)"
+    )
+    p.add_argument("--threads", type=int, default=S, help="artifacts: ONNX Runtime CPU threads")
     p.add_argument("--det-mode", dest="det_mode", choices=DET_MODES, default=S)
     p.add_argument("--seg-mode", dest="seg_mode", choices=SEG_MODES, default=S)
     p.add_argument("--conf", dest="conf_thres", type=float, default=S)
@@ -94,10 +106,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: Sequence[str] | None) -> int:
     job, out = job_from_args(build_parser().parse_args(argv))
-    check_input_path(job.checkpoint, "checkpoint", "a checkpoint (.pt)")
+    kinds = f"a checkpoint (.pt) or an artifact ({', '.join(ARTIFACT_SUFFIXES)})"
+    check_input_path(job.checkpoint, "MODEL", kinds)
     check_input_path(job.data, "--data", "a data set root")
     check_output_file(out, "--out", suffixes=(".json",))  # the .md goes beside it
-    report = evaluate_checkpoint(job)
+    if is_artifact(job.checkpoint):
+        from runtime.sidecar import read_sidecar
+
+        read_sidecar(job.checkpoint)  # a missing or stale sidecar: one line, before any work
+    report = evaluate_path(job)
     json_path, md_path = write_eval_report(report, out, f"Evaluation of {job.checkpoint}")
     print(eval_text(report))
     print(f"report: {json_path} and {md_path}")

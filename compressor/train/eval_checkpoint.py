@@ -31,12 +31,17 @@ class EvalJob:
     device: str = "auto"
     skip_bad_images: bool = False
     eval: EvalConfig = field(default_factory=EvalConfig)
+    # An artifact (.onnx / .engine) runs on a runtime backend instead of `device`.
+    backend: str = "auto"
+    threads: int | None = None
 
     def __post_init__(self) -> None:
         if self.batch < 1 or self.workers < 0:
             raise EvalConfigError(
                 f"batch must be >= 1 and workers >= 0 (got batch {self.batch}, workers {self.workers})"
             )
+        if self.threads is not None and self.threads < 1:
+            raise EvalConfigError(f"threads must be >= 1 (got {self.threads})")
         if self.imgsz is not None and (len(self.imgsz) != 2 or min(self.imgsz) <= 0):
             raise EvalConfigError(
                 f"imgsz must be two positive integers (height width), got {self.imgsz}"
@@ -77,6 +82,13 @@ def evaluate_checkpoint(job: EvalJob) -> dict:
     report["data"] = {"root": str(job.data), "split": job.split, "input_hw": list(imgsz)}
     report["device"] = str(device) if device.type == "cpu" else torch.cuda.get_device_name(device)
     return report
+
+
+def evaluate_path(job: EvalJob) -> dict:
+    """A checkpoint (.pt) in PyTorch, an artifact (.onnx / .engine) through the runtime."""
+    from compressor.train.eval_artifact import evaluate_artifact, is_artifact
+
+    return evaluate_artifact(job) if is_artifact(job.checkpoint) else evaluate_checkpoint(job)
 
 
 def write_eval_report(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -167,10 +168,12 @@ def evaluate(
             "the evaluation loader yielded no images; check the split and --max-images"
         )
     elapsed = time.perf_counter() - start
-    return _report(scorer, cfg, lane_labels_of(loader), n_images, elapsed)
+    return make_report(scorer, cfg, lane_labels_of(loader), n_images, elapsed)
 
 
-def _report(scorer: _Scorer, cfg: EvalConfig, lane_labels: str, n: int, elapsed: float) -> dict:
+def make_report(scorer: Any, cfg: EvalConfig, lane_labels: str, n: int, elapsed: float) -> dict:
+    """The report of one evaluation from its evaluators (`scorer.det`: mode -> evaluator,
+    `scorer.seg`: task -> evaluator): what a checkpoint's and an artifact's evaluation share."""
     report: dict = {
         "tasks": [t for t in TASKS if _has(scorer, t)],
         "num_images": n,
@@ -195,7 +198,7 @@ def _report(scorer: _Scorer, cfg: EvalConfig, lane_labels: str, n: int, elapsed:
     return report
 
 
-def _has(scorer: _Scorer, task: str) -> bool:
+def _has(scorer: Any, task: str) -> bool:
     return bool(scorer.det) if task == TASK_DET else task in scorer.seg
 
 

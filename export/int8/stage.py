@@ -1,0 +1,305 @@
+"""The export's INT8 stage: calibrate on the data set's train split, quantise, and guard every
+task against the FP32 export on its val split (`export.int8.guard`). Writes nothing: the write
+stage stages `<name>_int8.onnx`, its sidecar (with the `int8` block) and the calibration cache.
+
+When no layer choice meets the budgets the stage records why (`run.int8_error`), the other
+artifacts are written as usual and `export_model` raises `Int8Error` at the end, so the user
+keeps the FP32 / FP16 export and the command exits non-zero."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from export.config import Int8Options
+from export.int8.calibrate import collect_ranges, load_calibration_images
+from export.int8.cost import conv_flops
+from export.int8.guard import DEFAULT_BUDGETS, GuardResult, Int8Search, deltas, layer_groups
+from export.int8.qdq import QuantLayer, insert_qdq, quantizable_layers
+from export.run import ExportRun
+from runtime.sidecar import Int8Info, Sidecar
+
+
+def check_inputs(run: ExportRun) -> None:
+    """Right after loading the model, before any export work: the calibration and guard data
+    exist and fit the model (input size, layout, enough images)."""
+    c = run.cfg.int8
+    if not c.enabled:
+        return
+    from export.int8.calibrate import check_calibration_source, count_split_images
+
+    check_calibration_source(c.calib_data, run.plan.imgsz, c.calib_batch, c.calib_split)  # type: ignore[arg-type]
+    if c.guard:
+        flag = "--guard-data" if c.guard_data else "--calib-data"
+        count_split_images(Path(c.guard_root), c.guard_split, flag)  # type: ignore[arg-type]
+
+
+def to_int8(run: ExportRun) -> None:
+    c = run.cfg.int8
+    if not c.enabled:
+        return
+    start = time.perf_counter()
+    progress = run.cfg.output.progress
+    from export.sidecars import make_sidecar, preprocess_for
+
+    pre = preprocess_for(run.loaded, run.plan.imgsz)
+    calib = load_calibration_images(
+        str(c.calib_data),
+        pre,
+        c.calib_images,
+        c.calib_batch,
+        c.calib_split,
+        progress,
+    )
+    layers = quantizable_layers(run.fp32)
+    groups = layer_groups(layers, c.group_size)
+    exclude = _resolve_exclude(c.exclude, layers, groups)
+    acts = sorted({q.activation for q in layers})
+    amax = collect_ranges(
+        run.fp32, acts, calib, c.calibration, c.percentile, c.calib_batch, _threads(), progress
+    )
+    run.int8_amax = amax
+    budgets = _budgets(c)
+    searchable = {g: n for g, n in groups.items() if not set(n) <= set(exclude)}
+    result: GuardResult | None = None
+    scores: dict[str, Any] = {}
+    if c.guard:
+        from export.stages import graph_facts
+
+        with tempfile.TemporaryDirectory(prefix="mtc-int8-") as tmp:
+            ref_path = Path(tmp) / f"{run.plan.name}.onnx"
+            ref_path.write_bytes(run.fp32.SerializeToString())
+            sidecar = make_sidecar(ref_path, "fp32", run.loaded, run.plan.spec, graph_facts(run))
+        scorer, evalset = _scorer(c, sidecar, pre, progress)
+        scores["fp32"] = scorer(run.fp32)
+        if run.fp16 is not None:
+            scores["fp16"] = scorer(run.fp16)
+        guard_images = len(evalset)
+        fp16_over = _fp16_over(scores, budgets)
+        if fp16_over:  # fallback layers run in FP16 on the engine: no choice can do better
+            run.int8_error = fp16_over
+            run.summary.int8 = {"error": fp16_over, "scores": scores, "budgets_points": budgets}
+            return
+        search = Int8Search(
+            run.fp32, amax, searchable, scorer, budgets, exclude=exclude, progress=progress
+        )
+        result = search.run(scores["fp32"])
+        model, quantized = result.model, result.layers
+        scores["int8"] = scorer(model)
+    else:
+        model, quantized = insert_qdq(run.fp32, amax, exclude)
+        guard_images = 0
+    run.int8 = model
+    run.int8_info, run.summary.int8 = _describe(
+        run,
+        c,
+        calib_n=len(calib.images),
+        layers=layers,
+        quantized=quantized,
+        groups=groups,
+        exclude=exclude,
+        result=result,
+        scores=scores,
+        budgets=budgets,
+        guard_images=guard_images,
+    )
+    run.summary.int8["time_s"] = round(time.perf_counter() - start, 2)
+    from export.stages import lint_model
+
+    lint_model(run, model, "int8", run.int8_path().name)
+    if result is not None and _over(result.deltas, budgets):
+        run.int8_error = _impossible_text(result, budgets, scores)
+        run.int8 = None
+
+
+def _threads() -> int:
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+def _budgets(c: Int8Options) -> dict[str, float]:
+    b = c.budgets
+    return {
+        "det_recall": b.det_recall,
+        "det_map50": b.det_map50,
+        "drivable_miou": b.drivable_miou,
+        "lane_iou": b.lane_iou,
+    }
+
+
+def _over(d: dict[str, float], budgets: dict[str, float]) -> bool:
+    from export.int8.guard import over_budget
+
+    return bool(over_budget(d, budgets))
+
+
+def _scorer(c: Int8Options, sidecar: Sidecar, pre: Any, progress: bool):
+    from compressor.train.eval_artifact import build_eval_set, score
+    from compressor.train.evaluate import EvalConfig
+    from export.checks.ort import OrtModel
+
+    evalset = build_eval_set(
+        c.guard_root,  # type: ignore[arg-type]
+        c.guard_split,
+        pre,
+        lane_labels="thin",
+        max_images=c.guard_images,
+        progress=progress,
+    )
+    cfg = EvalConfig(progress=False)
+    threads = _threads()
+    batch = max(sidecar.batch.min, min(8, sidecar.batch.max))
+
+    def scorer(model: onnx.ModelProto) -> dict:
+        return score(OrtModel(model, threads=threads), evalset, sidecar, cfg, batch)["summary"]
+
+    return scorer, evalset
+
+
+def _resolve_exclude(
+    names: tuple[str, ...], layers: list[QuantLayer], groups: dict[str, list[str]]
+) -> list[str]:
+    """Layer names and group names -> layer names; an unknown name is a one-line error."""
+    from export.errors import ExportConfigError
+
+    nodes = {q.node for q in layers}
+    out: list[str] = []
+    for n in names:
+        if n in groups:
+            out += groups[n]
+        elif n in nodes:
+            out.append(n)
+        else:
+            raise ExportConfigError(
+                f"--int8-exclude {n!r} is neither a quantisable layer nor a layer group of this "
+                f"model; groups: {', '.join(list(groups)[:12])}{' ...' if len(groups) > 12 else ''}"
+            )
+    return out
+
+
+def _describe(
+    run: ExportRun,
+    c: Int8Options,
+    *,
+    calib_n: int,
+    layers: list[QuantLayer],
+    quantized: list[QuantLayer],
+    groups: dict[str, list[str]],
+    exclude: list[str],
+    result: GuardResult | None,
+    scores: dict[str, Any],
+    budgets: dict[str, float],
+    guard_images: int,
+) -> tuple[Int8Info, dict[str, Any]]:
+    flops = conv_flops(run.fp32)
+    all_convs = [n for n in flops]
+    q_nodes = {q.node for q in quantized}
+    conv_share = len([n for n in all_convs if n in q_nodes]) / max(1, len(all_convs))
+    total = sum(flops.values())
+    flops_share = sum(f for n, f in flops.items() if n in q_nodes) / total if total else 0.0
+    fallback_groups = list(result.fallback) if result else []
+    fallback_layers = [n for g in fallback_groups for n in groups[g]] + list(exclude)
+    reasons = [result.reasons.get(g, "") for g in fallback_groups] if result else []
+    reasons += ["--int8-exclude"] * len(exclude)
+    final = result.deltas if result else {}
+    keys = list(DEFAULT_BUDGETS)
+    table = {k: deltas(v, scores["fp32"], keys) for k, v in scores.items() if k != "fp32"}
+    calib_cache = f"{run.plan.name}_int8.calib"
+    info = Int8Info(
+        calibration=c.calibration,
+        calib_images=calib_n,
+        percentile=c.percentile if c.calibration == "percentile" else None,
+        calib_cache=calib_cache,
+        quantized_ops=("Conv",),
+        quantized_conv_share=round(conv_share, 4),
+        quantized_flops_share=round(flops_share, 4),
+        fallback=tuple(fallback_layers),
+        fallback_reasons=tuple(reasons),
+        deltas=tuple((k, round(v, 3)) for k, v in final.items()),
+    )
+    summary: dict[str, Any] = {
+        "calibration": c.calibration,
+        "percentile": info.percentile,
+        "calib_images": calib_n,
+        "calib_source": f"{c.calib_data} ({c.calib_split})",
+        "guard": c.guard,
+        "guard_source": f"{c.guard_root} ({c.guard_split}, {guard_images} images)"
+        if c.guard
+        else None,
+        "budgets_points": budgets,
+        "quantized_layers": len(quantized),
+        "quantizable_layers": len(layers),
+        "convs": len(all_convs),
+        "quantized_conv_share": info.quantized_conv_share,
+        "quantized_flops_share": info.quantized_flops_share,
+        "groups": len(groups),
+        "fallback": [
+            {"group": g, "layers": groups[g], "reason": result.reasons.get(g, "")}
+            for g in fallback_groups
+        ]
+        if result
+        else [],
+        "excluded": list(exclude),
+        "deltas": {k: round(v, 3) for k, v in final.items()},
+        "all_int8_deltas": {
+            k: round(v, 3) for k, v in (result.all_int8_deltas if result else {}).items()
+        },
+        "scores": {k: {m: v.get(m) for m in keys if m in v} for k, v in scores.items()},
+        "deltas_by_export": {k: {m: round(x, 3) for m, x in d.items()} for k, d in table.items()},
+        "models_scored": result.scored + len(scores) if result else 0,
+        "search": [
+            {
+                "action": s.action,
+                "group": s.group,
+                "deltas": {k: round(v, 3) for k, v in s.deltas.items()},
+                "ok": s.ok,
+            }
+            for s in (result.steps if result else [])
+        ],
+    }
+    return info, summary
+
+
+def _fp16_over(scores: dict, budgets: dict[str, float]) -> str | None:
+    from export.int8.guard import over_budget
+
+    if "fp16" not in scores:
+        return None
+    d16 = deltas(scores["fp16"], scores["fp32"], list(budgets))
+    bad = over_budget(d16, budgets)
+    if not bad:
+        return None
+    why = ", ".join(f"{k} {d16[k]:+.2f} (budget -{budgets[k]})" for k in bad)
+    return (
+        f"the INT8 budgets cannot be met even with every layer in FP16: the FP16 export already "
+        f"scores {why} against the FP32 export; the FP32 and FP16 exports are kept, no INT8 "
+        "ONNX is written; loosen the budgets (--int8-budget-*) or deploy FP16"
+    )
+
+
+def _impossible_text(result: GuardResult, budgets: dict[str, float], scores: dict) -> str:
+    from export.int8.guard import over_budget
+
+    over = over_budget(result.deltas, budgets)
+    fp16 = scores.get("fp16")
+    why = ", ".join(f"{k} {result.deltas[k]:+.2f} (budget -{budgets[k]})" for k in over)
+    note = ""
+    if fp16 is not None:
+        d16 = deltas(fp16, scores["fp32"], list(budgets))
+        bad16 = over_budget(d16, budgets)
+        if bad16:
+            note = "; the FP16 export alone is over budget there: " + ", ".join(
+                f"{k} {d16[k]:+.2f}" for k in bad16
+            )
+    return (
+        f"no choice of INT8 layers meets the task budgets: with {len(result.fallback)} of the "
+        f"groups in FP16 the INT8 ONNX still scores {why} against the FP32 export{note}; "
+        "loosen the budgets (--int8-budget-*) or deploy the FP16 export"
+    )
+
+
+__all__ = ["to_int8", "insert_qdq"]
