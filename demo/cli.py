@@ -19,7 +19,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = Parser(
         prog="mtc-demo",
         description="Synthetic (or real, --data) BDD100K -> teacher -> task-aware prune -> "
-        "distill -> evaluate -> export (ONNX, FP16 ONNX, engine where TensorRT exists) -> "
+        "distill -> evaluate -> export (ONNX, FP16 ONNX, guarded INT8 ONNX, engine where TensorRT "
+        "exists) -> "
         "torch-free runtime -> <out>/report.md",
     )
     p.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
@@ -34,6 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("auto", "fp16", "fp32", "none"),
         default=None,
         help="TensorRT engine (auto: fp16 where TensorRT is installed)",
+    )
+    p.add_argument(
+        "--no-int8",
+        action="store_true",
+        help="skip the student's guarded INT8 ONNX (calibration + per-task guard)",
     )
     p.add_argument("--n-train", type=int, help="synthetic train images (default 256)")
     p.add_argument("--n-val", type=int, help="synthetic val images (default 96)")
@@ -107,6 +113,7 @@ def _main(argv: Sequence[str] | None) -> int:
         device=a.device,
         seed=a.seed,
         kd=False if a.no_kd else None,
+        int8=False if a.no_int8 else None,
         progress=False if a.quiet else None,
         overwrite=True if a.overwrite else None,
     )

@@ -182,6 +182,68 @@ def side_by_side_latency(lat: dict) -> list[str]:
     return [*lines, ""]
 
 
+# (label, evaluation summary key) of the metrics the INT8 guard holds to a budget
+GUARDED: tuple[tuple[str, str], ...] = (
+    ("det recall", "det_recall"),
+    ("det mAP@0.5", "det_map50"),
+    ("drivable mIoU", "drivable_miou"),
+    ("lane IoU", "lane_iou"),
+)
+
+
+def deployed_table(q: dict | None) -> list[str]:
+    """The student's FP32 / FP16 / INT8 exports scored on the val split through the runtime
+    (what the INT8 guard measured), with the INT8 layers kept in FP16 and why."""
+    if not q:
+        return []
+    if q.get("error"):
+        return [
+            "## Deployed student: FP32 / FP16 / INT8",
+            "",
+            f"INT8 not written: {q['error']}",
+            "",
+        ]
+    scores, budgets = q["scores"], q["budgets_points"]
+    names = [k for k in ("fp32", "fp16", "int8") if k in scores]
+    rows = [
+        "## Deployed student: FP32 / FP16 / INT8 exports, per task",
+        "",
+        f"Each export run through the torch-free runtime (ONNX Runtime CPU) and scored on "
+        f"{q['guard_source']}; INT8 calibrated ({q['calibration']}) on {q['calib_images']} images "
+        f"of {q['calib_source']}. Deltas in points against the FP32 export; budget = the most "
+        "the INT8 guard lets a task drop.",
+        "",
+        "| metric (%) | "
+        + " | ".join(n.upper() for n in names)
+        + " | FP16 delta | INT8 delta | budget |",
+        "|---|" + "---:|" * (len(names) + 3),
+    ]
+    ref = scores["fp32"]
+    for label, key in GUARDED:
+        if key not in ref:
+            continue
+        vals = " | ".join(_fmt(scores[n].get(key)) for n in names)
+        dl = [
+            f"{100 * (scores[n][key] - ref[key]):+.2f}" if n in scores else "n/a"
+            for n in ("fp16", "int8")
+        ]
+        rows.append(f"| {label} | {vals} | {dl[0]} | {dl[1]} | -{budgets[key]} |")
+    fb = q.get("fallback", [])
+    rows += [
+        "",
+        f"INT8: {q['quantized_layers']} of {q['convs']} convs quantised "
+        f"({100 * q['quantized_conv_share']:.0f}% of convs, "
+        f"{100 * q['quantized_flops_share']:.0f}% of conv FLOPs); "
+        f"{len(fb)} layer group(s) kept in FP16"
+        + (": " + "; ".join(f"`{f['group']}` ({f['reason']})" for f in fb) if fb else "")
+        + f". Guard: {q['models_scored']} models scored in {q.get('time_s', 0):.0f} s. INT8 "
+        "speed is a TensorRT claim: ONNX Runtime CPU runs the Q/DQ graph as quantise-dequantise "
+        "arithmetic (same numbers, no INT8 kernels), so it is not timed here.",
+        "",
+    ]
+    return rows
+
+
 def write_report(out: Path, data: dict) -> tuple[Path, Path]:
     """report.json + report.md from the demo's collected results."""
     teacher, student = data["metrics"]["teacher"], data["metrics"]["student"]
@@ -221,6 +283,7 @@ def write_report(out: Path, data: dict) -> tuple[Path, Path]:
         "",
         data["engine_note"],
         "",
+        *deployed_table(data.get("deployed")),
         *side_by_side_latency(data.get("latency_side_by_side") or {}),
         "## Runtime latency (torch-free runtime)",
         "",

@@ -21,8 +21,8 @@ from typing import Any
 import cv2
 
 from demo.report import plot_latency, plot_metrics, write_overlays, write_report
-from export.config import ExportConfig, InputOptions, OutputOptions, TensorRTOptions
-from export.errors import TensorRTUnavailableError
+from export.config import ExportConfig, InputOptions, Int8Options, OutputOptions, TensorRTOptions
+from export.errors import Int8Error, TensorRTUnavailableError
 from export.pipeline import ExportResult, export_model
 from runtime.errors import MtcError
 from runtime.pipeline import RunConfig, run
@@ -87,6 +87,10 @@ class DemoConfig:
     distill_lr: float = 1e-3
     calib_batches: int = 8
     engine: str = "auto"  # auto = fp16 where TensorRT is installed, else none
+    # the student is also exported to INT8 (Q/DQ), calibrated on the train split and guarded
+    # per task against its FP32 export on the val split (export.int8; docs/INT8.md)
+    int8: bool = True
+    calib_images: int = 128
     source: str | None = None  # extra frames (folder/glob/video) for overlays and latency
     runtime_frames: int = 32
     runtime_batches: tuple[int, ...] = (1, 4)
@@ -121,6 +125,7 @@ class DemoConfig:
                 ("distill_epochs", self.distill_epochs >= 0, ">= 0"),
                 ("engine", self.engine in ("auto", "fp16", "fp32", "none"), "auto|fp16|fp32|none"),
                 ("runtime_frames", self.runtime_frames >= 1, ">= 1"),
+                ("calib_images", self.calib_images >= 8, ">= 8"),
             )
             if not ok
         ]
@@ -281,7 +286,17 @@ class _Demo:
             )
         )
 
-    def export(self, ckpt: Path, name: str) -> ExportResult:
+    def export(self, ckpt: Path, name: str, data: Path | None = None) -> ExportResult:
+        """`data`: also write the guarded INT8 ONNX, calibrated and scored on that data set."""
+        int8 = (
+            Int8Options(
+                enabled=True,
+                calib_data=str(data),
+                calib_images=min(self.cfg.calib_images, self.cfg.n_train),
+            )
+            if data is not None
+            else Int8Options()
+        )
         cfg = ExportConfig(
             # the demo owns its folder: a re-run replaces its own exports
             output=OutputOptions(
@@ -289,12 +304,13 @@ class _Demo:
             ),
             input=InputOptions(self.cfg.imgsz, max_batch=max(8, *self.cfg.runtime_batches)),
             tensorrt=TensorRTOptions(engine=self.cfg.resolved_engine()),
+            int8=int8,
         )
         try:
             return export_model(str(ckpt), cfg)
-        except TensorRTUnavailableError as e:  # asked for an engine where none can be built
-            self.log(f"engine not built: {e}")
-            return e.result  # type: ignore[attr-defined]
+        except (TensorRTUnavailableError, Int8Error) as e:  # the other artifacts are written
+            self.log(f"{'INT8 ONNX' if isinstance(e, Int8Error) else 'engine'} not written: {e}")
+            return e.result
 
     def latency(self, artifacts: dict[str, ExportResult], frames: str) -> list[dict]:
         rows = []
@@ -371,6 +387,12 @@ def _check_text(summary: dict, kind: str) -> str:
         box, masks = outs.get("det.boxes"), [outs.get(t, {}) for t in ("drivable", "lane")]
         boxes = f"boxes max {box.get('value', float('nan')):.1e} px, " if box else ""
         return f"vs PyTorch: {boxes}mask pixels differing {sum(m.get('value', 0) for m in masks):g}"
+    if kind == "onnx_int8":
+        q = summary.get("int8", {})
+        return (
+            f"{q.get('calibration')} calibration, {100 * q.get('quantized_flops_share', 0):.0f}% "
+            f"of conv FLOPs in INT8, {len(q.get('fallback', []))} layer group(s) in FP16"
+        )
     if kind == "onnx_fp16":
         f = summary.get("fp16", {}).get("onnxruntime", {})
         agree = f.get("mask_agreement_pct", {})
@@ -420,7 +442,10 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> DemoResult:
     comp = d.stage("prune + distill + evaluate", lambda: d.compress(data, teacher))
     arts = {
         "teacher": d.stage("export teacher", lambda: d.export(teacher, "teacher")),
-        "student": d.stage("export student", lambda: d.export(comp.checkpoint, "student")),
+        "student": d.stage(
+            "export student",
+            lambda: d.export(comp.checkpoint, "student", data if cfg.int8 else None),
+        ),
     }
     val_dir, val_paths = _val_images(data)
     latency = d.stage("runtime latency", lambda: d.latency(arts, val_dir))
@@ -464,6 +489,7 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> DemoResult:
         },
         "compress_report": str(comp.paths.get("markdown", "")),
         "artifacts": _artifact_rows(arts),
+        "deployed": arts["student"].summary.get("int8"),
         "engine_note": (
             f"TensorRT engines built ({engine})."
             if engine != "none"

@@ -3,12 +3,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from runtime.cli_kernel import OutputPathError as _OutputPathError
 from runtime.errors import MtcError
 
 
 class ExportError(MtcError):
-    """Base of every export failure."""
+    """Base of every export failure. `result`: what was written anyway (an `ExportResult`),
+    where the export stops short of one artifact only (no TensorRT for the engine, no INT8
+    layer choice within the budgets)."""
+
+    result: Any = None
 
 
 class ExportConfigError(ExportError):

@@ -90,7 +90,7 @@ def export_model(
         raise
     if run.int8_error is not None:  # the other artifacts are written; the INT8 one is not
         err = Int8Error(f"{run.int8_error} (kept in {run.out_dir})")
-        err.result = run.result  # type: ignore[attr-defined]
+        err.result = run.result
         raise err
     return run.result
 

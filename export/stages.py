@@ -244,7 +244,7 @@ def engine(run: ExportRun) -> None:
             f"{e}. The ONNX artifacts, sidecars and a ready build are in {run.out_dir}: "
             f"run {eng.trtexec_script} or {eng.build_script} on the target"
         )
-        err.result = run.result  # type: ignore[attr-defined]
+        err.result = run.result
         raise err from None
     except ExportError as e:
         eng.finish(EngineStatus.FAILED, str(e))

@@ -2,7 +2,12 @@
 `TrainExtension`) and DDP runs; evaluation under YOLOP's protocol."""
 
 from compressor.train.config import TrainConfig, TrainConfigError
-from compressor.train.eval_checkpoint import EvalJob, evaluate_checkpoint, write_eval_report
+from compressor.train.eval_checkpoint import (
+    EvalJob,
+    evaluate_checkpoint,
+    evaluate_path,
+    write_eval_report,
+)
 from compressor.train.evaluate import EvalConfig, EvalConfigError, evaluate, summarize
 from compressor.train.extension import TrainExtension
 from compressor.train.loop import NonFiniteLossError, TrainResult, train
@@ -19,6 +24,7 @@ __all__ = [
     "TrainResult",
     "evaluate",
     "evaluate_checkpoint",
+    "evaluate_path",
     "resume_config",
     "summarize",
     "train",
