@@ -80,6 +80,9 @@ def test_demo_end_to_end_tiny(tmp_path):
     assert {"teacher.onnx", "student.onnx", "student_fp16.onnx"} <= names
     md = res.report_md.read_text()
     assert "| parameters |" in md and "det mAP@0.5" in md and "overlays/overlay_000.jpg" in md
+    dep = data["deployed"]  # the student's FP32 / FP16 / INT8 exports scored by the guard
+    assert "error" in dep or {"fp32", "fp16", "int8"} <= set(dep["scores"])
+    assert "## Deployed student" in md
     fh, fw = data["size"]["flops_input_hw"]  # the size FLOPs were counted at, not the input's
     assert f"| GFLOPs @ {fw}x{fh} |" in md
     for png in ("metrics.png", "latency.png", "overlays/overlay_000.jpg"):
@@ -110,3 +113,33 @@ def test_demo_twinlitenet_end_to_end_tiny(tmp_path):
     md = res.report_md.read_text()
     assert "drivable mIoU" in md and "det mAP" not in md and "boxes max" not in md
     assert (res.out / "overlays" / "overlay_000.jpg").stat().st_size > 1000
+
+
+def test_deployed_table_shows_each_export_its_delta_and_the_fallback():
+    from demo.report import deployed_table
+
+    q = {
+        "scores": {
+            "fp32": {"det_recall": 0.80, "lane_iou": 0.40},
+            "fp16": {"det_recall": 0.80, "lane_iou": 0.399},
+            "int8": {"det_recall": 0.795, "lane_iou": 0.392},
+        },
+        "budgets_points": {"det_recall": 1.0, "lane_iou": 1.0},
+        "guard_source": "d (val, 8 images)",
+        "calibration": "percentile",
+        "calib_images": 16,
+        "calib_source": "d (train)",
+        "quantized_layers": 90,
+        "convs": 94,
+        "quantized_conv_share": 0.957,
+        "quantized_flops_share": 0.93,
+        "fallback": [{"group": "model.39", "reason": "lane_iou over budget"}],
+        "models_scored": 50,
+        "time_s": 80.0,
+    }
+    text = "\n".join(deployed_table(q))
+    assert "| det recall | 80.0 | 80.0 | 79.5 | +0.00 | -0.50 | -1.0 |" in text
+    assert "| lane IoU | 40.0 | 39.9 | 39.2 | -0.10 | -0.80 | -1.0 |" in text
+    assert "93% of conv FLOPs" in text and "`model.39` (lane_iou over budget)" in text
+    assert deployed_table({"error": "no luck"})[2] == "INT8 not written: no luck"
+    assert deployed_table(None) == []

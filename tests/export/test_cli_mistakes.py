@@ -175,7 +175,7 @@ def _argv(cli: str, case: str, ws: Path, inp: dict[str, Path]) -> list[str]:
 INTERRUPT_AT = {
     "synth": ("compressor.data.synth", "generate"),
     "train": ("compressor.cli.train", "train"),
-    "eval": ("compressor.cli.evaluate", "evaluate_checkpoint"),
+    "eval": ("compressor.cli.evaluate", "evaluate_path"),
     "compress": ("compressor.cli.compress", "compress"),
     "export": ("export.pipeline", "export_model"),
     "run": ("runtime.cli", "execute"),
