@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from compressor.cli.common import Parser, parse_pair, run_cli
+from compressor.cli.label_flags import add_label_flags
 from compressor.train.config import DET_MODES, LANE_LABELS, SEG_MODES
 from compressor.train.eval_checkpoint import EvalJob, evaluate_checkpoint, write_eval_report
 from compressor.train.evaluate import EvalConfig
@@ -51,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=S,
         help="leave out samples with truncated files (counted in a warning) instead of stopping",
     )
+    add_label_flags(p, S)
     p.add_argument("--device", default=S)
     p.add_argument("--det-mode", dest="det_mode", choices=DET_MODES, default=S)
     p.add_argument("--seg-mode", dest="seg_mode", choices=SEG_MODES, default=S)

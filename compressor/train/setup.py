@@ -168,6 +168,8 @@ def build_data(cfg: TrainConfig, ctx: DistContext, preprocess: dict | None = Non
         lane_labels=cfg.train_lane_labels,
         max_images=cfg.max_train_images,
         skip_bad_images=cfg.skip_bad_images,
+        strict_labels=cfg.strict_labels,
+        mask_map=cfg.mask_map,
         seed=cfg.seed,
     )
     train = BddDataset(cfg.data, "train", train_cfg)
@@ -189,6 +191,8 @@ def build_data(cfg: TrainConfig, ctx: DistContext, preprocess: dict | None = Non
         lane_labels=cfg.val_lane_labels,
         max_images=cfg.max_val_images,
         skip_bad_images=cfg.skip_bad_images,
+        strict_labels=cfg.strict_labels,
+        mask_map=cfg.mask_map,
     )
     val = BddDataset(cfg.data, "val", val_cfg)
     val_loader = (
