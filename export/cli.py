@@ -251,7 +251,7 @@ def _interrupted_text(a: argparse.Namespace) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_cli(_main, argv, prog="mtc-export")
+    return run_cli(_main, argv, prog="mtc-export", sigterm=True)
 
 
 def _main(argv: Sequence[str] | None) -> int:
@@ -260,10 +260,11 @@ def _main(argv: Sequence[str] | None) -> int:
     if args.lint_only:
         return _lint_only(args)
     check_input_path(args.checkpoint, "checkpoint", "a checkpoint (.pt/.pth)")
+    cfg = config_from_args(args)  # sizes and options refused before torch is even imported
     from export.pipeline import export_model
 
     try:
-        result = export_model(args.checkpoint, config_from_args(args))
+        result = export_model(args.checkpoint, cfg)
     except MtcError as e:
         partial = getattr(e, "result", None)
         if partial is not None and partial.summary:
