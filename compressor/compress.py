@@ -126,6 +126,7 @@ class CompressConfig:
         d["prune"], d["distill"] = self.prune.to_dict(), self.distill.to_dict()
         d["latency"] = self.latency.to_dict()
         d["imgsz"] = list(self.imgsz) if self.imgsz else None
+        d["mask_map"] = list(self.mask_map)  # what JSON gives back (compress_state.json)
         return d
 
 

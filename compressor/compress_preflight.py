@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from compressor.compress_resume import remove_run_files
-from compressor.data.layouts import list_images, resolve_layout
+from compressor.data.layouts import count_image_files
 from runtime.cli_kernel import remove_empty_dir
 from runtime.errors import MtcError
 
@@ -52,10 +52,7 @@ def batch_error(cfg: CompressConfig, n_images: int, counted: str) -> CompressPre
 def check_batch_before_loading(cfg: CompressConfig) -> None:
     """From the image files alone (an upper bound on the labelled samples): no label, image or
     checkpoint is read. The exact count is checked again once the data set is scanned."""
-    reader = resolve_layout(Path(cfg.data), "auto")(Path(cfg.data), "train", "wide")
-    n = len(list_images(reader.required_dirs()[0]))
-    if cfg.max_train_images is not None:
-        n = min(n, cfg.max_train_images)
+    n = count_image_files(Path(cfg.data), "train", cfg.max_train_images)
     err = batch_error(cfg, n, "image files")
     if err is not None:
         raise err

@@ -176,3 +176,12 @@ def resolve_layout(root: Path, name: str) -> type[LayoutReader]:
             return cls
     expected = "; or ".join(f"{c.name}: {c.tree}" for c in LAYOUTS.values())
     raise DatasetNotFoundError(f"{root} matches no known data layout; expected {expected}")
+
+
+def count_image_files(root: Path, split: str, limit: int | None = None) -> int:
+    """How many image files a split holds (at most `limit`): an upper bound on its labelled
+    samples, read from one folder listing, so a batch that cannot fit is refused before any
+    label, image or checkpoint is read."""
+    reader = resolve_layout(Path(root), "auto")(Path(root), split, "wide")
+    n = len(list_images(reader.required_dirs()[0]))
+    return n if limit is None else min(n, limit)

@@ -125,6 +125,7 @@ class TrainConfig:
         """Plain dict (lists, numbers, str, None): what goes into checkpoints and reports."""
         d = asdict(self)
         d["imgsz"] = list(self.imgsz)
+        d["mask_map"] = list(self.mask_map)
         d["loss"]["level_balance"] = list(self.loss.level_balance)
         return d
 

@@ -109,3 +109,37 @@ def test_failure_after_pruning_leaves_nothing_that_blocks_the_rerun(
     err = capsys.readouterr().err
     assert "nothing of this run was kept" in err and "run the same command again" in err
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]  # only the user's file
+
+
+def test_mtc_train_refuses_a_too_large_batch_before_building_the_model(
+    synth_dataset, tmp_path, capsys, monkeypatch
+):
+    import compressor.train.loop as loop
+    from compressor.cli.train import main as train_main
+
+    monkeypatch.setattr(loop, "load_model", _never)
+    out = tmp_path / "t"
+    argv = ["--data", str(synth_dataset), "-o", str(out), "--batch", "7", "--no-progress"]
+    assert train_main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "batch 7 is larger than the 6 training images" in err and "--batch 6" in err
+    assert "\n" not in err and not out.exists()
+
+
+def test_label_flags_land_in_every_config():
+    from compressor.cli.compress import build_parser as compress_parser
+    from compressor.cli.compress import config_from_args as compress_config
+    from compressor.cli.evaluate import build_parser as eval_parser
+    from compressor.cli.evaluate import job_from_args
+    from compressor.cli.train import build_parser as train_parser
+    from compressor.cli.train import config_from_args as train_config
+
+    flags = ["--strict-labels", "--mask-map", "drivable:7=1", "--mask-map", "lane:1-254=1"]
+    want = ("drivable:7=1", "lane:1-254=1")
+    t = train_config(train_parser().parse_args(["--data", "d", *flags]))
+    c = compress_config(compress_parser().parse_args(["--teacher", "t", "--data", "d", *flags]))
+    e, _ = job_from_args(eval_parser().parse_args(["ck.pt", "--data", "d", *flags]))
+    for cfg in (t, c, e):
+        assert cfg.strict_labels is True and cfg.mask_map == want
+    with pytest.raises(MtcError, match="expected TASK:VALUE=CLASS"):
+        train_config(train_parser().parse_args(["--data", "d", "--mask-map", "drivable=1"]))
