@@ -19,6 +19,7 @@ from compressor.data.labels import (
     check_box,
     check_mask,
 )
+from compressor.data.image_size import image_size
 from compressor.data.layouts import merge_objects
 from runtime.input_size import MAX_SIDE, InputSizeError, check_input_size
 
@@ -114,3 +115,26 @@ def test_input_size_is_valid_or_refused_with_a_valid_hint(hw, stride):
     else:
         assert got == hw and min(hw) > 0 and max(hw) <= MAX_SIDE
         assert not stride or all(v % stride == 0 for v in hw)
+
+
+@PROPS
+@given(
+    body=st.binary(max_size=200), prefix=st.sampled_from([b"\xff\xd8", b"\x89PNG\r\n\x1a\n", b""])
+)
+def test_image_size_of_any_bytes_is_a_size_or_none(tmp_path_factory, body, prefix):
+    path = tmp_path_factory.mktemp("img") / "x.jpg"
+    path.write_bytes(prefix + body)
+    got = image_size(path)
+    assert got is None or (len(got) == 2 and min(got) > 0)
+
+
+@pytest.mark.parametrize(
+    "suffix, params", [(".jpg", []), (".jpg", [1, 1]), (".png", []), (".bmp", [])]
+)
+def test_image_size_reads_the_header(tmp_path, suffix, params):
+    import cv2
+
+    path = tmp_path / f"x{suffix}"
+    flags = [cv2.IMWRITE_JPEG_PROGRESSIVE, 1] if params else []
+    assert cv2.imwrite(str(path), np.zeros((37, 53, 3), np.uint8), flags)
+    assert image_size(path) == (53, 37)

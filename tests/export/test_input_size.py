@@ -53,11 +53,18 @@ def test_sigterm_stops_an_export_like_ctrl_c(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(export.pipeline, "export_model", killed)
     ckpt = tmp_path / "m.pt"
     ckpt.write_bytes(b"not read")
-    before = signal.getsignal(signal.SIGTERM)
-    t0 = time.perf_counter()
-    assert main([str(ckpt), "-o", str(tmp_path / "out")]) == 130
+    # a handler of the test's own: without the command's, SIGTERM lands here (the test fails)
+    # instead of killing pytest
+    before = signal.signal(signal.SIGTERM, lambda *a: None)
+    try:
+        t0 = time.perf_counter()
+        rc = main([str(ckpt), "-o", str(tmp_path / "out")])
+        now = signal.getsignal(signal.SIGTERM)
+    finally:
+        mine = signal.signal(signal.SIGTERM, before)
+    assert rc == 130
     assert time.perf_counter() - t0 < 4
     err = capsys.readouterr().err.strip()
     assert err.startswith("interrupted: nothing was kept") and "\n" not in err
-    assert signal.getsignal(signal.SIGTERM) is before  # the handler is only the command's
+    assert now is mine  # the command's handler is removed when it returns
     assert not (tmp_path / "out").exists()
