@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from compressor.data.image_size import image_size
 from compressor.data.labels import (
     KNOWN_CATEGORIES,
     LabelTally,
@@ -19,7 +20,6 @@ from compressor.data.labels import (
     check_box,
     check_mask,
 )
-from compressor.data.image_size import image_size
 from compressor.data.layouts import merge_objects
 from runtime.input_size import MAX_SIDE, InputSizeError, check_input_size
 
