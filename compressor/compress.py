@@ -16,6 +16,11 @@ import torch
 from torch import nn
 
 from compressor.checkpoint import load_checkpoint, save_checkpoint
+from compressor.compress_preflight import (
+    check_batch_after_scan,
+    check_batch_before_loading,
+    undone_unless_resumable,
+)
 from compressor.compress_resume import (
     check_out_folder,
     remove_run_files,
@@ -24,6 +29,7 @@ from compressor.compress_resume import (
     save_state,
 )
 from compressor.data import BddDataset, DataConfig, make_loader
+from compressor.data.labels import checked_mask_map
 from compressor.distill import DistillConfig, distill
 from compressor.distill.taps import tap_modules
 from compressor.flops import count_cost
@@ -79,6 +85,8 @@ class CompressConfig:
     seg_mode: str = "global"
     val_lane_labels: str = "thin"
     workers: int = 2
+    strict_labels: bool = False  # label problems are errors (compressor.data.labels)
+    mask_map: tuple[str, ...] = ()  # e.g. ("drivable:7=1",): DataConfig.mask_map
     device: str = "auto"
     cpu_bf16: bool = False  # student training in bfloat16 autocast on CPU (TrainConfig.cpu_bf16)
     seed: int = 0
@@ -103,6 +111,7 @@ class CompressConfig:
         if self.lr <= 0:
             raise CompressConfigError(f"lr must be > 0, got {self.lr}")
         EvalConfig(det_mode=self.det_mode, seg_mode=self.seg_mode)  # validates both
+        object.__setattr__(self, "mask_map", checked_mask_map(self.mask_map, CompressConfigError))
         for name, value, valid in (
             ("optimizer", self.optimizer, ("adamw", "sgd")),
             ("val_lane_labels", self.val_lane_labels, ("thin", "wide")),
@@ -117,6 +126,7 @@ class CompressConfig:
         d["prune"], d["distill"] = self.prune.to_dict(), self.distill.to_dict()
         d["latency"] = self.latency.to_dict()
         d["imgsz"] = list(self.imgsz) if self.imgsz else None
+        d["mask_map"] = list(self.mask_map)  # what JSON gives back (compress_state.json)
         return d
 
 
@@ -136,7 +146,8 @@ def _check_out(cfg: CompressConfig) -> Path:
 
 def _loaders(cfg: CompressConfig, hw: tuple[int, int], preprocess: dict):
     def data(**kw) -> DataConfig:
-        return DataConfig.for_preprocess(preprocess, input_hw=hw, **kw)
+        labels = {"strict_labels": cfg.strict_labels, "mask_map": cfg.mask_map}
+        return DataConfig.for_preprocess(preprocess, input_hw=hw, **labels, **kw)
 
     calib = BddDataset(cfg.data, "train", data(max_images=cfg.max_train_images))
     val = BddDataset(
@@ -171,6 +182,8 @@ def finetune_config(cfg: CompressConfig, hw, out: Path, epochs: int) -> TrainCon
         device=cfg.device,
         cpu_bf16=cfg.cpu_bf16,
         progress=cfg.progress,
+        strict_labels=cfg.strict_labels,
+        mask_map=tuple(cfg.mask_map),
         overwrite=True,
     )
 
@@ -205,6 +218,15 @@ def compress(
     passes its `spec` and the `model` architecture its checkpoint loads into."""
     t0 = time.perf_counter()
     out = _check_out(cfg)
+    if not cfg.resume:
+        check_batch_before_loading(cfg)
+    with undone_unless_resumable(cfg, out):
+        return _compress(cfg, out, t0, spec, model)
+
+
+def _compress(
+    cfg: CompressConfig, out: Path, t0: float, spec: ModelSpec | None, model: nn.Module | None
+) -> CompressResult:
     teacher, tckpt = load_checkpoint(cfg.teacher, model=model)
     ms = spec_of(teacher, spec)
     if spec is not None:
@@ -215,6 +237,7 @@ def compress(
     except MtcError as e:
         raise CompressConfigError(str(e)) from None
     calib_loader, val_loader = _loaders(cfg, hw, tckpt.preprocess)
+    check_batch_after_scan(cfg, len(calib_loader.dataset))
     dcfg = resolve_distill(cfg.distill, ms)
     if cfg.kd and cfg.epochs > 0:
         tap_modules(teacher, dcfg.taps)  # unknown tap names fail here, before any work

@@ -27,7 +27,7 @@ from runtime.errors import MtcError
 STATE_FILE = "compress_state.json"
 FINAL_FILES = ("student.pt", "report.json", "report.md", "widths.png")
 # Settings that may differ between a killed run and its resume (where and how it runs).
-VOLATILE = ("resume", "overwrite", "progress", "workers", "device")
+VOLATILE = ("resume", "overwrite", "progress", "workers", "device", "strict_labels")
 
 
 class CompressResumeError(MtcError):

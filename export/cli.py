@@ -300,7 +300,7 @@ def _interrupted_text(a: argparse.Namespace) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_cli(_main, argv, prog="mtc-export")
+    return run_cli(_main, argv, prog="mtc-export", sigterm=True)
 
 
 def _main(argv: Sequence[str] | None) -> int:
@@ -309,7 +309,7 @@ def _main(argv: Sequence[str] | None) -> int:
     if args.lint_only:
         return _lint_only(args)
     check_input_path(args.checkpoint, "checkpoint", "a checkpoint (.pt/.pth)")
-    cfg = config_from_args(args)
+    cfg = config_from_args(args)  # sizes and options refused before torch is even imported
     for flag, value in (
         ("--calib-data", cfg.int8.calib_data),
         ("--guard-data", cfg.int8.guard_data),

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from export.errors import ExportConfigError
+from runtime.input_size import check_input_size
 from runtime.spec import NMS_CONF, NMS_IOU, NMS_MAX_DET
 from runtime.trt_build import NMS_AUTO, NMS_NONE, TRT_NMS_CHOICES
 from runtime.trt_targets import DEFAULT_TARGET, get_target, resolve_target, target_names
@@ -402,21 +403,12 @@ def _check_choice(flag: str, value: str, choices: tuple[str, ...]) -> None:
 
 
 def check_imgsz(
-    imgsz: tuple[int, int] | list[int], stride: int = 1, model: str = "the model"
+    imgsz: tuple[int, int] | list[int], stride: int | None = None, model: str = "the model"
 ) -> tuple[int, int]:
-    """(H, W), each a positive multiple of the model's stride (its spec's input-size rule):
-    the feature grids and the segmentation upsampling only line up then."""
-    hw = tuple(int(v) for v in imgsz)
-    if len(hw) != 2:
-        raise ExportConfigError(f"--imgsz takes two numbers H W, got {list(imgsz)}")
-    bad = [v for v in hw if v <= 0 or v % stride]
-    if bad:
-        ok = [max(stride, round(v / stride) * stride) for v in hw]
-        raise ExportConfigError(
-            f"--imgsz {hw[0]} {hw[1]}: both sides must be positive multiples of {stride} "
-            f"(the stride rule of {model}); try --imgsz {ok[0]} {ok[1]}"
-        )
-    return hw[0], hw[1]
+    """(H, W), each a positive multiple of the model's stride (its spec's input-size rule: the
+    feature grids and the segmentation upsampling only line up then) and at most
+    runtime.input_size.MAX_SIDE; `stride` None before the checkpoint is read."""
+    return check_input_size(imgsz, stride, model=model, error=ExportConfigError)
 
 
 def default_timing_cache_dir() -> Path:

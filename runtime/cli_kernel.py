@@ -11,7 +11,10 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import signal
 import sys
+import threading
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -114,6 +117,7 @@ def run_cli(
     argv: Sequence[str] | None = None,
     *,
     prog: str = "this command",
+    sigterm: bool = False,
 ) -> int:
     """Run `main_fn(argv)` and turn what the user can fix into exit codes instead of tracebacks.
 
@@ -125,6 +129,8 @@ def run_cli(
     # FFmpeg inside OpenCV prints its own lines (e.g. "moov atom not found") before our one-line
     # error about the same file; a user who wants them sets the variable
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    before, warnings.formatwarning = warnings.formatwarning, _one_line_warning
+    restore = _sigterm_as_interrupt() if sigterm else None
     try:
         code = main_fn(argv)
     except SystemExit as e:  # argparse: --help (0) or a usage error already printed (2)
@@ -147,7 +153,34 @@ def run_cli(
     except OSError as e:
         print_error(f"{_os_error_text(e)}; check the path, its permissions and the free space")
         return EXIT_USAGE
+    finally:
+        warnings.formatwarning = before
+        if restore is not None:
+            restore()
     return EXIT_OK if code is None else int(code)
+
+
+def _sigterm_as_interrupt() -> Callable[[], None] | None:
+    """`sigterm=True`: SIGTERM (kill, a job scheduler, docker stop) stops the command as Ctrl-C
+    does, through its KeyboardInterrupt handling (nothing half-written, exit 130). Returns
+    what restores the previous handler; None off the main thread (signals cannot be set)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+
+    def restore() -> None:
+        signal.signal(signal.SIGTERM, previous)
+
+    return restore
+
+
+def _one_line_warning(message: Any, category: Any, *args: Any, **kwargs: Any) -> str:
+    """A warning as one `warning: ...` line (not Python's file:line plus source line)."""
+    return f"warning: {one_line(message)}\n"
 
 
 def _silence_stdout() -> None:

@@ -128,6 +128,25 @@ FLAGS: list[tuple[str, str, dict]] = [
     ("--seg-mode", "seg_mode", {"choices": ("global", "per_batch")}),
     ("--val-lane-labels", "val_lane_labels", {"choices": ("thin", "wide")}),
     ("--workers", "workers", {"type": int}),
+    (
+        "--strict-labels",
+        "strict_labels",
+        {
+            "action": "store_true",
+            "help": "label problems (boxes outside the image, degenerate, unknown classes) are "
+            "errors instead of a counted warning",
+        },
+    ),
+    (
+        "--mask-map",
+        "mask_map",
+        {
+            "action": "append",
+            "metavar": "TASK:VALUE=CLASS",
+            "help": "read raw mask values outside the layout's classes as class 0/1, e.g. "
+            "drivable:7=1 or lane:1-254=1 (repeat)",
+        },
+    ),
     ("--device", "device", {"help": "auto, cpu, cuda, cuda:N"}),
     (
         "--cpu-bf16",
@@ -219,7 +238,8 @@ def interrupted_text(out: str) -> str:
     if last.is_file():
         return f"kept {last}; continue with the same command plus --resume"
     return (
-        f"no training state was saved yet in {out}; start over: the same command plus --overwrite"
+        f"no training state was saved yet in {out} (nothing of this run was kept); run the same "
+        "command again to start over"
     )
 
 

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from compressor.cli.common import Parser, parse_pair, run_cli
+from compressor.cli.label_flags import add_label_flags
 from compressor.train.config import DET_MODES, LANE_LABELS, SEG_MODES
 from compressor.train.eval_artifact import ARTIFACT_SUFFIXES, is_artifact
 from compressor.train.eval_checkpoint import EvalJob, evaluate_path, write_eval_report
@@ -59,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=S,
         help="leave out samples with truncated files (counted in a warning) instead of stopping",
     )
+    add_label_flags(p, S)
     p.add_argument("--device", default=S, help="checkpoints: auto|cpu|cuda|cuda:N")
     p.add_argument(
         "--backend", default=S, help="artifacts: runtime backend (auto: by the sidecar's format)"

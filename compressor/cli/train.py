@@ -74,6 +74,25 @@ FLAGS: list[tuple[str, str, dict]] = [
         "skip_bad_images",
         {"action": "store_true", "help": "drop samples with truncated files instead of stopping"},
     ),
+    (
+        "--strict-labels",
+        "strict_labels",
+        {
+            "action": "store_true",
+            "help": "label problems (boxes outside the image, degenerate, unknown classes) are "
+            "errors instead of a counted warning",
+        },
+    ),
+    (
+        "--mask-map",
+        "mask_map",
+        {
+            "action": "append",
+            "metavar": "TASK:VALUE=CLASS",
+            "help": "read raw mask values outside the layout's classes as class 0/1, e.g. "
+            "drivable:7=1 or lane:1-254=1 (repeat)",
+        },
+    ),
     ("--eval-every", "eval_every", {"type": int, "help": "epochs between validations"}),
     ("--det-mode", "det_mode", {"choices": DET_MODES}),
     ("--seg-mode", "seg_mode", {"choices": SEG_MODES}),

@@ -13,6 +13,12 @@ from compressor.data.errors import (
     OutputDirError,
     UnlabeledImagesWarning,
 )
+from compressor.data.labels import (
+    LabelIssuesWarning,
+    LabelTally,
+    MaskValueError,
+    StrictLabelError,
+)
 from compressor.data.layouts import LAYOUTS
 from compressor.data.synth import SynthConfig, SynthReport, generate
 
@@ -26,9 +32,13 @@ __all__ = [
     "EmptyDatasetError",
     "ImageReadError",
     "LabelError",
+    "LabelIssuesWarning",
+    "LabelTally",
     "MaskSizeError",
+    "MaskValueError",
     "OutputDirError",
     "SynthConfig",
+    "StrictLabelError",
     "SynthReport",
     "UnlabeledImagesWarning",
     "collate",

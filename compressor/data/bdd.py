@@ -27,6 +27,12 @@ from compressor.data.errors import (
     MaskSizeError,
     UnlabeledImagesWarning,
 )
+from compressor.data.labels import (
+    LabelIssuesWarning,
+    apply_mask_map,
+    check_mask,
+    report_tally,
+)
 from compressor.data.layouts import LayoutReader, SampleRecord, resolve_layout
 from runtime.boxes import xyxy_to_xywh
 from runtime.cli_kernel import one_line
@@ -103,6 +109,17 @@ class BddDataset(Dataset):
                 f"{self.root} split {split!r} ({self.layout} layout) has no labelled image "
                 f"({self.skipped} skipped as unlabeled); expected {self.reader.tree}"
             )
+        self.labels = self.reader.tally
+        summary = report_tally(
+            self.labels, f"{self.root} split {split!r}", strict=self.cfg.strict_labels
+        )
+        if summary is not None:
+            warnings.warn(
+                f"labels of {self.root} split {split!r}: {summary}; those boxes were clipped or "
+                f"left out (--strict-labels makes this an error)",
+                LabelIssuesWarning,
+                stacklevel=2,
+            )
         self.bad_files = 0
         if self.cfg.skip_bad_images:
             records = self._without_bad_files(records)
@@ -144,9 +161,16 @@ class BddDataset(Dataset):
         rec = self.records[index]
         image = read_image_rgb(rec.image)
         hw = image.shape[:2]
-        drivable = self.reader.decode_drivable(read_mask(rec.drivable, hw))
-        lane = self.reader.decode_lane(read_mask(rec.lane, hw))
+        drivable = self._mask(rec.drivable, hw, "drivable", self.reader.decode_drivable)
+        lane = self._mask(rec.lane, hw, "lane", self.reader.decode_lane)
         return image, drivable, lane
+
+    def _mask(self, path: Path, hw: tuple[int, int], task: str, decode: Any) -> np.ndarray:
+        """Read, check the values against the layout's classes (or the mask_map), decode."""
+        raw = read_mask(path, hw)
+        declared = self.reader.mask_values.get(task, ())
+        checked, used = check_mask(raw, task, declared, path, self.layout, self.cfg.mask_map)
+        return apply_mask_map(decode(checked), raw, used) if used else decode(raw)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         rec = self.records[index]

@@ -6,7 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from compressor.data.augment import AugmentConfig
-from compressor.data.errors import DataConfigError
+from compressor.data.errors import DataConfigError, LabelError
+from compressor.data.labels import MaskMap, parse_mask_map
 from runtime.spec import DEFAULT_INPUT_HW, IMAGENET_MEAN, IMAGENET_STD
 
 LANE_LABEL_KINDS: tuple[str, ...] = ("wide", "thin")
@@ -25,6 +26,11 @@ class DataConfig:
     lane_labels: str = "wide"
     skip_unlabeled: bool = True
     skip_bad_images: bool = False  # drop samples whose image/mask is truncated (else an error)
+    # The label check (compressor.data.labels): strict = clipped/dropped boxes and unknown
+    # categories are an error, not a warning; mask_map = ("drivable:7=1", ...) reads raw mask
+    # values outside the layout's classes as class 0/1 (else such a mask is refused).
+    strict_labels: bool = False
+    mask_map: tuple = ()
     hsv_h: float = 0.015
     hsv_s: float = 0.7
     hsv_v: float = 0.4
@@ -75,6 +81,7 @@ class DataConfig:
             raise DataConfigError(
                 f"max_images must be a positive count or None (all images), got {self.max_images}"
             )
+        object.__setattr__(self, "mask_map", _mask_map(self.mask_map))
         self.augment_config.validate()
 
     @property
@@ -89,3 +96,14 @@ class DataConfig:
             scale=self.scale,
             shear=self.shear,
         )
+
+
+def _mask_map(value: object) -> MaskMap:
+    """mask_map as strings ("drivable:7=1") or parsed tuples -> parsed tuples."""
+    items = list(value) if isinstance(value, (list, tuple)) else [value]
+    if all(isinstance(v, tuple) and len(v) == 4 for v in items):
+        return tuple(items)  # type: ignore[return-value]
+    try:
+        return parse_mask_map(str(v) for v in items)
+    except LabelError as e:
+        raise DataConfigError(str(e).replace("--mask-map", "mask_map", 1)) from None

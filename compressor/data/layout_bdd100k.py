@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from compressor.data.errors import DatasetNotFoundError, LabelError
+from compressor.data.image_size import image_size
 from compressor.data.layouts import (
     LayoutReader,
     SampleRecord,
@@ -28,6 +29,9 @@ class Bdd100kLayout(LayoutReader):
         "images/100k/<split>/*.jpg, labels/det_20/det_<split>.json, "
         "labels/drivable/masks/<split>/*.png, labels/lane/masks/<split>/*.png"
     )
+
+    # Lane masks use every 8-bit value (255 background, the others lane attributes): unchecked.
+    mask_values = {"drivable": (frozenset({0, 1, DRIVABLE_BACKGROUND}),)}
 
     def __init__(self, root: Path, split: str, lane_labels: str) -> None:
         if lane_labels != "wide":
@@ -86,7 +90,7 @@ class Bdd100kLayout(LayoutReader):
                 unlabeled.append(Unlabeled(img, f"no label file {', '.join(missing)}"))
                 continue
             source = Path(f"{self.det_json}[{img.name}]")
-            boxes, classes = merge_objects(labels[img.name], source)
+            boxes, classes = merge_objects(labels[img.name], source, image_size(img), self.tally)
             records.append(SampleRecord(img.stem, img, da, ll, boxes, classes))
         return records, unlabeled
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from compressor.data.errors import LabelError
+from compressor.data.image_size import image_size
 from compressor.data.layouts import (
     LayoutReader,
     SampleRecord,
@@ -21,7 +22,8 @@ LANE_DIRS: dict[str, str] = {"wide": "ll_seg_annotations", "thin": "ll_seg_annot
 
 
 def binary_mask(raw: np.ndarray) -> np.ndarray:
-    """0/1 masks are taken as they are; anything else (0/255, anti-aliased) is thresholded >127."""
+    """0/1 masks are taken as they are, 0/255 ones thresholded > 127 (any other value is refused
+    before this by the label check, or mapped by DataConfig.mask_map)."""
     if raw.size and int(raw.max()) <= 1:
         return raw.astype(np.uint8)
     return (raw > 127).astype(np.uint8)
@@ -34,6 +36,11 @@ class YolopLayout(LayoutReader):
         "images/<split>/*.jpg, det_annotations/<split>/*.json, da_seg_annotations/<split>/*.png, "
         "ll_seg_annotations/<split>/*.png (ll_seg_annotations_thin/ for thin lane labels)"
     )
+
+    mask_values = {
+        "drivable": (frozenset({0, 1}), frozenset({0, 255})),
+        "lane": (frozenset({0, 1}), frozenset({0, 255})),
+    }
 
     @classmethod
     def detect(cls, root: Path) -> bool:
@@ -61,7 +68,9 @@ class YolopLayout(LayoutReader):
             if missing:
                 unlabeled.append(Unlabeled(img, f"no label file {', '.join(missing)}"))
                 continue
-            boxes, classes = merge_objects(self._objects(paths["det"]), paths["det"])
+            boxes, classes = merge_objects(
+                self._objects(paths["det"]), paths["det"], image_size(img), self.tally
+            )
             records.append(
                 SampleRecord(img.stem, img, paths["drivable"], paths["lane"], boxes, classes)
             )

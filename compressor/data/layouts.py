@@ -18,7 +18,8 @@ from typing import ClassVar
 import numpy as np
 
 from compressor.data.errors import DataConfigError, DatasetNotFoundError, LabelError
-from runtime.spec import DET_CLASSES, VEHICLE_CATEGORIES
+from compressor.data.labels import LabelTally, check_box, count_category
+from runtime.spec import DET_CLASSES
 
 IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png")
 VEHICLE_CLASS = DET_CLASSES.index("vehicle")
@@ -42,12 +43,19 @@ class Unlabeled:
     reason: str
 
 
-def merge_objects(objects: object, source: Path) -> tuple[np.ndarray, np.ndarray]:
+def merge_objects(
+    objects: object,
+    source: Path,
+    image_wh: tuple[int, int] | None = None,
+    tally: LabelTally | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """BDD objects -> vehicle boxes. Objects without box2d (lane/drivable polygons) are skipped;
-    categories outside VEHICLE_CATEGORIES are dropped (YOLOP's single-class merge)."""
+    categories outside VEHICLE_CATEGORIES are dropped (YOLOP's single-class merge), counted in
+    `tally` as ignored (a known BDD name) or unknown. Boxes go through the label check
+    (`compressor.data.labels.check_box`): clipped to `image_wh`, degenerate or outside dropped."""
     if not isinstance(objects, list):
         raise LabelError(f"{source}: expected a list of objects, got {type(objects).__name__}")
-    boxes: list[list[float]] = []
+    boxes: list[tuple[float, float, float, float]] = []
     for i, obj in enumerate(objects):
         if not isinstance(obj, dict) or "category" not in obj:
             raise LabelError(f"{source}: object {i} has no 'category' key (got {obj!r:.80})")
@@ -56,7 +64,7 @@ def merge_objects(objects: object, source: Path) -> tuple[np.ndarray, np.ndarray
                 f"{source}: object {i} has category {obj['category']!r:.40}; expected a name"
             )
         box = obj.get("box2d")
-        if box is None or obj["category"] not in VEHICLE_CATEGORIES:
+        if box is None or not count_category(obj["category"], source, tally):
             continue
         try:
             x1, y1, x2, y2 = (float(box[k]) for k in ("x1", "y1", "x2", "y2"))
@@ -70,10 +78,11 @@ def merge_objects(objects: object, source: Path) -> tuple[np.ndarray, np.ndarray
                 f"{source}: object {i} ({obj['category']}) has a non-finite box2d "
                 f"{[x1, y1, x2, y2]}; expected finite pixel coordinates"
             )
-        x1, x2 = min(x1, x2), max(x1, x2)
-        y1, y2 = min(y1, y2), max(y1, y2)
-        if x2 > x1 and y2 > y1:
-            boxes.append([x1, y1, x2, y2])
+        kept = check_box((x1, y1, x2, y2), image_wh, source, tally)
+        if kept is not None:
+            boxes.append(kept)
+    if tally is not None:
+        tally.boxes_kept += len(boxes)
     arr = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     return arr, np.full(len(arr), VEHICLE_CLASS, dtype=np.int64)
 
@@ -99,9 +108,13 @@ class LayoutReader(ABC):
 
     name: ClassVar[str]
     tree: ClassVar[str]  # human description of the expected folders, for error messages
+    # Raw mask values each task may hold: the mask's values must lie within one of the sets
+    # (empty: not checked). Anything else is refused unless DataConfig.mask_map maps it.
+    mask_values: ClassVar[dict[str, tuple[frozenset[int], ...]]] = {}
 
     def __init__(self, root: Path, split: str, lane_labels: str) -> None:
         self.root, self.split, self.lane_labels = Path(root), split, lane_labels
+        self.tally = LabelTally()  # what the label check did during `scan`
         missing = [str(p) for p in self.required_dirs() if not p.is_dir()]
         if missing:
             raise DatasetNotFoundError(
@@ -163,3 +176,12 @@ def resolve_layout(root: Path, name: str) -> type[LayoutReader]:
             return cls
     expected = "; or ".join(f"{c.name}: {c.tree}" for c in LAYOUTS.values())
     raise DatasetNotFoundError(f"{root} matches no known data layout; expected {expected}")
+
+
+def count_image_files(root: Path, split: str, limit: int | None = None) -> int:
+    """How many image files a split holds (at most `limit`): an upper bound on its labelled
+    samples, read from one folder listing, so a batch that cannot fit is refused before any
+    label, image or checkpoint is read."""
+    reader = resolve_layout(Path(root), "auto")(Path(root), split, "wide")
+    n = len(list_images(reader.required_dirs()[0]))
+    return n if limit is None else min(n, limit)

@@ -21,6 +21,7 @@ from torch import nn
 
 from runtime.decoders import check_decoder_name
 from runtime.errors import MtcError
+from runtime.input_size import MAX_SIDE, memory_estimate, nearest_valid
 from runtime.spec import DEFAULT_INPUT_HW, IMAGENET_MEAN, IMAGENET_STD, PAD_VALUE
 
 KIND_DETECTION = "detection"
@@ -168,14 +169,24 @@ class ModelSpec:
 
     # -- input size rule -----------------------------------------------------------------
     def nearest_valid_hw(self, hw: Sequence[int]) -> tuple[int, int]:
-        s = self.stride
-        return tuple(max(s, int(round(v / s)) * s) for v in hw)  # type: ignore[return-value]
+        return nearest_valid(hw, self.stride)
 
     def check_input_hw(self, hw: Sequence[int], what: str = "input size") -> tuple[int, int]:
         """(H, W) as ints, or an error suggesting the nearest size the stride rule allows."""
         vals = tuple(int(v) for v in hw)
         if len(vals) != 2 or min(vals) <= 0:
-            raise ModelSpecError(f"{what} must be two positive integers (height width), got {hw}")
+            raise ModelSpecError(
+                f"{what} must be two positive integers (height width), got {hw}; nearest valid "
+                f"size: {' '.join(str(v) for v in nearest_valid(vals, self.stride))}"
+                if len(vals) == 2
+                else f"{what} must be two positive integers (height width), got {hw}"
+            )
+        if max(vals) > MAX_SIDE:
+            near = self.nearest_valid_hw(vals)
+            raise ModelSpecError(
+                f"{what} {vals[0]}x{vals[1]} (HxW) is larger than the maximum of {MAX_SIDE} per "
+                f"side ({memory_estimate(vals)}); nearest valid size: {near[0]} {near[1]}"
+            )
         if any(v % self.stride for v in vals):
             near = self.nearest_valid_hw(vals)
             raise ModelSpecError(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields, replace
 
+from compressor.data.labels import checked_mask_map
 from compressor.losses import LossConfig
 from runtime.errors import MtcError
 from runtime.spec import DEFAULT_INPUT_HW
@@ -45,6 +46,7 @@ RESUME_OVERRIDABLE = (
     "data",
     "out",
     "skip_bad_images",
+    "strict_labels",
 )
 
 
@@ -92,6 +94,8 @@ class TrainConfig:
     max_val_images: int | None = None
     workers: int = 2
     skip_bad_images: bool = False  # drop samples with truncated files (else a named error)
+    strict_labels: bool = False  # label problems are errors (compressor.data.labels)
+    mask_map: tuple[str, ...] = ()  # e.g. ("drivable:7=1",): DataConfig.mask_map
     # evaluation and checkpoints
     eval_every: int = 1
     det_mode: str = "yolop"
@@ -110,6 +114,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         hw = tuple(int(v) for v in self.imgsz)
         object.__setattr__(self, "imgsz", hw)
+        object.__setattr__(self, "mask_map", checked_mask_map(self.mask_map, TrainConfigError))
         if isinstance(self.loss, dict):
             object.__setattr__(self, "loss", LossConfig(**self.loss))
         problems = [p for p in _problems(self) if p]
@@ -120,6 +125,7 @@ class TrainConfig:
         """Plain dict (lists, numbers, str, None): what goes into checkpoints and reports."""
         d = asdict(self)
         d["imgsz"] = list(self.imgsz)
+        d["mask_map"] = list(self.mask_map)
         d["loss"]["level_balance"] = list(self.loss.level_balance)
         return d
 

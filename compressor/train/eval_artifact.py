@@ -76,6 +76,8 @@ def build_eval_set(
     max_images: int | None = None,
     skip_bad_images: bool = False,
     progress: bool = True,
+    strict_labels: bool = False,
+    mask_map: tuple[str, ...] = (),
 ) -> EvalSet:
     """Read `split` of the data set at `data` and preprocess every image with the runtime's
     `Preprocessor` for `preprocess` (the artifact's sidecar block)."""
@@ -88,6 +90,8 @@ def build_eval_set(
         std=preprocess.std,
         color=preprocess.color,
         letterbox=preprocess.letterbox,
+        strict_labels=strict_labels,
+        mask_map=mask_map,
     )
     ds = BddDataset(data, split, cfg)
     pre = Preprocessor(preprocess, 1)
@@ -108,7 +112,8 @@ def build_eval_set(
         classes.append(rec.classes.copy())
         lbs.append(lb)
         paths.append(str(rec.image))
-    return EvalSet(images, lbs, boxes, classes, masks, paths, lane_labels, str(data), split)
+    info = {"labels": ds.labels.to_dict()}
+    return EvalSet(images, lbs, boxes, classes, masks, paths, lane_labels, str(data), split, info)
 
 
 def score(
@@ -197,6 +202,8 @@ def evaluate_artifact(job: EvalJob) -> dict:
             job.max_images,
             job.skip_bad_images,
             job.eval.progress,
+            job.strict_labels,
+            job.mask_map,
         )
         batch = max(sc.batch.min, min(job.batch, sc.batch.max))
         report = score(backend.infer, evalset, sc, job.eval, batch)
@@ -205,6 +212,7 @@ def evaluate_artifact(job: EvalJob) -> dict:
         backend.close()
     report["artifact"] = artifact_block(path, sc, backend.name, device)
     report["data"] = {"root": str(job.data), "split": job.split, "input_hw": list(hw)}
+    report["labels"] = evalset.info["labels"]
     report["device"] = device
     return report
 

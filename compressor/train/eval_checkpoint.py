@@ -9,6 +9,7 @@ import torch
 
 from compressor.checkpoint import load_checkpoint
 from compressor.data import BddDataset, DataConfig, make_loader
+from compressor.data.labels import checked_mask_map
 from compressor.models.spec import ModelSpecError, spec_of
 from compressor.train.ddp import resolve_device
 from compressor.train.evaluate import EvalConfig, EvalConfigError, evaluate
@@ -30,6 +31,8 @@ class EvalJob:
     workers: int = 2
     device: str = "auto"
     skip_bad_images: bool = False
+    strict_labels: bool = False  # label problems are errors (compressor.data.labels)
+    mask_map: tuple[str, ...] = ()  # e.g. ("drivable:7=1",): DataConfig.mask_map
     eval: EvalConfig = field(default_factory=EvalConfig)
     # An artifact (.onnx / .engine) runs on a runtime backend instead of `device`.
     backend: str = "auto"
@@ -42,6 +45,7 @@ class EvalJob:
             )
         if self.threads is not None and self.threads < 1:
             raise EvalConfigError(f"threads must be >= 1 (got {self.threads})")
+        object.__setattr__(self, "mask_map", checked_mask_map(self.mask_map, EvalConfigError))
         if self.imgsz is not None and (len(self.imgsz) != 2 or min(self.imgsz) <= 0):
             raise EvalConfigError(
                 f"imgsz must be two positive integers (height width), got {self.imgsz}"
@@ -66,11 +70,13 @@ def evaluate_checkpoint(job: EvalJob) -> dict:
         lane_labels=job.lane_labels,
         max_images=job.max_images,
         skip_bad_images=job.skip_bad_images,
+        strict_labels=job.strict_labels,
+        mask_map=job.mask_map,
     )
-    loader = make_loader(
-        BddDataset(job.data, job.split, data_cfg), job.batch, shuffle=False, workers=job.workers
-    )
+    dataset = BddDataset(job.data, job.split, data_cfg)
+    loader = make_loader(dataset, job.batch, shuffle=False, workers=job.workers)
     report = evaluate(model.to(device), loader, job.eval, spec)
+    report["labels"] = dataset.labels.to_dict()
     report["checkpoint"] = {
         "path": str(job.checkpoint),
         "sha256": ckpt.sha256,

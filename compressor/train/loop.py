@@ -35,7 +35,12 @@ from compressor.train.evaluate import EvalConfig, evaluate
 from compressor.train.extension import TrainExtension
 from compressor.train.optim import ModelEMA, build_optimizer, build_scheduler, refresh_schedule
 from compressor.train.report import write_training_report
-from compressor.train.setup import build_data, check_out_dir, load_model
+from compressor.train.setup import (
+    build_data,
+    check_batch_before_loading,
+    check_out_dir,
+    load_model,
+)
 from compressor.train.state import (
     Progress,
     Stateful,
@@ -121,6 +126,7 @@ class Trainer:
         self.cfg, self.ctx = cfg, ctx
         self.out = Path(cfg.out)
         check_out_dir(cfg)
+        check_batch_before_loading(cfg, ctx)
         src = load_model(cfg, model, extra_fields)
         self.data = build_data(cfg, ctx, src.fields.get("preprocess"))
         self.fields = src.fields

@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 
 from compressor.checkpoint import Checkpoint, CheckpointError, default_preprocess, load_checkpoint
 from compressor.data import BddDataset, DataConfig, make_loader
+from compressor.data.layouts import count_image_files
 from compressor.models import build_model
 from compressor.models.registry import builder_params
 from compressor.models.spec import ModelSpecError, spec_of
@@ -149,6 +150,20 @@ def check_out_dir(cfg: TrainConfig) -> None:
         )
 
 
+def check_batch_before_loading(cfg: TrainConfig, ctx: DistContext) -> None:
+    """The batch against the training split's image files (an upper bound on its samples),
+    before the model or any label is loaded; build_data checks the exact count again."""
+    n = count_image_files(Path(cfg.data), "train", cfg.max_train_images)
+    per_rank = -(-n // ctx.world)
+    if cfg.batch > per_rank:
+        where = f" per process ({ctx.world} processes)" if ctx.distributed else ""
+        raise TrainConfigError(
+            f"batch {cfg.batch} is larger than the {per_rank} training images{where} in "
+            f"{cfg.data} (counted from its image files, before loading); use --batch "
+            f"{max(1, per_rank)} or less, or add images"
+        )
+
+
 @dataclass
 class Data:
     train: BddDataset
@@ -168,6 +183,8 @@ def build_data(cfg: TrainConfig, ctx: DistContext, preprocess: dict | None = Non
         lane_labels=cfg.train_lane_labels,
         max_images=cfg.max_train_images,
         skip_bad_images=cfg.skip_bad_images,
+        strict_labels=cfg.strict_labels,
+        mask_map=cfg.mask_map,
         seed=cfg.seed,
     )
     train = BddDataset(cfg.data, "train", train_cfg)
@@ -189,6 +206,8 @@ def build_data(cfg: TrainConfig, ctx: DistContext, preprocess: dict | None = Non
         lane_labels=cfg.val_lane_labels,
         max_images=cfg.max_val_images,
         skip_bad_images=cfg.skip_bad_images,
+        strict_labels=cfg.strict_labels,
+        mask_map=cfg.mask_map,
     )
     val = BddDataset(cfg.data, "val", val_cfg)
     val_loader = (

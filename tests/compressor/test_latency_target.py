@@ -363,6 +363,8 @@ def test_remote_backend_needs_a_table_measured_on_the_device(tmp_path, synth_dat
             "--no-progress",
             "--workers",
             "0",
+            "--batch",
+            "2",  # fits the 6 training images (a larger batch is refused first)
         ]
     )
     err = capsys.readouterr().err

@@ -55,6 +55,20 @@ def test_input_size_rule_suggests_the_nearest_valid_size():
         spec.check_input_hw((360, 640))
 
 
+def test_input_size_has_a_maximum_and_negative_sizes_get_a_hint():
+    spec = get_spec("yolop")
+    assert spec.check_input_hw((4096, 4096)) == (4096, 4096)
+    with pytest.raises(ModelSpecError) as e:
+        spec.check_input_hw((32000, 32000), "imgsz")
+    assert str(e.value) == (
+        "imgsz 32000x32000 (HxW) is larger than the maximum of 4096 per side (one float32 input "
+        "of batch 1 is 11.4 GiB, its activations roughly 1689.0 GiB); nearest valid size: "
+        "4096 4096"
+    )
+    with pytest.raises(ModelSpecError, match=r"got \(-32, 320\); nearest valid size: 32 320"):
+        spec.check_input_hw((-32, 320))
+
+
 def test_forward_that_breaks_the_spec_names_task_and_shapes():
     spec = get_spec("yolop")
     model = build_model("yolop", width=0.25, depth=0.33).eval()
