@@ -144,9 +144,23 @@ def build_standin_int8(
     fp32: str | os.PathLike[str], cfg: StandinConfig | None = None, images: int = 4
 ) -> tuple[Path, dict[str, float]]:
     """A Q/DQ ONNX of the stand-in (`<stem>_int8.onnx` beside `fp32`, which needs
-    `conv_channels` > 0), in the layout mtc-export --int8 makes (int8, symmetric,
-    per-channel weights, Q/DQ on Conv inputs; ONNX Runtime's quantize_static on random images),
-    and the amax per FP32 tensor that its scales say (what a calibration cache is written from)."""
+    `conv_channels` > 0), by `quantize_like_int8` on random images."""
+    cfg = cfg or StandinConfig()
+    rng = np.random.default_rng(cfg.seed)
+    feeds = [rng.normal(0, 1, (1, 3, *cfg.input_hw)).astype(np.float32) for _ in range(images)]
+    return quantize_like_int8(fp32, feeds)
+
+
+def quantize_like_int8(
+    fp32: str | os.PathLike[str],
+    images: list[np.ndarray],
+    out: str | os.PathLike[str] | None = None,
+) -> tuple[Path, dict[str, float]]:
+    """A Q/DQ ONNX of `fp32` (default `<stem>_int8.onnx` beside it) in the layout mtc-export
+    --int8 makes (int8, symmetric, per-channel weights, Q/DQ on Conv inputs), by ONNX Runtime's
+    quantize_static calibrated (max) on `images`; and the amax per FP32 tensor its scales say
+    (what a calibration cache is written from). For tests and benchmarks that need a Q/DQ ONNX
+    without the export's own calibration."""
     import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -155,23 +169,18 @@ def build_standin_int8(
         quantize_static,
     )
 
-    cfg = cfg or StandinConfig()
-    rng = np.random.default_rng(cfg.seed)
-    feeds = [{INPUT_NAME: rng.normal(0, 1, (1, 3, *cfg.input_hw)).astype(np.float32)}]
-    feeds *= images
-
     class Reader(CalibrationDataReader):  # type: ignore[misc]
         def __init__(self) -> None:
-            self.it = iter(feeds)
+            self.it = iter([{INPUT_NAME: np.ascontiguousarray(x, np.float32)} for x in images])
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self.it, None)
 
     src = Path(fp32)
-    out = src.with_name(f"{src.stem}_int8.onnx")
+    dest = Path(out) if out is not None else src.with_name(f"{src.stem}_int8.onnx")
     quantize_static(
         str(src),
-        str(out),
+        str(dest),
         Reader(),
         quant_format=QuantFormat.QDQ,
         activation_type=QuantType.QInt8,
@@ -180,14 +189,14 @@ def build_standin_int8(
         op_types_to_quantize=["Conv"],
         extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
     )
-    model = onnx.load(str(out))
+    model = onnx.load(str(dest))
     inits = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
     amax = {
         n.input[0]: float(inits[n.input[1]]) * 127.0
         for n in model.graph.node
         if n.op_type == "QuantizeLinear" and n.input[0] not in inits
     }
-    return out, amax
+    return dest, amax
 
 
 def standin_int8_sidecar(

@@ -18,7 +18,6 @@ import types
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
 from conftest import IMGSZ, small_config
 from cuda_memory_fake import install_fake_tensorrt
@@ -46,47 +45,10 @@ from export.tensorrt.scripts import (
 from runtime import load_artifact
 from runtime.fileio import file_sha256
 from runtime.sidecar import Int8Info, read_sidecar, sidecar_path
+from runtime.testing import quantize_like_int8
 from runtime.trt_build import write_calibration_cache
 
 T10, T11 = "10.3.0.30", "11.1.0.106"
-
-
-def _qdq(fp32: Path, images: list[np.ndarray]) -> tuple[Path, dict[str, float]]:
-    """quantize_static in --int8's layout: int8, symmetric, per-channel weights, Q/DQ on Conv."""
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.it = iter([{"images": x} for x in images])
-
-        def get_next(self):
-            return next(self.it, None)
-
-    out = fp32.with_name(f"{fp32.stem}_int8.onnx")
-    quantize_static(
-        str(fp32),
-        str(out),
-        Reader(),
-        quant_format=QuantFormat.QDQ,
-        activation_type=QuantType.QInt8,
-        weight_type=QuantType.QInt8,
-        per_channel=True,
-        op_types_to_quantize=["Conv"],
-        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
-    )
-    model = onnx.load(str(out))
-    inits = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
-    amax = {
-        n.input[0]: float(inits[n.input[1]]) * 127
-        for n in model.graph.node
-        if n.op_type == "QuantizeLinear" and n.input[0] not in inits
-    }
-    return out, amax
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +57,9 @@ def int8_export(tiny_ckpt, tmp_path_factory):
     export folder of `mtc-export --int8` will hold them."""
     out = tmp_path_factory.mktemp("int8exp") / "out"
     export_model(tiny_ckpt, small_config(out, engine="none"))
-    int8, amax = _qdq(out / "student.onnx", [structured_input(1, IMGSZ) for _ in range(4)])
+    int8, amax = quantize_like_int8(
+        out / "student.onnx", [structured_input(1, IMGSZ) for _ in range(4)]
+    )
     side = json.loads(sidecar_path(out / "student.onnx").read_text())
     info = Int8Info(calibration="max", calib_images=4, calib_cache="student_int8.calib")
     side.update(
@@ -171,7 +135,7 @@ def test_scripts_build_the_qdq_onnx_per_target_and_dla_from_the_cache(tmp_path):
     dla = plan_for_target("s", "int8", "10.3", True, None, dla=True, calib="s_int8.calib")
     cmd = trtexec_command(dla, dla_cfg)
     assert cmd[1] == "--onnx=s.onnx"
-    assert ["--int8", "--fp16", "--calib=s_int8.calib"] == cmd[3:6]
+    assert cmd[3:6] == ["--int8", "--fp16", "--calib=s_int8.calib"]
     assert cmd[-2:] == ["--useDLACore=1", "--allowGPUFallback"]
     args = build_script_args(dla, dla_cfg)
     assert args[:4] == ["s.onnx", "--engine", "s_int8.engine", "--precision"] and args[4] == "int8"
