@@ -13,6 +13,7 @@ from export.errors import OutputPathError
 def export_file_names(name: str) -> tuple[str, ...]:
     """Every file name `export_model` can write for artifact base name `name`."""
     artifacts = [f"{name}.onnx", f"{name}_fp16.onnx", f"{name}_fp16.engine", f"{name}_fp32.engine"]
+    artifacts.append(f"{name}_int8.engine")
     return (
         *artifacts,
         *(f"{a}.json" for a in artifacts),

@@ -246,3 +246,45 @@ def test_shipped_int8_build_script_builds_what_the_runtime_runs(
         got, want = eng.infer(x), ref.infer(x)
     for name in want:  # the fake computes its source ONNX: the Q/DQ one, or (DLA) the FP32 one
         np.testing.assert_array_equal(got[name], want[name])
+
+
+def test_mtc_export_engine_int8_stage_builds_checks_and_keeps_the_engine(
+    int8_export, tiny_ckpt, tmp_path, monkeypatch
+):
+    """The export's engine stage with --engine int8, end to end through the fake: until
+    `--int8` lands, its write stage is stood in for by one that also drops the INT8 ONNX,
+    sidecar and cache (those of `int8_export`) into the output folder, and the config's
+    `--int8` section by setting the engine after the config's own checks."""
+    from export import pipeline, stages
+
+    out = tmp_path / "out"
+
+    def write_with_int8(run):
+        stages.write(run)
+        for name in ("student_int8.onnx", "student_int8.onnx.json", "student_int8.calib"):
+            shutil.copy(int8_export / name, run.out_dir / name)
+
+    patched = tuple((n, write_with_int8 if n == "write" else f) for n, f in pipeline.STAGES)
+    monkeypatch.setattr(pipeline, "STAGES", patched)
+    cfg = small_config(out, engine="none")
+    object.__setattr__(cfg, "tensorrt", dataclasses.replace(cfg.tensorrt, engine="int8"))
+    install_fake_tensorrt(monkeypatch, T10)
+    result = export_model(tiny_ckpt, cfg)
+    engine = out / "student_int8.engine"
+    sc = read_sidecar(engine)
+    assert sc.precision == "int8" and sc.tensorrt.int8_path == "qdq_int8_fp16_flags"
+    assert sc.int8.calib_cache == "student_int8.calib"
+    assert sc.source_onnx_sha256 == file_sha256(out / "student_int8.onnx")
+    eng = result.summary["engine"]
+    assert eng["status"] == "built" and eng["parity_vs_onnx_int8"]["ok"]
+    assert "parity_vs_onnx_fp32" not in eng and "INT8" in eng["build_flags"]
+    assert eng["trtexec"].startswith("trtexec --onnx=student_int8.onnx --saveEngine=student_int8")
+    script = (out / "student_build_engine.py").read_text()
+    assert (
+        "['student_int8.onnx', '--engine', 'student_int8.engine', '--precision', 'int8'" in script
+    )
+    x = structured_input(2, IMGSZ)
+    with load_artifact(engine) as be, load_artifact(out / "student_int8.onnx") as ref:
+        got, want = be.infer(x), ref.infer(x)
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name])
