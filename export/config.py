@@ -295,6 +295,11 @@ class ExportConfig:
                 "--engine int8 builds the INT8 (Q/DQ) ONNX, which only --int8 makes; add --int8 "
                 "--calib-data DIR, or use --engine fp16"
             )
+        if t.engine == "int8" and t.nms != NMS_NONE:
+            raise ExportConfigError(
+                f"--engine int8 with --trt-nms {t.nms} is not supported yet (the INT8 check has "
+                "no NMS reference); use --trt-nms none (NMS in the runtime) or --nms-in-graph"
+            )
         if t.dla_core is None or t.engine == "none" or t.dry_run:
             return
         if b.min_batch != b.max_batch:

@@ -323,8 +323,6 @@ def _stage_int8_engine(
     run: ExportRun, built: BuiltEngine, staging: Staging, path: Path, int8: Int8Artifacts
 ) -> None:
     """The INT8 engine against the INT8 ONNX in ONNX Runtime (same scales on both sides)."""
-    if built.nms is not None:
-        raise ExportError("--engine int8 with --trt-nms is not supported yet; use --trt-nms none")
     engine_run = runtime_runner(path)
     try:
         cfg = run.cfg.checks.fp16

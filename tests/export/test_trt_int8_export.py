@@ -99,11 +99,20 @@ def test_dla_needs_one_batch_size_unless_no_engine_is_built():
         ExportConfig(dla_core=0, **ok)
 
 
-def test_dla_int8_on_tensorrt_11_is_refused():
+def test_dla_int8_on_tensorrt_11_and_int8_with_trt_nms_are_refused():
     cfg = ExportConfig(dla_core=0, min_batch=1, max_batch=1)
     object.__setattr__(cfg, "int8", types.SimpleNamespace(enabled=True))  # the --int8 section
     object.__setattr__(cfg, "tensorrt", dataclasses.replace(cfg.tensorrt, engine="int8"))
     cfg._check_int8_and_dla("10.3")  # implicit INT8 exists there
+    nms = ExportConfig()
+    object.__setattr__(nms, "int8", types.SimpleNamespace(enabled=True))
+    object.__setattr__(
+        nms, "tensorrt", dataclasses.replace(nms.tensorrt, engine="int8", nms="auto")
+    )
+    with pytest.raises(
+        ExportConfigError, match="--engine int8 with --trt-nms auto is not supported"
+    ):
+        nms._check_int8_and_dla("10.3")
     with pytest.raises(ExportConfigError, match="which TensorRT 11 removed; use --trt-target 10.3"):
         cfg._check_int8_and_dla("11")
 
