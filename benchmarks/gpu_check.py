@@ -9,7 +9,10 @@ Runs, in order, with a time limit each (about 10 minutes in all on a workstation
    TensorRT; when missing, a small demo (`mtc-demo --engine fp16`, few images and epochs: it
    exercises the path, it is not the accuracy run) is made in `<work>/demo`;
 4. benchmarks/bench_latency.py on those engines: TensorRT FP16 must give finite latencies at
-   every batch and be faster per frame than ONNX Runtime on the CPU (a sanity bound, not a target).
+   every batch and be faster per frame than ONNX Runtime on the CPU (a sanity bound, not a target);
+5. benchmarks/bench_int8_engine.py on the demo student: a real INT8 engine (from the INT8 ONNX,
+   or one quantised there) must agree with the INT8 ONNX in ONNX Runtime and give finite times;
+   its speed against the FP16 engine of the same run is reported (ratio), not required.
 Prints a pass/fail table, writes `<work>/gpu_check.json`, exits 0 only if every row passed.
 Where no GPU or TensorRT is present it stops at the preflight with one line and exit code 2.
 """
@@ -190,6 +193,42 @@ def check_trt_nms(work: Path, timeout: float) -> Row:
     return Row("in-engine NMS benchmark", bool(timed), detail, took)
 
 
+def check_int8_engine(demo: Path, work: Path, timeout: float) -> Row:
+    """benchmarks/bench_int8_engine.py on the demo student: INT8 engine vs INT8 ONNX, and its
+    time per frame against the FP16 engine's, in one run."""
+    t0 = time.perf_counter()
+    out_json = work / "int8_engine.json"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_int8_engine.py")]
+    cmd += ["--onnx", str(demo / "export" / "student.onnx"), "--batches", "1", "4", "8"]
+    cmd += ["--warmup", "5", "--iters", "30", "--json", str(out_json)]
+    rc, _ = _run(cmd, timeout, work / "int8_engine.log")
+    took = time.perf_counter() - t0
+    if not out_json.is_file():
+        why = "timed out" if rc is None else f"exit {rc}"
+        return Row("INT8 engine", False, f"{why} (log: {work / 'int8_engine.log'})", took)
+    return int8_row(json.loads(out_json.read_text()), took)
+
+
+def int8_row(result: dict, took: float = 0.0) -> Row:
+    """Passes when the INT8 engine agrees with the INT8 ONNX and every batch has finite times;
+    the detail gives the INT8 / FP16 speed-up per batch."""
+    agree = result["agreement_vs_int8_onnx"]
+    rows = result["rows"]
+    finite = bool(rows) and all(
+        math.isfinite(r[k]) and r[k] > 0
+        for r in rows
+        for k in ("fp16_ms_per_frame", "int8_ms_per_frame")
+    )
+    cells = ", ".join(
+        f"b{r['batch']} {r['int8_ms_per_frame']:.2f} vs {r['fp16_ms_per_frame']:.2f} ms/f "
+        f"({r['speedup']:.2f}x)"
+        for r in rows
+    )
+    what = "agrees with" if agree["ok"] else "DISAGREES with (" + "; ".join(agree["failures"]) + ")"
+    detail = f"{result.get('int8_path')}: {what} the INT8 ONNX; INT8 vs FP16 {cells}"
+    return Row("INT8 engine", agree["ok"] and finite, detail, took)
+
+
 def latency_rows(rows: list[dict], took: float = 0.0) -> list[Row]:
     """Pass/fail of bench_latency's rows: TensorRT FP16 present and finite at every batch, and
     faster per frame than ONNX Runtime FP32 on the CPU."""
@@ -253,8 +292,10 @@ def run_checks(args: argparse.Namespace) -> int:
     rows.append(engines)
     if engines.ok:
         rows += check_latency(demo, work, args.bench_timeout)
+        rows.append(check_int8_engine(demo, work, args.bench_timeout))
     else:
         rows.append(Row("latency benchmark", False, "skipped: no demo engines"))
+        rows.append(Row("INT8 engine", False, "skipped: no demo export"))
     rows.append(check_trt_nms(work, args.bench_timeout))
     print(table(rows))
     (work / "gpu_check.json").write_text(json.dumps([asdict(r) for r in rows], indent=2) + "\n")

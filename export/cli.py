@@ -108,9 +108,13 @@ FLAGS: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
         {"metavar": "DIR", "help": "timing cache folder (default ~/.cache/mtc/tensorrt_timing)"},
     ),
     (
-        ("--dla-core",),
+        ("--dla-core", "--dla"),
         "tensorrt.dla_core",
-        {"type": int, "help": "build for this DLA core (Jetson)"},
+        {
+            "type": int,
+            "help": "build for this DLA core (Jetson Orin; one batch size; GPU fallback on; with "
+            "--engine int8 from the calibration cache, TensorRT 10.x)",
+        },
     ),
     (
         ("--trt-target",),

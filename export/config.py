@@ -17,7 +17,7 @@ from runtime.trt_build import NMS_AUTO, NMS_NONE, TRT_NMS_CHOICES
 from runtime.trt_targets import DEFAULT_TARGET, get_target, resolve_target, target_names
 
 SIMPLIFIERS: tuple[str, ...] = ("none", "onnxslim", "onnxsim")
-ENGINES: tuple[str, ...] = ("fp16", "fp32", "none")
+ENGINES: tuple[str, ...] = ("fp16", "fp32", "int8", "none")
 SEG_OUTPUT_CHOICES: tuple[str, ...] = ("argmax", "logits")
 # TensorRT targets: runtime/trt_targets.py. 17 is inside every target's opset range and the
 # newest opset every exporter path here and onnxconverter-common handle without surprises.
@@ -358,10 +358,40 @@ class ExportConfig:
                 f"TensorRT {t.name} parses; use --opset {DEFAULT_OPSET}"
             )
         self._check_trt_nms(t.name, t.trt_nms)
+        self._check_int8_and_dla(t.name)
         if self.tensorrt.engine == "fp16" and t.strongly_typed and not self.half.enabled:
             raise ExportConfigError(
                 f"--engine fp16 for TensorRT {t.name} builds from the FP16 ONNX (strongly "
                 "typed), but --no-fp16-onnx was given; drop --no-fp16-onnx or use --engine fp32"
+            )
+
+    def _check_int8_and_dla(self, target: str) -> None:
+        """`--engine int8` builds from the INT8 ONNX that `--int8` makes; DLA runs static shapes
+        only, and its INT8 (implicit, from the calibration cache) needs TensorRT 10.x."""
+        t, b = self.tensorrt, self.input
+        int8 = self.int8
+        if t.engine == "int8" and not int8.enabled:
+            raise ExportConfigError(
+                "--engine int8 builds the INT8 (Q/DQ) ONNX, which only --int8 makes; add --int8 "
+                "--calib-data DIR, or use --engine fp16"
+            )
+        if t.engine == "int8" and t.nms != NMS_NONE:
+            raise ExportConfigError(
+                f"--engine int8 with --trt-nms {t.nms} is not supported yet (the INT8 check has "
+                "no NMS reference); use --trt-nms none (NMS in the runtime) or --nms-in-graph"
+            )
+        if t.dla_core is None or t.engine == "none" or t.dry_run:
+            return
+        if b.min_batch != b.max_batch:
+            raise ExportConfigError(
+                f"--dla-core {t.dla_core}: DLA runs static shapes only, but the batch range is "
+                f"{b.min_batch}..{b.max_batch}; use one batch size (--min-batch B --batch B "
+                "--max-batch B)"
+            )
+        if t.engine == "int8" and get_target(target).strongly_typed:
+            raise ExportConfigError(
+                f"--engine int8 --dla-core: DLA INT8 needs implicit quantisation (a calibration "
+                f"cache), which TensorRT {target} removed; use --trt-target 10.3 (JetPack 6)"
             )
 
     def _check_trt_nms(self, target: str, kinds: tuple[str, ...]) -> None:

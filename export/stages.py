@@ -42,6 +42,11 @@ from export.summary import (
     write_summary,
 )
 from export.tensorrt.build import BuiltEngine, EngineFromOnnx
+from export.tensorrt.int8 import (
+    Int8Artifacts,
+    int8_engine_agreement,
+    require_int8_engine_agreement,
+)
 from export.tensorrt.lint import lint_onnx, require_lint
 from export.tensorrt.scripts import (
     plan_for_target,
@@ -194,13 +199,28 @@ def _stage_onnx(run: ExportRun, staging: Staging) -> None:
         side.write(staging.path(sidecar_path(path).name))
         check = check_with_runtime(path, images, OrtModel(model)(images))
         run.summary.runtime_check[fname] = RuntimeCheck(label, **check)
+    if run.int8 is not None and run.int8_info is not None and run.int8_amax:
+        # the same ranges for TensorRT's implicit quantisation (DLA on 10.x): a calibration
+        # cache keyed by the FP32 ONNX's tensor names
+        from runtime.trt_build import write_calibration_cache
+
+        ranges = {k: v for k, v in run.int8_amax.items() if v > 0}  # a dead tensor has no scale
+        write_calibration_cache(staging.path(str(run.int8_info.calib_cache)), ranges)
 
 
 def _stage_scripts(run: ExportRun, staging: Staging) -> EngineSummary:
     plan, t, has_fp16 = run.plan, run.cfg.tensorrt, run.fp16 is not None
     precision = t.engine if t.engine != "none" else ("fp16" if has_fp16 else "fp32")
+    calib = Int8Artifacts.beside(run.out_dir, plan.name).calib.name
     tplan = plan_for_target(
-        plan.name, precision, plan.trt_target, has_fp16, t.timing_cache_dir, t.nms
+        plan.name,
+        precision,
+        plan.trt_target,
+        has_fp16,
+        t.timing_cache_dir,
+        t.nms,
+        dla=t.dla_core is not None,
+        calib=calib,
     )
     sh = write_trtexec_script(staging.path(f"{plan.name}_trtexec.sh"), tplan, plan.build)
     py = write_build_script(staging.path(f"{plan.name}_build_engine.py"), tplan, plan.build)
@@ -231,11 +251,17 @@ def engine(run: ExportRun) -> None:
     try:
         fp16 = run.onnx_path(fp16=True).read_bytes if run.fp16 is not None else None
         side = sidecar_path(run.onnx_path())
+        int8 = Int8Artifacts.beside(run.out_dir, run.plan.name)
+        if t.engine == "int8":
+            int8.require()
+        onnx_int8, calib = int8.loaders()
         built = EngineFromOnnx(
             run.onnx_path().read_bytes,
             fp16,
             run.plan.build,
             sidecar=lambda: json.loads(side.read_text()),
+            onnx_int8=onnx_int8,
+            calib_cache=calib,
         )()
     except TensorRTUnavailableError as e:
         eng.finish(EngineStatus.NOT_BUILT, str(e))
@@ -266,20 +292,31 @@ def _engine_summary(run: ExportRun) -> EngineSummary:
 
 
 def _stage_engine(run: ExportRun, built: BuiltEngine) -> None:
-    """Engine + sidecar, then the engine (through the runtime) against the FP32 ONNX."""
+    """Engine + sidecar, then the engine (through the runtime) against the FP32 ONNX (an INT8
+    engine: against the INT8 ONNX, `_stage_int8_engine`)."""
     from runtime.trt_build import batch_range, write_engine_sidecar
 
     precision = run.cfg.tensorrt.engine
+    int8 = Int8Artifacts.beside(run.out_dir, run.plan.name) if precision == "int8" else None
     with Staging(run.out_dir) as staging:
-        src = run.onnx_path(fp16=built.source == "fp16_onnx")
+        src = int8.onnx if built.source == "int8_onnx" and int8 else run.onnx_path()
+        src = run.onnx_path(fp16=True) if built.source == "fp16_onnx" else src
         path = staging.write_bytes(f"{run.plan.name}_{precision}.engine", built.plan)
         # The engine's sidecar = the source ONNX's + build facts, as the device build script
-        # writes it.
+        # writes it (an INT8 engine also carries the INT8 ONNX's `int8` block).
         batch = batch_range(run.plan.build.input_shapes())
         dest = staging.path(sidecar_path(path).name)
         write_engine_sidecar(
-            path, src, precision=precision, info=built.info, batch=batch, dest=dest
+            path,
+            src,
+            precision=precision,
+            info=built.info,
+            batch=batch,
+            dest=dest,
+            int8_sidecar=int8.sidecar if int8 else None,
         )
+        if int8 is not None:
+            return _stage_int8_engine(run, built, staging, path, int8)
         engine_run = runtime_runner(path)
         try:
             ref: Any = OrtModel(onnx.load(str(run.onnx_path())))
@@ -293,6 +330,23 @@ def _stage_engine(run: ExportRun, built: BuiltEngine) -> None:
         require_fp16_agreement(report)
         _engine_summary(run).mark_built(built, report)
         _commit(run, staging)
+
+
+def _stage_int8_engine(
+    run: ExportRun, built: BuiltEngine, staging: Staging, path: Path, int8: Int8Artifacts
+) -> None:
+    """The INT8 engine against the INT8 ONNX in ONNX Runtime (same scales on both sides)."""
+    engine_run = runtime_runner(path)
+    try:
+        cfg = run.cfg.checks.fp16
+        report = int8_engine_agreement(engine_run, int8.onnx, run.cases, run.plan.spec, cfg)
+    finally:
+        engine_run.close()  # type: ignore[attr-defined]
+    require_int8_engine_agreement(report, int8.onnx)
+    summary = _engine_summary(run)
+    summary.mark_built(built, report)
+    summary.parity_reference = "onnx_int8"
+    _commit(run, staging)
 
 
 def numpy_nms_outputs(run: Any, nms: Any, rows: int) -> Any:

@@ -97,6 +97,9 @@ class EngineSummary:
     reason: str | None = None  # why not built (every status but BUILT)
     parity_vs_onnx_fp32: Fp16Report | None = None
     built: BuiltEngine | None = None
+    # what the engine was checked against: the FP32 ONNX, or (an INT8 engine) the INT8 ONNX;
+    # the JSON key is parity_vs_<this>
+    parity_reference: str = "onnx_fp32"
 
     def finish(self, status: EngineStatus, reason: str) -> None:
         self.status, self.reason = status, reason
@@ -121,8 +124,8 @@ class EngineSummary:
             out["reason"] = self.reason
         if self.built is not None and self.parity_vs_onnx_fp32 is not None:
             b = self.built
+            out[f"parity_vs_{self.parity_reference}"] = self.parity_vs_onnx_fp32.to_dict()
             out.update(
-                parity_vs_onnx_fp32=self.parity_vs_onnx_fp32.to_dict(),
                 tensorrt=b.version,
                 gpu=b.gpu,
                 build_flags=b.build_flags,
@@ -231,10 +234,10 @@ def _row_checks(summary: dict, kind: str) -> str:
         return "; ".join(x for x in (_int8_text(summary["int8"]), _lint_text(summary, "int8")) if x)
     if kind == "engine":
         eng = summary.get("engine", {})
-        rep = eng.get("parity_vs_onnx_fp32")
-        return (
-            f"TensorRT {eng.get('tensorrt')} on {eng.get('gpu')}, "
-            f"{eng.get('fp16_path') or 'fp32'}; " + (_fp16_text(rep) if rep else "")
+        rep = eng.get("parity_vs_onnx_fp32") or eng.get("parity_vs_onnx_int8")
+        how = "int8" if eng.get("precision") == "int8" else eng.get("fp16_path") or "fp32"
+        return f"TensorRT {eng.get('tensorrt')} on {eng.get('gpu')}, {how}; " + (
+            _fp16_text(rep) if rep else ""
         )
     return ""
 

@@ -45,7 +45,7 @@ from runtime.spec import (
     PAD_VALUE,
     SEG_TASKS,
 )
-from runtime.trt_build import FP16_PATHS, TRT_NMS_KINDS
+from runtime.trt_build import FP16_PATHS, INT8_PATHS, TRT_NMS_KINDS
 
 SCHEMA_VERSION = 1
 # Artifact suffix -> sidecar `format`.
@@ -192,6 +192,12 @@ class TensorRTInfo:
     fp16_path: str | None = None
     timing_cache: str | None = None
     dla_core: int | None = None
+    # INT8 engines: how INT8 was built (runtime.trt_build.INT8_PATHS); DLA builds: the layers
+    # TensorRT said cannot run on the DLA (on the GPU instead). Older sidecars: null.
+    int8_path: str | None = field(default=None, metadata={ADDED_LATER: "int8_path null"})
+    dla_gpu_layers: tuple[str, ...] | None = field(
+        default=None, metadata={ADDED_LATER: "dla_gpu_layers null"}
+    )
 
 
 @dataclass(frozen=True)
@@ -442,6 +448,8 @@ def _check_semantics(sc: Sidecar) -> None:
         raise SidecarError("key 'tensorrt' must describe the build (version, gpu) for an engine")
     if sc.tensorrt is not None and sc.tensorrt.fp16_path is not None:
         _one_of("tensorrt.fp16_path", sc.tensorrt.fp16_path, FP16_PATHS)
+    if sc.tensorrt is not None and sc.tensorrt.int8_path is not None:
+        _one_of("tensorrt.int8_path", sc.tensorrt.int8_path, INT8_PATHS)
 
 
 def check_thresholds(t: DeployThresholds, prefix: str, error: type[MtcError]) -> None:

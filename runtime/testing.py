@@ -10,6 +10,7 @@ and letterbox mapping are observable.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from runtime.sidecar import (
     BatchRange,
     DetInfo,
     InputInfo,
+    Int8Info,
     ModelInfo,
     PreprocessInfo,
     SegInfo,
@@ -134,6 +136,77 @@ def standin_sidecar(artifact: str | os.PathLike[str], cfg: StandinConfig | None 
         precision="fp32",
         model=ModelInfo("standin", params=0),
     )
+    sc.write(sidecar_path(artifact))
+    return sc
+
+
+def build_standin_int8(
+    fp32: str | os.PathLike[str], cfg: StandinConfig | None = None, images: int = 4
+) -> tuple[Path, dict[str, float]]:
+    """A Q/DQ ONNX of the stand-in (`<stem>_int8.onnx` beside `fp32`, which needs
+    `conv_channels` > 0), by `quantize_like_int8` on random images."""
+    cfg = cfg or StandinConfig()
+    rng = np.random.default_rng(cfg.seed)
+    feeds = [rng.normal(0, 1, (1, 3, *cfg.input_hw)).astype(np.float32) for _ in range(images)]
+    return quantize_like_int8(fp32, feeds)
+
+
+def quantize_like_int8(
+    fp32: str | os.PathLike[str],
+    images: list[np.ndarray],
+    out: str | os.PathLike[str] | None = None,
+) -> tuple[Path, dict[str, float]]:
+    """A Q/DQ ONNX of `fp32` (default `<stem>_int8.onnx` beside it) in the layout mtc-export
+    --int8 makes (int8, symmetric, per-channel weights, Q/DQ on Conv inputs), by ONNX Runtime's
+    quantize_static calibrated (max) on `images`; and the amax per FP32 tensor its scales say
+    (what a calibration cache is written from). For tests and benchmarks that need a Q/DQ ONNX
+    without the export's own calibration."""
+    import onnx
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    class Reader(CalibrationDataReader):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self.it = iter([{INPUT_NAME: np.ascontiguousarray(x, np.float32)} for x in images])
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.it, None)
+
+    src = Path(fp32)
+    dest = Path(out) if out is not None else src.with_name(f"{src.stem}_int8.onnx")
+    quantize_static(
+        str(src),
+        str(dest),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        activation_type=QuantType.QInt8,
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+        op_types_to_quantize=["Conv"],
+        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
+    )
+    model = onnx.load(str(dest))
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+    amax = {
+        n.input[0]: float(inits[n.input[1]]) * 127.0
+        for n in model.graph.node
+        if n.op_type == "QuantizeLinear" and n.input[0] not in inits
+    }
+    return dest, amax
+
+
+def standin_int8_sidecar(
+    artifact: str | os.PathLike[str], cfg: StandinConfig | None = None, calib_cache: str = ""
+) -> Sidecar:
+    """The stand-in's sidecar for its Q/DQ ONNX: precision int8 with an `int8` block naming
+    `calib_cache` (the file beside it), written beside `artifact`."""
+    base = standin_sidecar(artifact, cfg)
+    info = Int8Info(calibration="max", calib_images=4, calib_cache=calib_cache or None)
+    sc = dataclasses.replace(base, precision="int8", int8=info)
     sc.write(sidecar_path(artifact))
     return sc
 

@@ -26,6 +26,18 @@ int32 (K = min(max_det, N)). "efficient" = the EfficientNMS_TRT plugin (IPluginV
 10.12); "inms" = the native INMSLayer (`network.add_nms`, which returns indices: a scatter, a top-k
 and a gather turn them into rows). Class-aware either way: scores go in one-hot per class. Which
 kinds a TensorRT target has is the target table's `trt_nms` (SHIPPED_TARGETS' 4th item).
+
+INT8 (`precision="int8"`), by what the installed TensorRT has (`int8_path_for`):
+- "qdq_int8_fp16_flags" (10.x): weakly typed network from the Q/DQ ONNX (`<name>_int8.onnx`) +
+  `BuilderFlag.INT8` + `BuilderFlag.FP16`: the Q/DQ pairs fix where INT8 runs, the other layers
+  may run in FP16 (TensorRT picks per layer).
+- "qdq_strongly_typed" (11.x: no `BuilderFlag.INT8`, no calibrators): strongly typed network from
+  the same Q/DQ ONNX; the layers outside Q/DQ run in the ONNX's own types (FP32).
+- "implicit_calib_cache" (10.x with `dla_core`, for Orin's DLA): the FP32 ONNX + `BuilderFlag.INT8`
+  + FP16 + a calibrator that only hands TensorRT the calibration cache written at export
+  (`write_calibration_cache`: the same calibrated ranges as the Q/DQ ONNX), GPU fallback on. DLA
+  is refused, before building, for a dynamic profile, a device without DLA and TensorRT 11; the
+  layers `config.can_run_on_DLA` says no to are listed in the sidecar (`dla_gpu_layers`).
 """
 
 from __future__ import annotations
@@ -34,12 +46,15 @@ import argparse
 import datetime
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,6 +67,19 @@ except ImportError:  # the copy shipped beside the ONNX, on a machine without mt
 FP16_BUILDER_FLAG = "builder_flag"
 FP16_STRONGLY_TYPED = "strongly_typed_fp16_onnx"
 FP16_PATHS = (FP16_BUILDER_FLAG, FP16_STRONGLY_TYPED)
+PRECISIONS = ("fp16", "fp32", "int8")
+INT8_QDQ_FLAGS = "qdq_int8_fp16_flags"  # 10.x: Q/DQ ONNX, weakly typed, BuilderFlag.INT8 + FP16
+INT8_QDQ_STRONGLY_TYPED = "qdq_strongly_typed"  # 11.x: Q/DQ ONNX, strongly typed
+INT8_IMPLICIT_CACHE = "implicit_calib_cache"  # 10.x DLA: FP32 ONNX + INT8 flag + cache calibrator
+INT8_PATHS = (INT8_QDQ_FLAGS, INT8_QDQ_STRONGLY_TYPED, INT8_IMPLICIT_CACHE)
+# TensorRT's calibrator classes by the algorithm name its cache header carries. DLA needs
+# EntropyCalibration2 (IInt8EntropyCalibrator2 docs: "the required calibrator for DLA").
+CALIBRATOR_CLASSES = {
+    "EntropyCalibration2": "IInt8EntropyCalibrator2",
+    "MinMaxCalibration": "IInt8MinMaxCalibrator",
+}
+DEFAULT_CALIBRATOR = "EntropyCalibration2"
+CALIB_CACHE_TRT_VERSION = "10.3.0"  # JetPack 6: the only platform the cache is for (DLA, 10.x)
 NMS_NONE, NMS_AUTO, NMS_EFFICIENT, NMS_INMS = "none", "auto", "efficient", "inms"
 TRT_NMS_KINDS = (NMS_EFFICIENT, NMS_INMS)
 TRT_NMS_CHOICES = (NMS_NONE, NMS_AUTO, *TRT_NMS_KINDS)
@@ -80,6 +108,10 @@ class TensorRTUnavailableError(_ErrorBase):
 
 class EngineBuildError(_ErrorBase):
     """TensorRT is there, but parsing, configuring or building the engine failed."""
+
+
+class CalibrationCacheError(_ErrorBase):
+    """A calibration cache that cannot be written or read as TensorRT's text format."""
 
 
 @dataclass(frozen=True)
@@ -113,8 +145,12 @@ class BuildInfo:
     dla_core: int | None
     nms: NmsSpec | None = None
     nms_rows: int = 0  # K, the rows of `det` with NMS in the engine
+    int8_path: str | None = None  # INT8_PATHS, for precision int8
+    # DLA builds: the layers `config.can_run_on_DLA` said no to (they run on the GPU)
+    dla_gpu_layers: tuple[str, ...] | None = None
 
     def sidecar_section(self) -> dict[str, Any]:
+        gpu_layers = self.dla_gpu_layers
         return {
             "version": self.version,
             "gpu": self.gpu,
@@ -122,6 +158,8 @@ class BuildInfo:
             "fp16_path": self.fp16_path,
             "timing_cache": self.timing_cache,
             "dla_core": self.dla_core,
+            "int8_path": self.int8_path,
+            "dla_gpu_layers": list(gpu_layers) if gpu_layers is not None else None,
         }
 
 
@@ -291,22 +329,31 @@ def build_serialized_engine(
     dla_core: int | None = None,
     gpu: str | None = None,
     nms: NmsSpec | None = None,
+    calib_cache: bytes | None = None,
 ) -> tuple[bytes, BuildInfo]:
     """Parse `onnx_bytes`, build one engine, return its plan and what was built.
 
     `input_shapes`: input name -> (min, opt, max) shapes of the one optimisation profile.
     `precision` "fp16" picks the FP16 path by the TensorRT version unless `fp16_path` names one
     (then a version that cannot do it is an error); on the strongly typed path `onnx_bytes` must
-    be the FP16 ONNX. `timing_cache`: a file loaded before and saved (atomically) after the build.
+    be the FP16 ONNX. `precision` "int8": `onnx_bytes` is the Q/DQ ONNX, or with `dla_core` the
+    FP32 ONNX and `calib_cache` the calibration cache's bytes (`int8_path_for`).
+    `timing_cache`: a file loaded before and saved (atomically) after the build.
     `nms`: NMS appended to the network (`append_nms`); its kind must be one the target has.
     """
-    if precision not in ("fp16", "fp32"):
-        raise EngineBuildError(f"precision {precision!r} is not one of fp16, fp32")
+    if precision not in PRECISIONS:
+        raise EngineBuildError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
     trt = trt if trt is not None else import_tensorrt()
-    path = None
+    if dla_core is not None:
+        check_dla_profile(input_shapes)
+    path = int8 = calibrator = None
     if precision == "fp16":
         path = fp16_path or fp16_path_for(trt)
         check_fp16_path(trt, path)
+    if precision == "int8":
+        int8 = int8_path_for(trt, dla_core)
+        if int8 == INT8_IMPLICIT_CACHE:
+            calibrator = cache_calibrator(trt, _dla_cache(calib_cache))
     if nms is not None:
         resolve_nms_kind(trt, nms.kind)  # refused here, before the builder, in one line
     logger = trt.Logger(trt.Logger.WARNING)
@@ -315,7 +362,7 @@ def build_serialized_engine(
         raise EngineBuildError(
             "--engine fp16 asked for, but this GPU has no fast FP16; use --engine fp32"
         )
-    strongly = path == FP16_STRONGLY_TYPED
+    strongly = path == FP16_STRONGLY_TYPED or int8 == INT8_QDQ_STRONGLY_TYPED
     network, _parser = _network(trt, builder, logger, onnx_bytes, strongly)
     names = [network.get_input(i).name for i in range(network.num_inputs)]
     unknown = [n for n in input_shapes if n not in names]
@@ -324,18 +371,25 @@ def build_serialized_engine(
             f"the optimisation profile names input(s) {unknown} but the ONNX's inputs are "
             f"{names}; the ONNX and its sidecar disagree: re-export them together"
         )
+    if int8 is not None:
+        check_int8_network(trt, network, int8)
     rows, _weights = append_nms(trt, network, nms) if nms is not None else (0, [])
     config, flags = _builder_config(trt, builder, workspace_mib, opt_level, path, input_shapes)
+    if int8 is not None:
+        flags += _int8_flags(trt, builder, config, int8, calibrator)
     if nms is not None:
         flags.append(nms.flag())
+    gpu_layers = None
     if dla_core is not None:
         flags += _use_dla(trt, builder, config, dla_core)
+        gpu_layers = dla_gpu_layers(config, network)
     if strongly:
         flags.append("STRONGLY_TYPED")
     gpu = gpu or query_gpu_name()
     if timing_cache is not None:
         _attach_timing_cache(config, timing_cache)
     plan = builder.build_serialized_network(network, config)
+    _check_calibrator(trt, calibrator)
     if plan is None:
         raise EngineBuildError(
             f"TensorRT {trt.__version__} build_serialized_network returned None on {gpu}; the "
@@ -344,7 +398,9 @@ def build_serialized_engine(
     if timing_cache is not None:
         atomic_write_bytes(timing_cache, bytes(config.get_timing_cache().serialize()))
     cache = str(timing_cache) if timing_cache is not None else None
-    info = BuildInfo(str(trt.__version__), gpu, tuple(flags), path, cache, dla_core, nms, rows)
+    info = BuildInfo(
+        str(trt.__version__), gpu, tuple(flags), path, cache, dla_core, nms, rows, int8, gpu_layers
+    )
     return bytes(plan), info
 
 
@@ -433,6 +489,235 @@ def _attach_timing_cache(config: Any, path: Path) -> None:
             f"TensorRT rejected the timing cache {path} (corrupt or from another device / "
             "version); delete it and build again"
         )
+
+
+# -- INT8: the Q/DQ ONNX, or (DLA) the FP32 ONNX + the calibration cache ---------------------------
+def int8_path_for(trt: Any, dla_core: int | None) -> str:
+    """How this TensorRT builds INT8 (INT8_PATHS). DLA needs implicit quantisation (TensorRT
+    10.x on Orin: DLA did not take explicit Q/DQ), which TensorRT 11 removed with
+    `BuilderFlag.INT8` and the calibrators."""
+    has_flag = hasattr(trt.BuilderFlag, "INT8")
+    if dla_core is None:
+        return INT8_QDQ_FLAGS if has_flag else INT8_QDQ_STRONGLY_TYPED
+    if not has_flag or not hasattr(trt, CALIBRATOR_CLASSES[DEFAULT_CALIBRATOR]):
+        raise EngineBuildError(
+            f"--dla-core {dla_core} with INT8 needs implicit quantisation (BuilderFlag.INT8 + a "
+            f"calibration cache), which TensorRT {trt.__version__} removed; build the DLA "
+            "engine with TensorRT 10.x (JetPack 6), or drop --dla-core for a GPU INT8 engine"
+        )
+    return INT8_IMPLICIT_CACHE
+
+
+def check_dla_profile(input_shapes: Shapes) -> None:
+    """DLA does not support dynamic dimensions: the profile's min, opt and max must be equal
+    (TensorRT's "DLA Supported Layers and Restrictions")."""
+    dynamic = {n: s for n, s in input_shapes.items() if not s[0] == s[1] == s[2]}
+    if dynamic:
+        name, (lo, _, hi) = next(iter(dynamic.items()))
+        raise EngineBuildError(
+            f"--dla-core: DLA runs static shapes only, but the profile of {name!r} goes from "
+            f"{'x'.join(map(str, lo))} to {'x'.join(map(str, hi))}; export with one batch size "
+            "(--min-batch B --batch B --max-batch B)"
+        )
+
+
+def _layers(network: Any) -> list[Any]:
+    return [network.get_layer(i) for i in range(network.num_layers)]
+
+
+def check_int8_network(trt: Any, network: Any, int8: str) -> None:
+    """The Q/DQ paths need Q/DQ layers (else TensorRT builds no INT8 and says little); the
+    implicit path must not have them (the calibration cache is ignored on a Q/DQ network)."""
+    kinds = {trt.LayerType.QUANTIZE, trt.LayerType.DEQUANTIZE}
+    qdq = sum(1 for layer in _layers(network) if layer.type in kinds)
+    if int8 != INT8_IMPLICIT_CACHE and qdq == 0:
+        raise EngineBuildError(
+            "precision int8 builds from the Q/DQ ONNX (<name>_int8.onnx, from mtc-export --int8), "
+            "but this ONNX has no QuantizeLinear/DequantizeLinear; pass the _int8.onnx"
+        )
+    if int8 == INT8_IMPLICIT_CACHE and qdq:
+        raise EngineBuildError(
+            f"the DLA INT8 build quantises the FP32 ONNX with the calibration cache, but this "
+            f"ONNX has {qdq} Q/DQ layers; pass <name>.onnx, not <name>_int8.onnx"
+        )
+
+
+def _int8_flags(
+    trt: Any, builder: Any, config: Any, int8: str, calibrator: Any | None
+) -> list[str]:
+    if int8 == INT8_QDQ_STRONGLY_TYPED:  # precision comes from the ONNX's Q/DQ and types
+        return []
+    if not getattr(builder, "platform_has_fast_int8", True):
+        raise EngineBuildError(
+            "--engine int8 asked for, but this GPU has no fast INT8; use --engine fp16"
+        )
+    config.set_flag(trt.BuilderFlag.INT8)
+    flags = ["INT8"]
+    if getattr(builder, "platform_has_fast_fp16", True):  # the layers outside INT8 in FP16
+        config.set_flag(trt.BuilderFlag.FP16)
+        flags.append("FP16")
+    if calibrator is not None:
+        config.int8_calibrator = calibrator
+        flags.append(f"calib_cache={calibrator.algorithm_name}({calibrator.tensors} tensors)")
+    return flags
+
+
+def dla_gpu_layers(config: Any, network: Any) -> tuple[str, ...]:
+    """The layers TensorRT says cannot run on the DLA with this config (they fall back to the
+    GPU). Asked before the build; the builder may move more (DLA subgraph limits)."""
+    return tuple(layer.name for layer in _layers(network) if not config.can_run_on_DLA(layer))
+
+
+def _dla_cache(data: bytes | None) -> CalibrationCache:
+    if data is None:
+        raise EngineBuildError(
+            "--dla-core with INT8 needs the calibration cache (<name>_int8.calib, written by "
+            "mtc-export --int8 beside the ONNX); pass --calib PATH"
+        )
+    try:
+        text = bytes(data).decode("ascii")
+    except UnicodeDecodeError:
+        raise EngineBuildError("the calibration cache is not TensorRT's text format") from None
+    try:
+        return parse_calibration_cache(text)
+    except CalibrationCacheError as e:
+        raise EngineBuildError(str(e)) from None
+
+
+def cache_calibrator(trt: Any, cache: CalibrationCache) -> Any:
+    """A TensorRT calibrator that only hands over `cache` (no batches: the ranges were
+    calibrated at export, on the same images as the Q/DQ ONNX). The header is written for the
+    installed TensorRT: the scales are ours, not a TensorRT calibration, so nothing in them
+    depends on its version. If TensorRT still asks for batches it did not take the cache."""
+    base = getattr(trt, CALIBRATOR_CLASSES[cache.algorithm], None)
+    if base is None:
+        raise EngineBuildError(
+            f"TensorRT {trt.__version__} has no {CALIBRATOR_CLASSES[cache.algorithm]} "
+            "(implicit quantisation was removed in TensorRT 11)"
+        )
+    data = cache.text(version=trt_version_number(str(trt.__version__))).encode("ascii")
+
+    class CacheOnlyCalibrator(base):  # type: ignore[misc,valid-type]
+        algorithm_name, tensors = cache.algorithm, len(cache.scales)
+
+        def __init__(self) -> None:
+            base.__init__(self)  # type: ignore[misc]
+            self.batches_asked = 0
+
+        def get_batch_size(self) -> int:
+            return 1
+
+        def get_batch(self, names: Any, *args: Any) -> None:
+            self.batches_asked += 1
+            return None  # no calibration data here: the cache is the calibration
+
+        def read_calibration_cache(self, *args: Any) -> bytes:
+            return data
+
+        def write_calibration_cache(self, cache: Any, *args: Any) -> None:
+            return None
+
+    return CacheOnlyCalibrator()
+
+
+def _check_calibrator(trt: Any, calibrator: Any | None) -> None:
+    if calibrator is not None and calibrator.batches_asked:
+        raise EngineBuildError(
+            f"TensorRT {trt.__version__} did not take the calibration cache (it asked for "
+            "calibration batches); re-export with mtc-export --int8 to rewrite <name>_int8.calib"
+        )
+
+
+# -- the calibration cache: TensorRT's text format -------------------------------------------------
+@dataclass(frozen=True)
+class CalibrationCache:
+    """`TRT-<version>-<algorithm>`, then `<tensor>: <scale>` per line, the scale (amax / 127)
+    as the hex of its big-endian float32 (sampleINT8's README; NVIDIA's forum answers)."""
+
+    version: int  # NV_TENSORRT_VERSION of the header (`trt_version_number`)
+    algorithm: str  # a key of CALIBRATOR_CLASSES
+    scales: dict[str, float]  # tensor name -> scale, as float32 rounds it
+
+    def amax(self) -> dict[str, float]:
+        return {name: scale * 127.0 for name, scale in self.scales.items()}
+
+    def text(self, version: int | None = None) -> str:
+        head = f"TRT-{self.version if version is None else version}-{self.algorithm}\n"
+        rows = (f"{name}: {struct.pack('>f', s).hex()}\n" for name, s in self.scales.items())
+        return head + "".join(rows)
+
+
+def trt_version_number(version: str) -> int:
+    """NV_TENSORRT_VERSION, as the cache header spells it: major*10000 + minor*100 + patch
+    from TensorRT 10 (NvInferVersion.h NV_TENSORRT_VERSION_INT: 10.3.0 -> 100300), major*1000
+    + minor*100 + patch before (8.6.1 -> 8601, 7.0.0 -> 7000)."""
+    parts = [int(p) if p.isdigit() else 0 for p in (str(version).split(".") + ["0", "0"])[:3]]
+    major, minor, patch = parts
+    return major * (10000 if major >= 10 else 1000) + minor * 100 + patch
+
+
+def write_calibration_cache(
+    path: str | os.PathLike[str],
+    amax: Mapping[str, float],
+    calibrator: str = DEFAULT_CALIBRATOR,
+    trt_version: str | None = None,
+) -> Path:
+    """Write TensorRT's calibration cache for per-tensor ranges `amax` (tensor name of the FP32
+    ONNX -> the calibrated absolute maximum; scale = amax / 127), atomically. `trt_version`
+    for the header defaults to the installed TensorRT's, else 10.3.0 (JetPack 6, where DLA
+    builds from it; the builder rewrites the header for the TensorRT it runs on anyway)."""
+    if calibrator not in CALIBRATOR_CLASSES:
+        raise CalibrationCacheError(
+            f"calibrator {calibrator!r} is not one of {', '.join(CALIBRATOR_CLASSES)}"
+        )
+    bad = [n for n, v in amax.items() if not (math.isfinite(v) and v > 0)]
+    odd = [n for n in amax if not n or n != n.strip() or any(c in n for c in "\r\n")]
+    if not amax or bad or odd:
+        why = f"amax must be finite and > 0, got {[(n, amax[n]) for n in bad[:3]]}" if bad else ""
+        why = why or (f"tensor names must be one line, got {odd[:3]}" if odd else "no tensors")
+        raise CalibrationCacheError(f"cannot write the calibration cache {path}: {why}")
+    scales = {
+        n: struct.unpack(">f", struct.pack(">f", float(v) / 127.0))[0] for n, v in amax.items()
+    }
+    version = trt_version_number(trt_version or installed_version() or CALIB_CACHE_TRT_VERSION)
+    text = CalibrationCache(version, calibrator, scales).text()
+    return atomic_write_bytes(path, text.encode("ascii"))
+
+
+def parse_calibration_cache(text: str, where: str = "calibration cache") -> CalibrationCache:
+    """The inverse of `CalibrationCache.text`; names may hold colons (`input_1:0: 3c010a14`)."""
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    head = re.fullmatch(r"TRT-(\d+)-(\w+)", lines[0].strip()) if lines else None
+    if head is None or head.group(2) not in CALIBRATOR_CLASSES:
+        first = lines[0][:60] if lines else ""
+        raise CalibrationCacheError(
+            f"{where}: the first line must be TRT-<version>-<calibrator> with a calibrator of "
+            f"{', '.join(CALIBRATOR_CLASSES)}, got {first!r}"
+        )
+    scales: dict[str, float] = {}
+    for i, line in enumerate(lines[1:], start=2):
+        name, sep, value = line.rpartition(":")
+        try:
+            scale = struct.unpack(">f", bytes.fromhex(value.strip()))[0] if sep and name else None
+        except (ValueError, struct.error):
+            scale = None
+        if scale is None:
+            raise CalibrationCacheError(f"{where} line {i} is not '<tensor>: <8 hex digits>'")
+        scales[name.strip()] = scale
+    return CalibrationCache(int(head.group(1)), head.group(2), scales)
+
+
+def load_calibration_cache(path: str | os.PathLike[str]) -> CalibrationCache:
+    p = Path(path)
+    if not p.is_file():
+        raise CalibrationCacheError(
+            f"no calibration cache {p}; mtc-export --int8 writes <name>_int8.calib beside the ONNX"
+        )
+    try:
+        text = p.read_text(encoding="ascii")
+    except UnicodeDecodeError:
+        raise CalibrationCacheError(f"{p} is not a TensorRT calibration cache (not text)") from None
+    return parse_calibration_cache(text, str(p))
 
 
 # -- NMS in the engine -----------------------------------------------------------------------------
@@ -686,10 +971,19 @@ def engine_sidecar(
     precision: str,
     info: BuildInfo,
     batch: dict[str, int],
+    int8: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The engine's sidecar: the source ONNX's, with what differs for the engine put in.
-    `runtime.sidecar` validates it when the runtime reads it back."""
+    `runtime.sidecar` validates it when the runtime reads it back. An INT8 engine carries the
+    INT8 ONNX's `int8` block (`int8`; default: the source ONNX's own, the Q/DQ ONNX's)."""
     side = dict(onnx_sidecar)
+    if precision == "int8":
+        side["int8"] = int8 if int8 is not None else side.get("int8")
+        if not side["int8"]:
+            raise EngineBuildError(
+                f"the sidecar of {source_onnx.name} has no 'int8' block (calibration, fallback "
+                "layers) for the INT8 engine's sidecar; re-export with mtc-export --int8"
+            )
     side.update(
         format="engine",
         artifact=engine.name,
@@ -735,22 +1029,45 @@ def write_engine_sidecar(
     info: BuildInfo,
     batch: dict[str, int],
     dest: Path | None = None,
+    int8_sidecar: Path | None = None,
 ) -> Path:
     """Read `<source_onnx>.json`, write the engine's sidecar to `dest` (default
-    `<engine>.json`). mtc-export and the shipped build script both write it here."""
-    src = source_onnx.with_name(source_onnx.name + ".json")
-    if not src.is_file():
-        raise EngineBuildError(
-            f"no sidecar {src} beside {source_onnx.name}: the engine's sidecar is made from it; "
-            "copy the whole export folder, or pass --no-sidecar to build the engine alone"
-        )
-    data = json.loads(src.read_text(encoding="utf-8"))
+    `<engine>.json`). mtc-export and the shipped build script both write it here.
+    `int8_sidecar`: the INT8 ONNX's sidecar whose `int8` block an INT8 engine built from the
+    FP32 ONNX (DLA) carries."""
+    data = _read_json(source_onnx.with_name(source_onnx.name + ".json"), source_onnx)
+    block = _read_json(int8_sidecar, None).get("int8") if int8_sidecar is not None else None
     side = engine_sidecar(
-        data, engine=engine, source_onnx=source_onnx, precision=precision, info=info, batch=batch
+        data,
+        engine=engine,
+        source_onnx=source_onnx,
+        precision=precision,
+        info=info,
+        batch=batch,
+        int8=block,
     )
     out = dest or engine.with_name(engine.name + ".json")
     atomic_write_bytes(out, (json.dumps(side, indent=2) + "\n").encode("utf-8"))
     return out
+
+
+def _read_json(path: Path, artifact: Path | None) -> dict[str, Any]:
+    if not path.is_file():
+        what = f" beside {artifact.name}" if artifact is not None else ""
+        raise EngineBuildError(
+            f"no sidecar {path}{what}: the engine's sidecar is made from it; copy the whole "
+            "export folder, or pass --no-sidecar to build the engine alone"
+        )
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return data if isinstance(data, dict) else {}
+
+
+def int8_sidecar_for(onnx_path: Path) -> Path:
+    """The sidecar with the `int8` block for an INT8 engine from `onnx_path`: its own for the
+    Q/DQ ONNX (`x_int8.onnx`), else the Q/DQ ONNX's beside it (`x.onnx` -> `x_int8.onnx.json`)."""
+    if onnx_path.stem.endswith("_int8"):
+        return onnx_path.with_name(onnx_path.name + ".json")
+    return onnx_path.with_name(f"{onnx_path.stem}_int8.onnx.json")
 
 
 # -- command line: `python -m runtime.trt_build`, and the shipped `<name>_build_engine.py` -------
@@ -778,14 +1095,31 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--engine", type=Path, help="output (default: beside the ONNX, <stem>_<precision>.engine)"
     )
-    p.add_argument("--precision", choices=("fp16", "fp32"), default="fp16")
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="fp16",
+        help="int8: from the Q/DQ ONNX (x_int8.onnx); with --dla-core from x.onnx + --calib",
+    )
+    p.add_argument(
+        "--calib",
+        type=Path,
+        help="calibration cache for --precision int8 --dla-core (default: the one the INT8 "
+        "ONNX's sidecar names, beside the ONNX)",
+    )
     p.add_argument("--fp16-path", choices=("auto", *FP16_PATHS), default="auto")
     for k in ("min", "opt", "max"):
         p.add_argument(f"--{k}-shapes", help=f"{k} profile shapes, NAME:AxBxC (default: sidecar)")
     p.add_argument("--workspace", type=int, default=4096, help="workspace pool, MiB")
     p.add_argument("--opt-level", type=int, default=3, help="builder optimisation level 0-5")
     p.add_argument("--cache-dir", type=Path, help="timing cache folder ($MTC_TIMING_CACHE wins)")
-    p.add_argument("--dla-core", type=int)
+    p.add_argument(
+        "--dla-core",
+        "--dla",
+        dest="dla_core",
+        type=int,
+        help="build for this DLA core (Jetson Orin; GPU fallback on; static shapes only)",
+    )
     p.add_argument(
         "--trt-nms",
         choices=TRT_NMS_CHOICES,
@@ -839,6 +1173,7 @@ def build_from_args(argv: list[str], base: Path) -> list[Path]:
             f"no sidecar {onnx_sidecar}: the engine's sidecar (what mtc-run needs) is made from "
             "it; copy the whole export folder, or pass --no-sidecar to build the engine alone"
         )
+    int8_side, calib = _int8_from_args(args, onnx_path, base)
     trt = import_tensorrt()
     nms = _nms_from_args(trt, args, onnx_sidecar)
     gpu = query_gpu_name()
@@ -856,16 +1191,55 @@ def build_from_args(argv: list[str], base: Path) -> list[Path]:
         dla_core=args.dla_core,
         gpu=gpu,
         nms=nms,
+        calib_cache=calib,
     )
     written = [atomic_write_bytes(engine, plan)]
     if not args.no_sidecar:
         batch = batch_range(shapes)
-        written.append(
-            write_engine_sidecar(
-                engine, onnx_path, precision=args.precision, info=info, batch=batch
-            )
+        side = write_engine_sidecar(
+            engine,
+            onnx_path,
+            precision=args.precision,
+            info=info,
+            batch=batch,
+            int8_sidecar=int8_side,
         )
+        written.append(side)
     return written
+
+
+def _int8_from_args(
+    args: argparse.Namespace, onnx_path: Path, base: Path
+) -> tuple[Path | None, bytes | None]:
+    """(sidecar with the `int8` block, calibration cache bytes for DLA), checked before the
+    build. The cache is the one `--calib` names, else the one the INT8 ONNX's sidecar names."""
+    if args.precision != "int8":
+        if args.calib is not None:
+            raise EngineBuildError("--calib is for --precision int8 --dla-core only")
+        return None, None
+    side = int8_sidecar_for(onnx_path)
+    if not args.no_sidecar and not side.is_file():
+        raise EngineBuildError(
+            f"no sidecar {side}: an INT8 engine's sidecar carries its 'int8' block; copy the "
+            "whole export folder (made with mtc-export --int8), or pass --no-sidecar"
+        )
+    if args.dla_core is None:
+        if args.calib is not None:
+            raise EngineBuildError(
+                "--calib is for the DLA build (implicit INT8); the Q/DQ ONNX carries its scales"
+            )
+        return side, None
+    calib = base / args.calib if args.calib is not None else None
+    if calib is None and side.is_file():
+        name = (_read_json(side, None).get("int8") or {}).get("calib_cache")
+        calib = onnx_path.with_name(name) if name else None
+    if calib is None or not calib.is_file():
+        what = f"{calib} does not exist" if calib else f"{side} names none"
+        raise EngineBuildError(
+            f"--precision int8 --dla-core needs the calibration cache ({what}); pass --calib "
+            "<name>_int8.calib (mtc-export --int8 writes it beside the ONNX)"
+        )
+    return side, calib.read_bytes()
 
 
 def _nms_from_args(trt: Any, args: argparse.Namespace, onnx_sidecar: Path) -> NmsSpec | None:

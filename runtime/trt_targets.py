@@ -33,6 +33,9 @@ class TrtTarget:
         or FP16_STRONGLY_TYPED (strongly typed network parsed from the FP16 ONNX).
     trtexec_fp16: the trtexec flags of that FP16 path.
     platform: where users meet it (for messages and docs).
+    trtexec_int8: the trtexec flags that build the Q/DQ ONNX (`--engine int8`) on that target.
+    dla_int8: whether DLA INT8 (implicit quantisation from a calibration cache: `--int8 --calib`)
+        exists there.
     trt_nms: the NMS kinds `--trt-nms` may append to the engine's network on this target
         (runtime.trt_build: NMS_EFFICIENT = the EfficientNMS_TRT plugin, NMS_INMS = the native
         INMSLayer, `network.add_nms`), the first being what `--trt-nms auto` picks (from TensorRT
@@ -48,6 +51,8 @@ class TrtTarget:
     trtexec_fp16: tuple[str, ...]
     platform: str
     trt_nms: tuple[str, ...] = ()
+    trtexec_int8: tuple[str, ...] = ()
+    dla_int8: bool = False
 
     @property
     def strongly_typed(self) -> bool:
@@ -69,6 +74,9 @@ TARGETS: tuple[TrtTarget, ...] = (
         # INMSLayer exists since 8.5 (so in every 10.x); EfficientNMS_TRT v1 ships with 10.x and
         # is deprecated from 10.12.
         trt_nms=(NMS_EFFICIENT, NMS_INMS),
+        # Q/DQ ONNX, weakly typed: INT8 where the Q/DQ pairs are, FP16 allowed elsewhere
+        trtexec_int8=("--int8", "--fp16"),
+        dla_int8=True,
     ),
     TrtTarget(
         name="11",
@@ -83,6 +91,8 @@ TARGETS: tuple[TrtTarget, ...] = (
         # EfficientNMS_TRT v1 is deprecated (10.12) and the IPluginV2 interfaces it implements
         # are deprecated in 11.x: new engines for 11 use the native layer only.
         trt_nms=(NMS_INMS,),
+        # 11.x removed --int8/--fp16/--calib: the Q/DQ ONNX's own types decide (strongly typed)
+        trtexec_int8=("--stronglyTyped",),
     ),
 )
 # Where no TensorRT is installed to follow: JetPack 6, the oldest platform users run.

@@ -22,6 +22,7 @@ from export.int8.cost import conv_flops
 from export.int8.guard import DEFAULT_BUDGETS, GuardResult, Int8Search, deltas, layer_groups
 from export.int8.qdq import QuantLayer, insert_qdq, quantizable_layers
 from export.run import ExportRun
+from runtime.io_names import INPUT_NAME
 from runtime.sidecar import Int8Info, Sidecar
 
 
@@ -63,7 +64,8 @@ def to_int8(run: ExportRun) -> None:
     amax = collect_ranges(
         run.fp32, acts, calib, c.calibration, c.percentile, c.calib_batch, _threads(), progress
     )
-    run.int8_amax = amax
+    # the calibration cache also scales the network input (TensorRT's implicit quantisation)
+    run.int8_amax = {INPUT_NAME: float(abs(calib.images).max()), **amax}
     budgets = _budgets(c)
     searchable = {g: n for g, n in groups.items() if not set(n) <= set(exclude)}
     result: GuardResult | None = None

@@ -1,7 +1,8 @@
 """Hop 3: ONNX -> serialized TensorRT engine. The build itself is `runtime.trt_build` (torch-free,
 also shipped beside the ONNX as the device build script); this file only decides what the export
-feeds it: which ONNX (FP32, or FP16 on the strongly typed path), the profile from the batch range,
-and the timing cache file for this (GPU, TensorRT version). CPU tests drive it through the fake in
+feeds it: which ONNX (FP32, or FP16 on the strongly typed path; for INT8 the Q/DQ ONNX, or on
+DLA the FP32 ONNX + the calibration cache), the profile from the batch range, and the timing
+cache file for this (GPU, TensorRT version). CPU tests drive it through the fake in
 `tests/fakes/tensorrt_fake.py` installed as the `tensorrt` module."""
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ __all__ = [
 
 @dataclass(frozen=True)
 class EngineBuildConfig:
-    precision: str  # "fp16" | "fp32"
+    precision: str  # "fp16" | "fp32" | "int8"
     input_name: str
     input_chw: tuple[int, int, int]
     min_batch: int
@@ -70,13 +71,15 @@ class BuiltEngine:
     plan: bytes
     version: str
     gpu: str
-    source: str  # "fp32_onnx" | "fp16_onnx": which ONNX was parsed
+    source: str  # "fp32_onnx" | "fp16_onnx" | "int8_onnx": which ONNX was parsed
     fp16_path: str | None
     build_flags: tuple[str, ...]
     timing_cache: str | None
     dla_core: int | None
     nms: NmsSpec | None = None
     nms_rows: int = 0
+    int8_path: str | None = None
+    dla_gpu_layers: tuple[str, ...] | None = None
 
     @property
     def info(self) -> BuildInfo:
@@ -89,6 +92,8 @@ class BuiltEngine:
             self.dla_core,
             self.nms,
             self.nms_rows,
+            self.int8_path,
+            self.dla_gpu_layers,
         )
 
 
@@ -101,8 +106,10 @@ def import_tensorrt() -> Any:
 
 class EngineFromOnnx:
     """Lazy: calling builds and returns a `BuiltEngine`. The ONNX loaders return bytes; the
-    FP16 one is only read on the strongly typed FP16 path. `sidecar` (the FP32 ONNX's, as a
-    dict) is read only with `cfg.trt_nms`: classes and deploy thresholds to bake in."""
+    FP16 one is only read on the strongly typed FP16 path, the INT8 (Q/DQ) one for an INT8
+    engine off the DLA, `calib_cache` (the calibration cache's bytes) for one on the DLA.
+    `sidecar` (the FP32 ONNX's, as a dict) is read only with `cfg.trt_nms`: classes and deploy
+    thresholds to bake in."""
 
     def __init__(
         self,
@@ -111,6 +118,8 @@ class EngineFromOnnx:
         cfg: EngineBuildConfig,
         gpu_name: Callable[[], str] = query_gpu_name,
         sidecar: Callable[[], dict[str, Any]] | None = None,
+        onnx_int8: Callable[[], bytes] | None = None,
+        calib_cache: Callable[[], bytes] | None = None,
     ):
         self.onnx_fp32, self.onnx_fp16, self.cfg, self.gpu_name = (
             onnx_fp32,
@@ -119,6 +128,7 @@ class EngineFromOnnx:
             gpu_name,
         )
         self.sidecar = sidecar
+        self.onnx_int8, self.calib_cache = onnx_int8, calib_cache
 
     def _nms(self, trt: Any) -> NmsSpec | None:
         kind = resolve_nms_kind(trt, self.cfg.trt_nms)
@@ -127,6 +137,21 @@ class EngineFromOnnx:
         if self.sidecar is None:
             raise EngineBuildError("--trt-nms needs the ONNX's sidecar (classes, thresholds)")
         return nms_spec_from_sidecar(self.sidecar(), kind)
+
+    def _int8_source(self) -> tuple[bytes, str, bytes | None]:
+        if self.cfg.dla_core is not None:  # implicit quantisation: FP32 ONNX + the cache
+            if self.calib_cache is None:
+                raise EngineBuildError(
+                    "--engine int8 --dla-core needs the calibration cache that --int8 writes "
+                    "(<name>_int8.calib); export with --int8"
+                )
+            return self.onnx_fp32(), "fp32_onnx", self.calib_cache()
+        if self.onnx_int8 is None:
+            raise EngineBuildError(
+                "--engine int8 builds from the INT8 (Q/DQ) ONNX, and none was made; add --int8 "
+                "--calib-data DIR"
+            )
+        return self.onnx_int8(), "int8_onnx", None
 
     def _source(self, trt: Any) -> tuple[bytes, str, str | None]:
         if self.cfg.precision != "fp16":
@@ -148,7 +173,12 @@ class EngineFromOnnx:
             nms = self._nms(trt)
         except trt_build.EngineBuildError as e:
             raise EngineBuildError(str(e)) from None
-        data, source, fp16_path = self._source(trt)
+        calib = None
+        if cfg.precision == "int8":
+            data, source, calib = self._int8_source()
+            fp16_path = None
+        else:
+            data, source, fp16_path = self._source(trt)
         gpu = self.gpu_name()
         try:
             plan, info = trt_build.build_serialized_engine(
@@ -163,6 +193,7 @@ class EngineFromOnnx:
                 dla_core=cfg.dla_core,
                 gpu=gpu,
                 nms=nms,
+                calib_cache=calib,
             )
         except trt_build.TensorRTUnavailableError as e:
             raise TensorRTUnavailableError(str(e)) from None
@@ -179,4 +210,6 @@ class EngineFromOnnx:
             info.dla_core,
             info.nms,
             info.nms_rows,
+            info.int8_path,
+            info.dla_gpu_layers,
         )

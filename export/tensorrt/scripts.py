@@ -21,7 +21,8 @@ DEFAULT_SCRIPT_CACHE_DIR = "${XDG_CACHE_HOME:-$HOME/.cache}/mtc/tensorrt_timing"
 
 @dataclass(frozen=True)
 class EnginePlan:
-    """What to build on the target: which ONNX, which engine file, which FP16 path."""
+    """What to build on the target: which ONNX, which engine file, which FP16 path; for INT8
+    the Q/DQ ONNX, or on the DLA the FP32 ONNX + the calibration cache `calib`."""
 
     onnx: str  # file name next to the script
     engine: str
@@ -29,10 +30,12 @@ class EnginePlan:
     fp16_path: str | None
     cache_dir: str | None  # None: the per-user default on the target
     trt_nms: str = "none"  # NMS the Python build script appends (trtexec cannot)
+    int8: bool = False
+    calib: str | None = None  # the calibration cache beside the script (DLA INT8 only)
 
     @property
     def engine_precision(self) -> str:
-        return "fp16" if self.fp16_path else "fp32"
+        return "int8" if self.int8 else "fp16" if self.fp16_path else "fp32"
 
 
 def plan_for_target(
@@ -42,12 +45,24 @@ def plan_for_target(
     has_fp16_onnx: bool,
     cache_dir: str | None,
     trt_nms: str | None = None,
+    dla: bool = False,
+    calib: str | None = None,
 ) -> EnginePlan:
     fp16_path = trt_targets.get_target(target).fp16_path if precision == "fp16" else None
     use_fp16_onnx = fp16_path == FP16_STRONGLY_TYPED and has_fp16_onnx
     onnx = f"{name}_fp16.onnx" if use_fp16_onnx else f"{name}.onnx"
+    int8 = precision == "int8"
+    if int8 and not dla:
+        onnx, calib = f"{name}_int8.onnx", None
     return EnginePlan(
-        onnx, f"{name}_{precision}.engine", target, fp16_path, cache_dir, trt_nms or "none"
+        onnx,
+        f"{name}_{precision}.engine",
+        target,
+        fp16_path,
+        cache_dir,
+        trt_nms or "none",
+        int8,
+        calib if int8 else None,
     )
 
 
@@ -57,8 +72,13 @@ def _shape(cfg: EngineBuildConfig, batch: int) -> str:
 
 def trtexec_command(plan: EnginePlan, cfg: EngineBuildConfig) -> list[str]:
     cmd = ["trtexec", f"--onnx={plan.onnx}", f"--saveEngine={plan.engine}"]
+    target = trt_targets.get_target(plan.target)
     if plan.fp16_path:
-        cmd += trt_targets.get_target(plan.target).trtexec_fp16
+        cmd += target.trtexec_fp16
+    if plan.int8 and plan.calib:  # DLA: implicit quantisation from the calibration cache
+        cmd += ["--int8", "--fp16", f"--calib={plan.calib}"]
+    elif plan.int8:
+        cmd += target.trtexec_int8
     cmd += [
         f"--minShapes={_shape(cfg, cfg.min_batch)}",
         f"--optShapes={_shape(cfg, cfg.opt_batch)}",
@@ -120,6 +140,8 @@ def build_script_args(plan: EnginePlan, cfg: EngineBuildConfig) -> list[str]:
         args += ["--cache-dir", plan.cache_dir]
     if cfg.dla_core is not None:
         args += ["--dla-core", str(cfg.dla_core)]
+    if plan.calib:
+        args += ["--calib", plan.calib]
     if plan.trt_nms != "none":
         args += ["--trt-nms", plan.trt_nms]
     return args

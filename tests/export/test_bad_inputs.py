@@ -53,7 +53,12 @@ def test_missing_checkpoint(tmp_path, capsys):
         (["--min-batch", "3", "--max-batch", "2"], "must satisfy min <= opt <= max"),
         (["--opset", "21"], "outside 9..20"),
         (["--engine", "fp16", "--trt-target", "11", "--no-fp16-onnx"], "drop --no-fp16-onnx"),
-        (["--engine", "int8"], "argument --engine: invalid choice: 'int8'"),
+        (["--engine", "int4"], "argument --engine: invalid choice: 'int4'"),
+        (
+            ["--engine", "int8"],
+            "--engine int8 builds the INT8 (Q/DQ) ONNX, which only --int8 makes",
+        ),
+        (["--dla", "0", "--max-batch", "4"], "DLA runs static shapes only, but the batch range"),
         (["--name", "../outside"], "must be a plain file name"),
     ],
 )

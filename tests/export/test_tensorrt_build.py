@@ -35,8 +35,9 @@ FP32, FP16 = _onnx_bytes(), _onnx_bytes(TensorProto.FLOAT16)
 
 
 def _cfg(tmp_path: Path, precision: str = "fp16", dla: int | None = None) -> EngineBuildConfig:
+    lo, opt, hi = (2, 2, 2) if dla is not None else (1, 2, 8)  # DLA: static shapes only
     return EngineBuildConfig(
-        precision, "images", (3, 64, 128), 1, 2, 8, 1024, 4, tmp_path / "cache", dla
+        precision, "images", (3, 64, 128), lo, opt, hi, 1024, 4, tmp_path / "cache", dla
     )
 
 
@@ -169,6 +170,7 @@ def test_dla_core_sets_device_and_fallback(monkeypatch, tmp_path):
     eng = _build(tmp_path, dla=1)
     assert trt.BuilderFlag.GPU_FALLBACK in _calls(trt, "set_flag")
     assert eng.dla_core == 1 and "DLA_core=1" in eng.build_flags
+    assert eng.dla_gpu_layers == ()  # Relu runs on the DLA (what config.can_run_on_DLA says)
     _install(monkeypatch, dla_cores=0)
     with pytest.raises(EngineBuildError, match="--dla-core 0 asked for, but this device has 0 DLA"):
         _build(tmp_path, dla=0)

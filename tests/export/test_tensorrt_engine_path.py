@@ -117,6 +117,8 @@ def test_engine_sidecar_is_the_source_onnx_sidecar_plus_the_build(engine_export)
         "fp16_path": "builder_flag" if major == "10" else "strongly_typed_fp16_onnx",
         "timing_cache": str(out.parent / "timing" / f"timing_fake-gpu_trt{version}.cache"),
         "dla_core": None,
+        "int8_path": None,
+        "dla_gpu_layers": None,
     }
     assert raw["batch"] == {"min": 1, "opt": 1, "max": 2}
     assert Path(raw["tensorrt"]["timing_cache"]).is_file()

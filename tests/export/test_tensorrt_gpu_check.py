@@ -108,3 +108,53 @@ def test_make_gpu_check_runs_the_script():
         timeout=60,
     )
     assert done.returncode == 0 and "benchmarks/gpu_check.py --work x" in done.stdout
+
+
+def _int8_result(ok=True, t8=0.5, t16=1.0):
+    rows = [
+        {"batch": b, "fp16_ms_per_frame": t16, "int8_ms_per_frame": t8, "speedup": t16 / t8}
+        for b in (1, 8)
+    ]
+    agree = {"ok": ok, "failures": [] if ok else ["lane mask agreement 90.0% < 99.0%"]}
+    return {"int8_path": "qdq_int8_fp16_flags", "agreement_vs_int8_onnx": agree, "rows": rows}
+
+
+def test_int8_row_needs_agreement_and_finite_times_and_reports_the_ratio(gc):
+    good = gc.int8_row(_int8_result())
+    assert good.ok and good.detail == (
+        "qdq_int8_fp16_flags: agrees with the INT8 ONNX; INT8 vs FP16 "
+        "b1 0.50 vs 1.00 ms/f (2.00x), b8 0.50 vs 1.00 ms/f (2.00x)"
+    )
+    slower = gc.int8_row(_int8_result(t8=2.0))  # slower than FP16: reported, not a failure
+    assert slower.ok and "(0.50x)" in slower.detail
+    bad = gc.int8_row(_int8_result(ok=False))
+    assert not bad.ok and "DISAGREES with (lane mask agreement 90.0% < 99.0%)" in bad.detail
+    assert not gc.int8_row(_int8_result(t8=float("nan"))).ok
+
+
+def test_int8_benchmark_plumbing_through_the_fake(monkeypatch, tmp_path, capsys):
+    """bench_int8_engine.py end to end on the stand-in with the fake TensorRT: it builds both
+    engines through the one builder, checks INT8 against the INT8 ONNX and writes its JSON. The
+    times are the fake's (ONNX Runtime on CPU) and are not looked at."""
+    from runtime.sidecar import BatchRange
+    from runtime.testing import StandinConfig, build_standin_onnx, standin_sidecar
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_int8", ROOT / "benchmarks" / "bench_int8_engine.py"
+    )
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    install_fake_tensorrt(monkeypatch, "10.3.0")
+    monkeypatch.setenv("MTC_TIMING_CACHE", str(tmp_path / "tc"))
+    cfg = StandinConfig(input_hw=(32, 64), conv_channels=8, batch=BatchRange(1, 1, 2))
+    onnx_path = build_standin_onnx(tmp_path / "student.onnx", cfg)
+    standin_sidecar(onnx_path, cfg)
+    out = tmp_path / "int8.json"
+    argv = ["--onnx", str(onnx_path), "--batches", "1", "2", "--warmup", "0", "--iters", "1"]
+    argv += ["--work", str(tmp_path / "work")]
+    assert bench.main([*argv, "--json", str(out)]) == 0
+    result = __import__("json").loads(out.read_text())
+    assert result["int8_onnx"].startswith("onnxruntime quantize_static, here")
+    assert result["int8_path"] == "qdq_int8_fp16_flags" and result["agreement_vs_int8_onnx"]["ok"]
+    assert [r["batch"] for r in result["rows"]] == [1, 2]
+    assert "INT8 engine vs INT8 ONNX: ok" in capsys.readouterr().out

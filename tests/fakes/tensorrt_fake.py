@@ -27,8 +27,11 @@ Behaviour modelled on TensorRT's documentation:
   topk, reduce, scatter, INMSLayer, the EfficientNMS_TRT plugin) live in `tensorrt_fake_layers`:
   build-time shapes as TensorRT infers them, and numpy at run time after ONNX Runtime, so an
   engine with NMS appended returns real NMS results.
-Knobs reproduce the failure modes we handle (no CUDA device, parse errors, no fast FP16, build
-returning None, DLA core count).
+- INT8 and DLA (`tensorrt_fake_int8`): the parser's layers with their types, `BuilderFlag.INT8`
+  (10.x only), the calibrators and the calibration cache, `config.can_run_on_DLA(layer)`, GPU
+  fallback; the plan records which INT8 mode and which layers stay on the GPU.
+Knobs reproduce the failure modes we handle (no CUDA device, parse errors, no fast FP16 / INT8,
+build returning None, DLA core count).
 """
 
 from __future__ import annotations
@@ -43,6 +46,16 @@ from typing import Any
 
 import numpy as np
 import onnx
+from tensorrt_fake_int8 import (
+    ADDED_LAYER_TYPES,
+    algo_type_enum,
+    calibrator_classes,
+    can_run_on_dla,
+    dla_problem,
+    implicit_int8,
+    layer_type_enum,
+    parsed_layers,
+)
 from tensorrt_fake_layers import (
     NetworkLayers,
     PluginField,
@@ -135,6 +148,7 @@ class _State:
     version: str
     gpu: FakeGpu
     fast_fp16: bool
+    fast_int8: bool
     parse_errors: tuple[tuple[str, str, str, str], ...]
     build_returns_none: bool
     dla_cores: int
@@ -157,8 +171,9 @@ class _State:
 
 
 class Network(NetworkLayers):
-    def __init__(self, state: _State, flags: int, strongly_flag: int) -> None:
-        self._s = state
+    def __init__(self, state: _State, flags: int, strongly_flag: int, mod: Any = None) -> None:
+        self._s, self._m = state, mod
+        self.parsed_layers: list[Any] = []  # one per ONNX node (tensorrt_fake_int8.ParsedLayer)
         self.flags = flags
         self.strongly_typed = state.major >= 11 or bool(flags & (1 << strongly_flag))
         self.inputs: list[Tensor] = []
@@ -173,6 +188,21 @@ class Network(NetworkLayers):
 
     def get_input(self, i: int) -> _Tensor:
         return self.inputs[i]
+
+    def all_layers(self) -> list[Any]:
+        """The parser's layers, then the ones added after it (typed as TensorRT types them)."""
+        for layer in self.layers:
+            if not hasattr(layer, "type"):
+                kind = ADDED_LAYER_TYPES.get(layer.op.split("_")[0], "UNKNOWN")
+                layer.type = self._m.LayerType[kind]
+        return [*self.parsed_layers, *self.layers]
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.all_layers())
+
+    def get_layer(self, i: int) -> Any:
+        return self.all_layers()[i]
 
 
 class Profile:
@@ -208,6 +238,20 @@ class BuilderConfig:
         self.default_device_type = device_type
         self.DLA_core = -1
         self._cache: TimingCache | None = None
+        if state.major < 11:  # removed in 11.x with implicit quantisation
+            self.int8_calibrator: Any = None
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        if key == "int8_calibrator" and self._s.major >= 11:
+            raise AttributeError(
+                "'tensorrt.IBuilderConfig' object has no attribute 'int8_calibrator'"
+            )
+        if key == "int8_calibrator" and value is not None:
+            self._s.calls.append(("int8_calibrator", type(value).__name__))
+        object.__setattr__(self, key, value)
+
+    def can_run_on_DLA(self, layer: Any) -> bool:
+        return can_run_on_dla(self, layer, {f.name for f in self.flags})
 
     def set_memory_pool_limit(self, pool: Any, size: int) -> None:
         self._s.calls.append(("set_memory_pool_limit", (pool, size)))
@@ -263,6 +307,7 @@ class OnnxParser:
         self.network.outputs = [_tensor(v) for v in proto.graph.output]
         for t in [*self.network.inputs, *self.network.outputs]:
             t.id = self.network.new_id()
+        self.network.parsed_layers = parsed_layers(proto, self.network._m.LayerType)
         self.network.parsed = list(self.network.outputs)
         s.calls.append(("parsed_dtypes", sorted({i.data_type for i in proto.graph.initializer})))
         if self.errors:
@@ -286,10 +331,12 @@ class Builder:
         self.num_DLA_cores = state.dla_cores
         if state.major < 11:
             self.platform_has_fast_fp16 = state.fast_fp16
+            self.platform_has_fast_int8 = state.fast_int8
 
     def create_network(self, flags: int = 0) -> Network:
         self._s.calls.append(("create_network", flags))
-        return Network(self._s, flags, int(self._m.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+        strongly = int(self._m.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+        return Network(self._s, flags, strongly, self._m)
 
     def create_builder_config(self) -> BuilderConfig:
         return BuilderConfig(self._s, self._m.DeviceType.GPU)
@@ -306,6 +353,15 @@ class Builder:
             return None
         if s.build_returns_none:
             return None
+        try:
+            return self._plan(network, config)
+        except _BuildFailed as e:
+            s.error(str(e))
+            return None
+
+    def _plan(self, network: Network, config: BuilderConfig) -> Any:
+        s = self._s
+        int8, dla = self._int8_and_dla(network, config)
         if config._cache is not None:
             config._cache.entries["builds"] += 1
         header = {
@@ -319,6 +375,8 @@ class Builder:
             "profiles": [
                 {k: list(map(list, v)) for k, v in p.shapes.items()} for p in config.profiles
             ],
+            "int8": int8,
+            "dla": dla,
             "inputs": [t.to_json() for t in network.inputs],
             "outputs": [t.to_json() for t in network.outputs],
             "onnx_outputs": {str(t.id): t.onnx_name for t in network.parsed},
@@ -338,9 +396,10 @@ class Builder:
         problem = network.layer_problem()
         if problem:
             return problem
-        fp16 = getattr(self._m.BuilderFlag, "FP16", None)
-        if network.strongly_typed and fp16 is not None and fp16 in config.flags:
-            return "BuilderFlag::kFP16 is not allowed with a strongly typed network"
+        for name in ("FP16", "INT8"):
+            flag = getattr(self._m.BuilderFlag, name, None)
+            if network.strongly_typed and flag is not None and flag in config.flags:
+                return f"BuilderFlag::k{name} is not allowed with a strongly typed network"
         inputs = {t.name: t for t in network.inputs}
         dynamic = [t.name for t in network.inputs if -1 in t.shape]
         if dynamic and not config.profiles:
@@ -359,6 +418,30 @@ class Builder:
             if missing:
                 return f"optimization profile has no shapes for dynamic inputs {missing}"
         return None
+
+    def _int8_and_dla(self, network: Network, config: BuilderConfig) -> tuple[Any, Any]:
+        """What the plan records of INT8 (explicit Q/DQ or implicit from the cache) and DLA;
+        raises _BuildFailed where TensorRT would fail the build."""
+        flags = {f.name for f in config.flags}
+        kinds = {layer.type.name for layer in network.all_layers()}
+        qdq = bool({"QUANTIZE", "DEQUANTIZE"} & kinds)
+        int8: dict[str, Any] | None = None
+        if qdq:
+            int8 = {"mode": "explicit_qdq", "strongly_typed": network.strongly_typed}
+        elif "INT8" in flags:
+            problem, int8 = implicit_int8(self._s, network, config)
+            if problem:
+                raise _BuildFailed(problem)
+        dla = None
+        if config.default_device_type == self._m.DeviceType.DLA:
+            problem, dla = dla_problem(config, network, flags)
+            if problem:
+                raise _BuildFailed(problem)
+        return int8, dla
+
+
+class _BuildFailed(Exception):
+    """A build TensorRT would refuse after looking at the config (it logs, returns None)."""
 
 
 class Runtime:
@@ -532,6 +615,7 @@ def make_fake_tensorrt(
     *,
     gpu: FakeGpu | None = None,
     fast_fp16: bool = True,
+    fast_int8: bool = True,
     parse_errors: tuple[tuple[str, str, str, str], ...] = (),
     build_returns_none: bool = False,
     dla_cores: int = 0,
@@ -543,6 +627,7 @@ def make_fake_tensorrt(
         version,
         gpu or FakeGpu(),
         fast_fp16,
+        fast_int8,
         parse_errors,
         build_returns_none,
         dla_cores,
@@ -563,8 +648,15 @@ def make_fake_tensorrt(
         state.registry.register_standard()
         return True
 
-    flags = {"GPU_FALLBACK": 3} if state.major >= 11 else {"FP16": 0, "GPU_FALLBACK": 3}
+    # TensorRT 10.x's values; 11.x removed the precision flags (FP16, INT8)
+    flags = {"GPU_FALLBACK": 3} if state.major >= 11 else {"FP16": 0, "INT8": 1, "GPU_FALLBACK": 3}
+    algo = algo_type_enum()
+    int8_api = calibrator_classes(state, algo) if state.major < 11 else {}
+    if state.major < 11:
+        int8_api["CalibrationAlgoType"] = algo
     ns: dict[str, Any] = dict(
+        **int8_api,
+        LayerType=layer_type_enum(),
         Logger=Logger,
         NetworkDefinitionCreationFlag=enum.IntEnum(
             "NetworkDefinitionCreationFlag", {"STRONGLY_TYPED": 1}

@@ -142,6 +142,11 @@ def test_fp16_flag_and_strong_typing_follow_the_tensorrt_line(tmp_path):
     trt11 = make_fake_tensorrt("11.1.0")
     assert not hasattr(trt11.BuilderFlag, "FP16")
     assert not hasattr(trt11.Builder(trt11.Logger()), "platform_has_fast_fp16")
+    # 11.x removed implicit quantisation: no INT8 flag, no calibrators, no int8_calibrator
+    assert not hasattr(trt11.BuilderFlag, "INT8") and not hasattr(trt11, "IInt8EntropyCalibrator2")
+    with pytest.raises(AttributeError, match="int8_calibrator"):
+        trt11.Builder(trt11.Logger()).create_builder_config().int8_calibrator = object()
+    assert hasattr(trt10.BuilderFlag, "INT8") and hasattr(trt10, "IInt8EntropyCalibrator2")
     plan, info11 = _build(trt11, src)
     assert info11.fp16_path == "strongly_typed_fp16_onnx" and "STRONGLY_TYPED" in info11.build_flags
     assert trt11.builds[-1]["strongly_typed"] and trt11.builds[-1]["builder_flags"] == []
@@ -149,8 +154,8 @@ def test_fp16_flag_and_strong_typing_follow_the_tensorrt_line(tmp_path):
         EngineBuildError, match="has no FP16 builder flag: re-export with --trt-target 11"
     ):
         _build(trt11, src, fp16_path="builder_flag")
-    with pytest.raises(EngineBuildError, match="precision 'int8' is not one of fp16, fp32"):
-        _build(trt11, src, precision="int8")
+    with pytest.raises(EngineBuildError, match="precision 'int4' is not one of fp16, fp32, int8"):
+        _build(trt11, src, precision="int4")
 
 
 def test_build_serialized_engine_for_latency_probes(tmp_path, monkeypatch):
