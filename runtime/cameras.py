@@ -204,3 +204,24 @@ def check_camera_count(n_sources: int, batch: int | None, top: int, artifact: st
             f"{top} sources, or re-export with --max-batch {n_sources}"
         )
     return n_sources if batch is None else batch
+
+
+def group_rounds(
+    rounds: Iterator[list[Captured]], batch: int, cameras: int
+) -> Iterator[list[Captured]]:
+    """Rounds -> batches. A round larger than the batch is split; with a batch larger than the
+    camera count, whole rounds are joined up to the batch (a short last batch runs as is)."""
+    pending: list[Captured] = []
+    for rnd in rounds:
+        if pending and len(pending) + len(rnd) > batch:
+            yield pending
+            pending = []
+        while len(rnd) > batch:
+            yield rnd[:batch]
+            rnd = rnd[batch:]
+        pending += rnd
+        if len(pending) == batch or (cameras > 1 and batch <= cameras):
+            yield pending
+            pending = []
+    if pending:
+        yield pending
