@@ -135,6 +135,20 @@ def cameras_section(
                         f"(batch 1) {one_by_one:6.1f} fps | {row['ratio']:.2f}x "
                         f"(outer wall {row['ratio_outer_wall']:.2f}x)"
                     )
+    print(
+        "median over the repeats (one run with every camera / the same cameras one after another):"
+    )
+    for n in (1, 2, 4):
+        for overlap in (False, True):
+            cell = [r for r in rows if r["cameras"] == n and r["overlap"] == overlap]
+            ratios = sorted(r["ratio"] for r in cell)
+            multi = float(np.median([r["multi"]["throughput_fps"] for r in cell]))
+            single = float(np.median([r["one_after_another_fps"] for r in cell]))
+            print(
+                f"  {n} camera(s) {'overlapped' if overlap else 'sequential':<10} "
+                f"{multi:6.1f} vs {single:6.1f} fps: median {float(np.median(ratios)):.2f}x "
+                f"(range {ratios[0]:.2f}-{ratios[-1]:.2f}x, {len(ratios)} pairs)"
+            )
     return rows
 
 

@@ -25,6 +25,7 @@ from runtime.sources import Source
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov")
 CAMERA_FIELD = "{camera}"
+_POLL_S = 0.1  # longest single wait for a live frame (the loop waits on)
 
 
 class SaveTargetError(MtcError):
@@ -133,7 +134,7 @@ class MultiFeed:
                     wait -= now
                 if wait <= 0 and first is not None:
                     break
-                self.cond.wait(max(wait, 1e-3))
+                self.cond.wait(min(max(wait, 1e-3), _POLL_S))  # Ctrl-C is heard within _POLL_S
             return self._match(ready, time.perf_counter())
 
     def _live_ended(self, k: int, now: float) -> bool:

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from runtime.latency import (
+    CameraInfo,
     LatencyRecorder,
     LatencyReport,
-    CameraInfo,
     RunInfo,
     StageStats,
     latency_verdict,
