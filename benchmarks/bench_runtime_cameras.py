@@ -88,9 +88,10 @@ def write_video(path: Path, n: int, seed: int) -> Path:
 
 def timed_run(be: Any, videos: list[Path], **kw: Any) -> dict[str, Any]:
     spec = {"frames": str(videos[0])} if len(videos) == 1 else {"sources": [str(v) for v in videos]}
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     res = run(be, **spec, progress=False, keep_results=False, warmup=2, **kw)
     outer = time.perf_counter() - t0
+    cores = (time.process_time() - c0) / outer  # CPU seconds of this process per wall second
     rep = res.report
     return {
         "frames": rep.info.frames_processed,
@@ -99,6 +100,7 @@ def timed_run(be: Any, videos: list[Path], **kw: Any) -> dict[str, Any]:
         "outer_wall_s": outer,
         "throughput_fps": rep.throughput_fps,
         "compute_fps": rep.compute_fps,
+        "cores_used": cores,
         "p50_ms": [s["p50_ms"] for s in rep.sources],
         "p99_ms": [s["p99_ms"] for s in rep.sources],
     }
@@ -164,6 +166,11 @@ def save_section(art: Path, video: Path, tmp: Path, repeats: int) -> dict[str, A
     seq = [r["throughput_fps"] for r in rows if not r["overlap"]]
     ovl = [r["throughput_fps"] for r in rows if r["overlap"]]
     ratios = [o / s for s, o in zip(seq, ovl)]
+    for mode in (False, True):
+        used = [r["cores_used"] for r in rows if r["overlap"] == mode]
+        print(
+            f"  {'overlapped' if mode else 'sequential'}: {np.mean(used):.2f} cores used (process CPU / wall)"
+        )
     for s, o, q in zip(seq, ovl, ratios):
         print(
             f"one camera --save out.mp4, 1 thread: sequential {s:.1f} fps, overlapped {o:.1f} fps: {q:.2f}x"
