@@ -95,3 +95,17 @@ def test_cli_flag_writes_the_uint8_sidecar(tiny_ckpt, tmp_path):
     assert main([*argv, "--max-batch", "2"]) == 0
     side = json.loads(sidecar_path(out / "student.onnx").read_text())
     assert side["input"]["dtype"] == "uint8" and side["input"]["layout"] == "NHWC"
+
+
+def test_a_sidecar_claiming_float_nhwc_is_refused(pair, tmp_path):
+    import shutil
+
+    from runtime.sidecar import SidecarError
+
+    art = tmp_path / "student.onnx"
+    shutil.copy(pair[1], art)
+    data = json.loads(sidecar_path(pair[1]).read_text())
+    data["input"]["dtype"] = "float32"
+    sidecar_path(art).write_text(json.dumps(data))
+    with pytest.raises(SidecarError, match="NHWC, which the runtime feeds uint8 frames only"):
+        read_sidecar(art)

@@ -176,7 +176,8 @@ def test_live_frames_in_one_batch_are_within_the_skew(tmp_path):
     finally:
         mp.undo()
     fast, slow = res.report.sources
-    assert slow["frames"] == 10 and fast["frames"] + fast["dropped"] <= 40
+    assert slow["frames"] + slow["dropped"] == 10 and slow["frames"] >= 5
+    assert fast["frames"] + fast["dropped"] <= 40
     assert fast["dropped"] > 0  # the fast camera's stale frames gave way to fresh ones
     for stamps in seen:
         assert max(stamps) - min(stamps) <= 0.015 + 1e-9
