@@ -62,10 +62,16 @@ def camera_notes(info: RunInfo) -> list[str]:
     if len(sizes) > 1:
         seen = ", ".join(f"{h}x{w}" for h, w in sorted(sizes))
         notes.append(f"the sources deliver different frame sizes ({seen}); each is letterboxed")
+    most = max(cam.frames_read for cam in info.cameras)
     for k, cam in enumerate(info.cameras):
         if cam.missed:
             notes.append(
                 f"camera {k} ({cam.source}) missed {cam.missed} batches ({cam.stop_reason})"
+            )
+        elif cam.frames_read < most:
+            notes.append(
+                f"camera {k} ({cam.source}) stopped after {cam.frames_read} frames "
+                f"({cam.stop_reason}); the others went on"
             )
     return notes
 

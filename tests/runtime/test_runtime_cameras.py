@@ -56,6 +56,7 @@ def test_each_batch_holds_one_frame_per_camera_and_results_match_single_runs(tmp
     assert all(s["p50_ms"] is not None and s["p99_ms"] is not None for s in data["sources"])
     assert any("different frame sizes" in n for n in data["notes"])
     assert "camera 1: end of input" in res.report.info.stop_reason
+    assert any("camera 1" in n and "stopped after 3 frames" in n for n in data["notes"])
 
 
 def test_batch_option_splits_or_joins_rounds(tmp_path):
