@@ -57,6 +57,15 @@ FLAGS: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
     (("--batch",), "input.batch", {"type": int, "help": "optimal batch (profile opt)"}),
     (("--min-batch",), "input.min_batch", {"type": int, "help": "profile min batch"}),
     (("--max-batch",), "input.max_batch", {"type": int, "help": "profile max batch"}),
+    (
+        ("--input",),
+        "input.dtype",
+        {
+            "choices": ("float32", "uint8"),
+            "help": "graph input: float32 NCHW (normalised on the host) or uint8: letterboxed "
+            "BGR NHWC frames, cast + normalised + transposed in the graph (ONNX only for now)",
+        },
+    ),
     (("--opset",), "onnx.opset", {"type": int}),
     (
         ("--nms-in-graph",),

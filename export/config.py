@@ -17,6 +17,7 @@ from runtime.trt_build import NMS_AUTO, NMS_NONE, TRT_NMS_CHOICES
 from runtime.trt_targets import DEFAULT_TARGET, get_target, resolve_target, target_names
 
 SIMPLIFIERS: tuple[str, ...] = ("none", "onnxslim", "onnxsim")
+INPUT_DTYPES: tuple[str, ...] = ("float32", "uint8")  # --input
 ENGINES: tuple[str, ...] = ("fp16", "fp32", "int8", "none")
 SEG_OUTPUT_CHOICES: tuple[str, ...] = ("argmax", "logits")
 # TensorRT targets: runtime/trt_targets.py. 17 is inside every target's opset range and the
@@ -87,10 +88,13 @@ class InputOptions:
     batch: int = 1
     min_batch: int = 1
     max_batch: int = 8
+    # "uint8": the graph takes letterboxed uint8 NHWC BGR frames and prepares them itself
+    dtype: str = "float32"
 
     def __post_init__(self) -> None:
         if self.imgsz is not None:
             check_imgsz(self.imgsz)
+        _check_choice("input", self.dtype, INPUT_DTYPES)
         if self.min_batch < 1:
             raise ExportConfigError(f"--min-batch must be >= 1, got {self.min_batch}")
         if not self.min_batch <= self.batch <= self.max_batch:
@@ -266,6 +270,7 @@ FLAT_FIELDS: dict[str, tuple[str, str]] = {
     "batch": ("input", "batch"),
     "min_batch": ("input", "min_batch"),
     "max_batch": ("input", "max_batch"),
+    "input_dtype": ("input", "dtype"),
     "opset": ("onnx", "opset"),
     "nms_in_graph": ("onnx", "nms_in_graph"),
     "seg_output": ("onnx", "seg_output"),
@@ -359,6 +364,7 @@ class ExportConfig:
             )
         self._check_trt_nms(t.name, t.trt_nms)
         self._check_int8_and_dla(t.name)
+        self._check_uint8_input()
         if self.tensorrt.engine == "fp16" and t.strongly_typed and not self.half.enabled:
             raise ExportConfigError(
                 f"--engine fp16 for TensorRT {t.name} builds from the FP16 ONNX (strongly "
@@ -392,6 +398,14 @@ class ExportConfig:
             raise ExportConfigError(
                 f"--engine int8 --dla-core: DLA INT8 needs implicit quantisation (a calibration "
                 f"cache), which TensorRT {target} removed; use --trt-target 10.3 (JetPack 6)"
+            )
+
+    def _check_uint8_input(self) -> None:
+        if self.input.dtype == "uint8" and self.tensorrt.engine != "none":
+            raise ExportConfigError(
+                f"--input uint8 with --engine {self.tensorrt.engine}: the engine builder does not "
+                "take uint8 NHWC profiles yet; use --engine none (the ONNX runs in ONNX Runtime) "
+                "or export the float input for the engine"
             )
 
     def _check_trt_nms(self, target: str, kinds: tuple[str, ...]) -> None:

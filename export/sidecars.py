@@ -44,6 +44,7 @@ class GraphFacts:
     params: int | None
     flops: float | None
     det_width: int = 6  # columns of the detection output (raw: the decoder's input width)
+    input_dtype: str = "float32"  # "uint8": NHWC BGR frames, prepared in the graph
 
 
 def outputs_for(spec: DeploySpec, facts: GraphFacts) -> tuple[TensorInfo, ...]:
@@ -117,7 +118,9 @@ def make_sidecar(
     h, w = facts.imgsz
     return Sidecar.for_artifact(
         artifact,
-        input=InputInfo(INPUT_NAME, (-1, 3, h, w), "float32", "NCHW"),
+        input=InputInfo(INPUT_NAME, (-1, h, w, 3), "uint8", "NHWC")
+        if facts.input_dtype == "uint8"
+        else InputInfo(INPUT_NAME, (-1, 3, h, w), "float32", "NCHW"),
         batch=facts.batch,
         outputs=outputs_for(spec, facts),
         preprocess=preprocess_for(loaded, facts.imgsz),

@@ -26,10 +26,11 @@ from export.fp16.emulation import emulate_fp16
 from export.fp16.ranges import wide_range_outputs
 from export.onnx.simplify import SimplifiedOnnx
 from export.onnx.trace import OnnxFromModel
+from export.onnx.uint8_input import check_uint8_input, uint8_frames, with_uint8_input
 from export.outputs import remove_stale_exports
 from export.plan import resolve_plan
 from export.run import ExportRun
-from export.sidecars import GraphFacts, make_sidecar
+from export.sidecars import GraphFacts, make_sidecar, preprocess_for
 from export.source import ModelFromCheckpoint, loaded_from_module
 from export.staging import Staging
 from export.summary import (
@@ -157,11 +158,28 @@ def write(run: ExportRun) -> None:
     into the output folder together."""
     with Staging(run.out_dir) as staging:
         run.facts = graph_facts(run)
+        if run.cfg.input.dtype == "uint8":
+            _uint8_input(run)
         _stage_onnx(run, staging)
         run.summary.engine = _stage_scripts(run, staging)
         if run.cfg.output.overwrite:
             remove_stale_exports(run.out_dir, run.plan.name)
         _commit(run, staging)
+
+
+def _uint8_input(run: ExportRun) -> None:
+    """`--input uint8`: each ONNX gets the uint8 NHWC front (export.onnx.uint8_input), checked
+    against its float self on letterboxed frames; the read-back then runs uint8 frames."""
+    info = preprocess_for(run.loaded, run.plan.imgsz)
+    batch = max(1, min(run.cfg.input.max_batch, run.cfg.checks.parity_batch_cap))
+    run.facts = replace(run.facts, input_dtype="uint8")
+    for attr in ("fp32", "fp16", "int8"):
+        model = getattr(run, attr)
+        if model is not None:
+            wrapped = with_uint8_input(model, info)
+            check_uint8_input(model, wrapped, info, batch, run.cfg.seed)
+            setattr(run, attr, wrapped)
+    run.cases = [(f"uint8-b{batch}", uint8_frames(info, batch, run.cfg.seed))]
 
 
 def graph_facts(run: ExportRun) -> GraphFacts:

@@ -32,7 +32,7 @@ DEFAULT_REPORT = "out/latency.json"
 @dataclass(frozen=True)
 class CliConfig:
     artifact: str
-    source: str
+    sources: tuple[str, ...]  # one per camera, in the order given
     backend: str = "auto"
     providers: str | None = None
     memory: str = "auto"
@@ -49,9 +49,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--source",
         required=True,
-        help="video file, camera index (0), rtsp/http URL, image folder or glob",
+        action="append",
+        help="video file, camera index (0), rtsp/http URL, image folder or glob; repeat it for "
+        "several cameras (one frame of each per batch)",
     )
-    p.add_argument("--batch", type=int, default=1, help="frames per inference (default 1)")
+    p.add_argument(
+        "--batch",
+        type=int,
+        default=None,
+        help="frames per inference (default: the number of sources, 1 for one)",
+    )
     p.add_argument("--target-fps", type=float, default=30.0, help="fps the verdicts test against")
     p.add_argument("--warmup", type=int, default=2, help="warm-up batches before timing")
     p.add_argument("--max-frames", type=int, default=None, help="stop after N frames")
@@ -60,7 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_REPORT,
         help=f"latency JSON; .md and .png beside it (default {DEFAULT_REPORT})",
     )
-    p.add_argument("--save", default=None, help="overlays: a folder of JPEGs, or a .mp4 file")
+    p.add_argument(
+        "--save",
+        default=None,
+        help="overlays: a folder of JPEGs or a .mp4 file; several sources: a folder (one "
+        "subfolder camK each) or a pattern with {camera}, e.g. out/cam{camera}.mp4",
+    )
     p.add_argument("--backend", default="auto", help="auto | onnxruntime | tensorrt")
     p.add_argument(
         "--providers",
@@ -113,6 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=5.0,
         help="seconds a camera/stream may deliver nothing before the run stops (5)",
     )
+    o.add_argument(
+        "--max-skew-ms",
+        type=float,
+        default=50.0,
+        help="several cameras/streams: capture-time spread allowed within one batch (50)",
+    )
     return p
 
 
@@ -136,10 +154,11 @@ def config_from_args(args: argparse.Namespace) -> CliConfig:
         queue_depth=args.queue_depth,
         live_buffer=args.live_buffer,
         stall_timeout=args.stall_timeout,
+        max_skew_ms=args.max_skew_ms,
     )
     return CliConfig(
         artifact=args.artifact,
-        source=args.source,
+        sources=tuple(args.source),
         backend=args.backend,
         providers=args.providers,
         memory=args.memory,
@@ -165,7 +184,9 @@ def execute(cfg: CliConfig) -> Any:
         cuda_graph=cfg.cuda_graph,
     )
     with backend:
-        return run(backend, cfg.source, cfg.run)
+        if len(cfg.sources) == 1:
+            return run(backend, cfg.sources[0], cfg.run)
+        return run(backend, config=cfg.run, sources=list(cfg.sources))
 
 
 def _summary(result: Any, quiet: bool) -> None:
@@ -178,8 +199,8 @@ def _summary(result: Any, quiet: bool) -> None:
         print(result.report.table())
     for path in result.report_files:
         print(f"wrote {path}")
-    if result.overlays is not None:
-        print(f"wrote {result.overlays}")
+    for path in result.overlays_by_camera:
+        print(f"wrote {path}")
 
 
 def _format_warning(message: Any, category: Any, *args: Any, **kwargs: Any) -> str:
@@ -189,13 +210,16 @@ def _format_warning(message: Any, category: Any, *args: Any, **kwargs: Any) -> s
 def check_paths(cfg: CliConfig) -> None:
     """Every output path is checked before the artifact is loaded: a report that cannot be
     written must not cost the whole run."""
+    from runtime.cameras import VIDEO_SUFFIXES, save_targets
+
     check_output_file(cfg.run.report, "--report", suffixes=(".json",))
-    save = cfg.run.save
-    if save:
-        is_video = str(save).lower().endswith((".mp4", ".avi", ".mkv", ".mov"))
-        (check_output_file if is_video else check_output_dir)(save, "--save")
-        if not is_video:
-            check_not_inputs(save, cfg.source)
+    if cfg.run.save:
+        for save in save_targets(cfg.run.save, len(cfg.sources)):
+            is_video = str(save).lower().endswith(VIDEO_SUFFIXES)
+            (check_output_file if is_video else check_output_dir)(save, "--save")
+            if not is_video:
+                for source in cfg.sources:
+                    check_not_inputs(save, source)
 
 
 def check_not_inputs(save: str, source: str) -> None:

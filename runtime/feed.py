@@ -28,6 +28,7 @@ class Captured:
     image: np.ndarray
     t_capture: float  # time.perf_counter() when the source handed the frame over
     read_ms: float  # time the source took to hand it over (decode, or waiting for a camera)
+    camera: int = 0  # index of the source it came from (several sources: runtime.cameras)
 
 
 class FrameFeed:
@@ -40,7 +41,11 @@ class FrameFeed:
         max_frames: int | None = None,
         live_buffer: int = 2,
         stall_timeout: float = 5.0,
+        camera: int = 0,
+        cond: threading.Condition | None = None,
     ) -> None:
+        """`cond`: a condition shared by several feeds, so one waiter hears from all of them
+        (runtime.cameras); each feed's own by default."""
         if live_buffer < 1:
             raise ValueError(f"live_buffer must be >= 1, got {live_buffer}")
         self.source = source
@@ -51,7 +56,8 @@ class FrameFeed:
         self.delivered = 0
         self.stop_reason: str | None = None
         self._buf: deque[Captured] = deque()
-        self._cond = threading.Condition()
+        self.camera = camera
+        self._cond = cond or threading.Condition()
         self._ended = False
         self._error: BaseException | None = None
         self._closing = False
@@ -71,12 +77,32 @@ class FrameFeed:
                 return
             t1 = time.perf_counter()
             self.delivered += 1
-            yield Captured(frame_id, img, t1, (t1 - t0) * 1e3)
+            yield Captured(frame_id, img, t1, (t1 - t0) * 1e3, self.camera)
 
     # -- live sources ----------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start reading a live source on its own thread (done by iterating, or by a MultiFeed)."""
+        if self._thread is None:
+            name = f"mtc-capture-{self.camera}"
+            self._thread = threading.Thread(target=self._capture, name=name, daemon=True)
+            self._thread.start()
+
+    # Read by runtime.cameras with the condition held: the frames waiting, and whether the
+    # capture thread has finished (its error, if it failed).
+    @property
+    def buffer(self) -> deque[Captured]:
+        return self._buf
+
+    @property
+    def capture_ended(self) -> bool:
+        return self._ended
+
+    @property
+    def capture_error(self) -> BaseException | None:
+        return self._error
+
     def _live(self) -> Iterator[Captured]:
-        self._thread = threading.Thread(target=self._capture, name="mtc-capture", daemon=True)
-        self._thread.start()
+        self.start()
         while True:
             with self._cond:
                 got = self._cond.wait_for(lambda: self._buf or self._ended, self.stall_timeout)
@@ -104,13 +130,13 @@ class FrameFeed:
                         self._buf.popleft()
                         self.dropped += 1
                     self._buf.append(item)
-                    self._cond.notify()
+                    self._cond.notify_all()
         except BaseException as e:  # handed to the consumer, raised there
             self._error = e
         finally:
             with self._cond:
                 self._ended = True
-                self._cond.notify()
+                self._cond.notify_all()
 
     def _stamped_live(self) -> Iterator[Captured]:
         it = iter(self.source)
@@ -121,7 +147,7 @@ class FrameFeed:
             except StopIteration:
                 return
             t1 = time.perf_counter()
-            yield Captured(frame_id, img, t1, (t1 - t0) * 1e3)
+            yield Captured(frame_id, img, t1, (t1 - t0) * 1e3, self.camera)
 
     def close(self, join_timeout: float = 1.0) -> None:
         """Stop the capture thread. One stuck in a stalled read cannot be stopped: the source is

@@ -36,7 +36,12 @@ def write_latency_png(report: LatencyReport, path: Path) -> str | None:
     line.set_xlabel("measured frame")
     line.set_ylabel("ms")
     info = report.info
-    fig.suptitle(f"{info.artifact} | {info.backend} | batch {info.batch} | {info.precision}")
+    fps = "n/a" if report.throughput_fps is None else f"{report.throughput_fps:.1f} fps"
+    cams = f" | {len(report.sources)} cameras" if len(report.sources) > 1 else ""
+    fig.suptitle(
+        f"{info.artifact} | {info.backend} | batch {info.batch} | {info.precision}{cams} | "
+        f"throughput {fps} (frames / wall time)"
+    )
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100, format="png")

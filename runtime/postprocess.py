@@ -45,6 +45,7 @@ class FrameResult:
     letterbox: Letterbox | None = None  # maps masks_net back to the frame
     timing: dict[str, float] = field(default_factory=dict)  # ms by stage (see runtime.latency)
     _full: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    camera: int = 0  # index of the source the frame came from (run(..., sources=[...]))
 
     def mask(self, task: str) -> np.ndarray | None:
         """(H, W) uint8 {0, 1} at frame size; mapped back on the first read, then cached."""

@@ -4,6 +4,10 @@ The batch buffer is allocated once for the largest batch and reused; each frame 
 one reused uint8 canvas and normalised channel by channel straight into its slot of the batch, so
 the hot path allocates nothing but OpenCV's resize output. Frame sizes may change mid-stream: the
 letterbox geometry is computed (and cached) per source size.
+
+An artifact exported with `mtc-export --input uint8` (sidecar input dtype uint8, layout NHWC)
+does the cast, channel order, normalisation and layout in its graph: each frame is then
+letterboxed straight into its slot of a uint8 [B, H, W, 3] BGR batch and nothing else is done.
 """
 
 from __future__ import annotations
@@ -25,13 +29,22 @@ class PreprocessError(MtcError):
 
 
 class Preprocessor:
-    def __init__(self, info: PreprocessInfo, max_batch: int, dtype: str = "float32") -> None:
+    def __init__(
+        self, info: PreprocessInfo, max_batch: int, dtype: str = "float32", layout: str = "NCHW"
+    ) -> None:
         if max_batch < 1:
             raise PreprocessError(f"max_batch must be >= 1, got {max_batch}")
+        if layout not in ("NCHW", "NHWC") or (layout == "NHWC") != (dtype == "uint8"):
+            raise PreprocessError(
+                f"input {dtype} {layout} is not one the runtime prepares; expected float32 / "
+                "float16 NCHW, or uint8 NHWC (mtc-export --input uint8)"
+            )
         h, w = info.input_hw
         self.info = info
         self.max_batch = max_batch
-        self.batch_buffer = np.zeros((max_batch, 3, h, w), dtype=np.dtype(dtype))
+        self.layout = layout
+        shape = (max_batch, h, w, 3) if layout == "NHWC" else (max_batch, 3, h, w)
+        self.batch_buffer = np.zeros(shape, dtype=np.dtype(dtype))
         self._canvas = np.empty((h, w, 3), dtype=np.uint8)
         std = np.asarray(info.std, dtype=np.float64)
         self._gain = (info.scale / std).astype(np.float32)
@@ -60,8 +73,11 @@ class Preprocessor:
                     "(runtime.sources converts grayscale and BGRA)"
                 )
             lb = self.geometry(img.shape[:2])
-            letterbox_image(img, lb, self.info.pad_value, out=self._canvas)
-            self._normalise(self.batch_buffer[i])
+            if self.layout == "NHWC":  # the graph does the rest
+                letterbox_image(img, lb, self.info.pad_value, out=self.batch_buffer[i])
+            else:
+                letterbox_image(img, lb, self.info.pad_value, out=self._canvas)
+                self._normalise(self.batch_buffer[i])
             boxes.append(lb)
         return self.batch_buffer[:n], boxes
 

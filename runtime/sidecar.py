@@ -405,16 +405,24 @@ def _check_semantics(sc: Sidecar) -> None:
     """Cross-field rules the types cannot say; messages name the key and the valid values."""
     _one_of("format", sc.format, FORMATS)
     _one_of("precision", sc.precision, PRECISIONS)
-    _one_of("input.layout", sc.input.layout, ("NCHW",))
+    _one_of("input.layout", sc.input.layout, ("NCHW", "NHWC"))
     _one_of("preprocess.color", sc.preprocess.color, COLORS)
     if not _SHA256.match(sc.sha256):
         raise SidecarError(f"key 'sha256' must be 64 lowercase hex digits, got {sc.sha256!r}")
+    nhwc = sc.input.layout == "NHWC"  # mtc-export --input uint8: frames prepared in the graph
+    if nhwc and sc.input.dtype != "uint8":
+        raise SidecarError(
+            f"key 'input.layout' is NHWC, which the runtime feeds uint8 frames only, but "
+            f"'input.dtype' is {sc.input.dtype!r}; re-export with --input uint8 or float32 NCHW"
+        )
+    dims = "[B, H, W, 3]" if nhwc else "[B, C, H, W]"
     if len(sc.input.shape) != 4:
-        raise SidecarError(f"key 'input.shape' must be [B, C, H, W], got {list(sc.input.shape)}")
-    if tuple(sc.input.shape[2:]) != tuple(sc.preprocess.input_hw):
+        raise SidecarError(f"key 'input.shape' must be {dims}, got {list(sc.input.shape)}")
+    hw = sc.input.shape[1:3] if nhwc else sc.input.shape[2:]
+    if tuple(hw) != tuple(sc.preprocess.input_hw):
         raise SidecarError(
             f"key 'preprocess.input_hw' is {list(sc.preprocess.input_hw)} but 'input.shape' has "
-            f"H, W = {list(sc.input.shape[2:])}; they must agree"
+            f"H, W = {list(hw)}; they must agree"
         )
     b = sc.batch
     if not 1 <= b.min <= b.opt <= b.max:

@@ -23,5 +23,6 @@ class OrtModel:
         self.output_names = [o.name for o in self.session.get_outputs()]
 
     def __call__(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        outs = self.session.run(None, {INPUT_NAME: np.ascontiguousarray(images, np.float32)})
+        dtype = np.uint8 if images.dtype == np.uint8 else np.float32  # --input uint8 graphs
+        outs = self.session.run(None, {INPUT_NAME: np.ascontiguousarray(images, dtype)})
         return dict(zip(self.output_names, outs))

@@ -20,7 +20,8 @@ def check_with_runtime(
     from runtime import load_artifact
 
     with load_artifact(path) as backend:
-        got = backend.infer(np.ascontiguousarray(images, np.float32))
+        dtype = np.uint8 if images.dtype == np.uint8 else np.float32  # --input uint8
+        got = backend.infer(np.ascontiguousarray(images, dtype))
     if set(got) != set(expected):
         raise ExportError(
             f"runtime reads {path.name} with outputs {sorted(got)}, expected {sorted(expected)}"
