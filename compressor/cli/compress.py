@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from compressor.cli.common import CliInterrupted, Parser, parse_pair, run_cli
+from compressor.cli.label_flags import LABEL_FLAGS
 from compressor.compress import CompressConfig, compress
 from compressor.distill import FEATURE_LOSSES, DistillConfig
 from compressor.distill.config import ADAPTER_INITS
@@ -128,25 +129,7 @@ FLAGS: list[tuple[str, str, dict]] = [
     ("--seg-mode", "seg_mode", {"choices": ("global", "per_batch")}),
     ("--val-lane-labels", "val_lane_labels", {"choices": ("thin", "wide")}),
     ("--workers", "workers", {"type": int}),
-    (
-        "--strict-labels",
-        "strict_labels",
-        {
-            "action": "store_true",
-            "help": "label problems (boxes outside the image, degenerate, unknown classes) are "
-            "errors instead of a counted warning",
-        },
-    ),
-    (
-        "--mask-map",
-        "mask_map",
-        {
-            "action": "append",
-            "metavar": "TASK:VALUE=CLASS",
-            "help": "read raw mask values outside the layout's classes as class 0/1, e.g. "
-            "drivable:7=1 or lane:1-254=1 (repeat)",
-        },
-    ),
+    *LABEL_FLAGS,
     ("--device", "device", {"help": "auto, cpu, cuda, cuda:N"}),
     (
         "--cpu-bf16",

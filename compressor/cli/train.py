@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from compressor.cli.common import CliInterrupted, Parser, run_cli
+from compressor.cli.label_flags import LABEL_FLAGS
 from compressor.train import TrainConfig, resume_config, train
 from compressor.train.config import (
     BEST_METRICS,
@@ -74,25 +75,7 @@ FLAGS: list[tuple[str, str, dict]] = [
         "skip_bad_images",
         {"action": "store_true", "help": "drop samples with truncated files instead of stopping"},
     ),
-    (
-        "--strict-labels",
-        "strict_labels",
-        {
-            "action": "store_true",
-            "help": "label problems (boxes outside the image, degenerate, unknown classes) are "
-            "errors instead of a counted warning",
-        },
-    ),
-    (
-        "--mask-map",
-        "mask_map",
-        {
-            "action": "append",
-            "metavar": "TASK:VALUE=CLASS",
-            "help": "read raw mask values outside the layout's classes as class 0/1, e.g. "
-            "drivable:7=1 or lane:1-254=1 (repeat)",
-        },
-    ),
+    *LABEL_FLAGS,
     ("--eval-every", "eval_every", {"type": int, "help": "epochs between validations"}),
     ("--det-mode", "det_mode", {"choices": DET_MODES}),
     ("--seg-mode", "seg_mode", {"choices": SEG_MODES}),
