@@ -51,6 +51,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--methods", nargs="+", default=["percentile"])
     p.add_argument("--calib-images", type=int, default=128)
     p.add_argument("--guard-images", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None, help="default: TrainConfig's")
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "int8.json")
     return p.parse_args()
 
@@ -67,7 +69,10 @@ def trained(args: argparse.Namespace) -> tuple[Path, Path, dict]:
     run = args.out / f"{args.model}_w{args.width}_d{args.depth}"
     last = run / "last.pt"
     start = time.perf_counter()
-    if not last.is_file():
+    done = json.loads((run / "metrics.json").read_text())["epochs_done"] if last.is_file() else 0
+    if last.is_file() and done < args.epochs:  # a shorter earlier run: train on from it
+        train(TrainConfig(resume=str(last), epochs=args.epochs, out=str(run), data=str(data)))
+    elif not last.is_file():
         kw = {"width": args.width, "depth": args.depth} if args.model == "yolop" else {}
         train(
             TrainConfig(
@@ -79,9 +84,9 @@ def trained(args: argparse.Namespace) -> tuple[Path, Path, dict]:
                 batch=8,
                 workers=0,
                 augment=False,
-                lr=1e-3,
                 overwrite=True,
                 **kw,
+                **({"lr": args.lr} if args.lr else {}),
             )
         )
     info = {
@@ -156,7 +161,7 @@ def table(rows: list[dict]) -> str:
 
 def main() -> None:
     args = parse_args()
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    torch.set_num_threads(max(1, args.threads))
     ckpt, data, info = trained(args)
     rows = [export_once(ckpt, data, args.out / "export", m, args) for m in args.methods]
     text = table(rows)
