@@ -84,7 +84,7 @@ def test_int8_artifact_sidecar_and_summary_agree(planted_export):
     sc = read_sidecar(path)
     q = planted_export.summary["int8"]
     assert sc.precision == "int8" and sc.int8 is not None
-    assert sc.int8.calibration == "percentile" and sc.int8.calib_images == 6
+    assert sc.int8.calibration == "max" and sc.int8.calib_images == 6
     assert "/model/model.39/conv/Conv" in sc.int8.fallback
     assert len(sc.int8.fallback_reasons) == len(sc.int8.fallback)
     assert dict(sc.int8.deltas) == pytest.approx(q["deltas"], abs=1e-3)
