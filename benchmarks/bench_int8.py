@@ -28,7 +28,14 @@ import torch
 from compressor.data.synth import SynthConfig, generate
 from compressor.train import TrainConfig, train
 from export import export_model
-from export.config import ExportConfig, InputOptions, Int8Options, OutputOptions, TensorRTOptions
+from export.config import (
+    ExportConfig,
+    HalfOptions,
+    InputOptions,
+    Int8Options,
+    OutputOptions,
+    TensorRTOptions,
+)
 from export.errors import Int8Error
 from runtime.fileio import atomic_write_text
 
@@ -51,6 +58,12 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--methods", nargs="+", default=["percentile"])
     p.add_argument("--calib-images", type=int, default=128)
     p.add_argument("--guard-images", type=int, default=None)
+    p.add_argument(
+        "--fp16-onnx",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also make (and score) the FP16 ONNX",
+    )
     p.add_argument("--lr", type=float, default=None, help="default: TrainConfig's")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "int8.json")
@@ -104,6 +117,7 @@ def export_once(ckpt: Path, data: Path, out: Path, method: str, args: argparse.N
     cfg = ExportConfig(
         output=OutputOptions(str(out), f"int8_{method}", overwrite=True),
         input=InputOptions(max_batch=8),
+        half=HalfOptions(enabled=args.fp16_onnx),
         tensorrt=TensorRTOptions(engine="none"),
         int8=Int8Options(
             enabled=True,
