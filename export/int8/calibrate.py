@@ -6,6 +6,8 @@ Methods (`CALIBRATIONS`):
 - `percentile`: the `percentile`-th percentile of |x| (default 99.99) from a 2048-bin histogram.
 - `entropy`: TensorRT's entropy calibration: the threshold whose 128-level quantised
   distribution of |x| is closest (KL divergence) to the 2048-bin reference histogram.
+- `mse`: the threshold with the least expected squared quantisation error over the histogram
+  (rounding noise step^2 / 12 below it, clipping error above it), per tensor.
 
 Two passes over the images: the first finds each tensor's max (the histogram range), the second
 fills the histograms (only for percentile / entropy). Calibration images come from the data set
@@ -26,7 +28,7 @@ from export.errors import ExportConfigError, Int8Error
 from runtime.io_names import INPUT_NAME
 from runtime.sidecar import PreprocessInfo
 
-CALIBRATIONS: tuple[str, ...] = ("max", "percentile", "entropy")
+CALIBRATIONS: tuple[str, ...] = ("max", "percentile", "entropy", "mse")
 HIST_BINS = 2048
 QUANT_LEVELS = 128  # |x| levels of a symmetric int8 (0..127)
 
@@ -176,7 +178,7 @@ def collect_ranges(
     hists = {n: np.zeros(HIST_BINS, np.float64) for n in names}
     _each_batch(run, calib, batch, names, bar, lambda n, a: _hist_into(hists[n], amax[n], a))
     bar.close()
-    reduce = _percentile_amax if method == "percentile" else _entropy_amax
+    reduce = {"percentile": _percentile_amax, "entropy": _entropy_amax, "mse": _mse_amax}[method]
     return {n: reduce(hists[n], amax[n], percentile) for n in names}
 
 
@@ -234,6 +236,24 @@ def _entropy_amax(hist: np.ndarray, top: float, _percentile: float = 0.0) -> flo
         if kl < best_kl:
             best_i, best_kl = i, kl
     return float(top * best_i / HIST_BINS)
+
+
+def _mse_amax(hist: np.ndarray, top: float, _percentile: float = 0.0) -> float:
+    """amax minimising the expected squared error of symmetric int8 over the histogram: each
+    bin's centre is quantised exactly (rounded to the step amax / 127, clipped at amax), or, where
+    a bin spans several steps, it carries the uniform rounding noise step^2 / 12."""
+    if top <= 0 or hist.sum() == 0:
+        return top
+    width = top / HIST_BINS
+    centres = (np.arange(HIST_BINS) + 0.5) * width
+    cands = top * np.arange(8, HIST_BINS + 1, 8) / HIST_BINS
+    step = (cands / (QUANT_LEVELS - 1))[:, None]
+    levels = np.clip(np.rint(centres[None, :] / step), 0, QUANT_LEVELS - 1)
+    exact = (levels * step - centres[None, :]) ** 2
+    over = np.maximum(centres[None, :] - cands[:, None], 0.0) ** 2
+    noisy = np.where(centres[None, :] <= cands[:, None], step**2 / 12.0, over)
+    err = np.where(width < step, exact, noisy) @ hist
+    return float(cands[int(np.argmin(err))])
 
 
 def _merge(p: np.ndarray, levels: int) -> np.ndarray:

@@ -152,7 +152,14 @@ class Int8Search:
         if over_budget(d, self.budgets):
             return fallback, d  # nothing met the budgets: the caller says so
         kept = list(fallback)
-        for g in reversed(fallback):  # the least harmful fell back last
+        bar = tqdm(
+            reversed(fallback),
+            total=len(fallback),
+            desc="int8 re-quantise",
+            leave=False,
+            disable=not self.progress,
+        )
+        for g in bar:  # the least harmful fell back last
             trial = [x for x in kept if x != g]
             dt = self._deltas(trial)
             ok = not over_budget(dt, self.budgets)

@@ -203,3 +203,22 @@ def test_over_budget_names_only_the_metrics_past_it():
     assert over_budget({"a": -0.4, "b": -2.0, "c": 3.0}, {"a": 0.5, "b": 1.0, "c": 0.1}) == {
         "b": pytest.approx(1.0)
     }
+
+
+def test_mse_calibration_picks_the_range_with_the_least_quantisation_error():
+    from export.int8.calibrate import _mse_amax
+
+    rng = np.random.default_rng(8)
+    x = np.abs(np.append(rng.normal(size=200_000), [1000.0, 800.0]))  # a bulk and two outliers
+    hist = np.zeros(HIST_BINS)
+    _hist_into(hist, 1000.0, x)
+    amax = _mse_amax(hist, 1000.0)
+
+    def mse(a: float) -> float:  # the true error of symmetric int8 at range a, on the samples
+        return float(np.mean((np.clip(np.rint(x / (a / 127)), -127, 127) * (a / 127) - x) ** 2))
+
+    assert all(mse(amax) <= 1.05 * mse(a) for a in (1000.0, 500.0, 100.0, 10.0, 4.0))
+    flat = rng.uniform(0, 4, 200_000)
+    hist = np.zeros(HIST_BINS)
+    _hist_into(hist, 4.0, flat)
+    assert _mse_amax(hist, 4.0) > 3.8  # nothing to gain by clipping a uniform range
