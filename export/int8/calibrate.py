@@ -178,7 +178,12 @@ def collect_ranges(
     hists = {n: np.zeros(HIST_BINS, np.float64) for n in names}
     _each_batch(run, calib, batch, names, bar, lambda n, a: _hist_into(hists[n], amax[n], a))
     bar.close()
-    reduce = {"percentile": _percentile_amax, "entropy": _entropy_amax, "mse": _mse_amax}[method]
+    reducers: dict[str, Callable[[np.ndarray, float, float], float]] = {
+        "percentile": _percentile_amax,
+        "entropy": _entropy_amax,
+        "mse": _mse_amax,
+    }
+    reduce = reducers[method]
     return {n: reduce(hists[n], amax[n], percentile) for n in names}
 
 
