@@ -81,15 +81,11 @@ def build_eval_set(
 ) -> EvalSet:
     """Read `split` of the data set at `data` and preprocess every image with the runtime's
     `Preprocessor` for `preprocess` (the artifact's sidecar block)."""
-    cfg = DataConfig(
-        input_hw=tuple(preprocess.input_hw),  # type: ignore[arg-type]
+    cfg = DataConfig.for_preprocess(
+        asdict(preprocess),  # the sidecar's input size, mean/std, colour and letterbox
         lane_labels=lane_labels,
         max_images=max_images,
         skip_bad_images=skip_bad_images,
-        mean=preprocess.mean,
-        std=preprocess.std,
-        color=preprocess.color,
-        letterbox=preprocess.letterbox,
         strict_labels=strict_labels,
         mask_map=mask_map,
     )

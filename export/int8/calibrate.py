@@ -25,7 +25,6 @@ import onnx
 from tqdm import tqdm
 
 from export.errors import ExportConfigError, Int8Error
-from runtime.io_names import INPUT_NAME
 from runtime.sidecar import PreprocessInfo
 
 CALIBRATIONS: tuple[str, ...] = ("max", "percentile", "entropy", "mse")
@@ -291,7 +290,6 @@ def _kl(p: np.ndarray, q: np.ndarray) -> float:
 
 __all__ = [
     "CALIBRATIONS",
-    "INPUT_NAME",
     "CalibrationImages",
     "collect_ranges",
     "load_calibration_images",

@@ -65,6 +65,7 @@ class GuardResult:
     sensitivity: dict[str, dict[str, float]] = field(default_factory=dict)  # group -> benefit
     steps: list[GuardStep] = field(default_factory=list)
     scored: int = 0  # models scored by the search
+    summary: dict = field(default_factory=dict)  # the final model's evaluation summary
 
 
 class Int8Search:
@@ -84,14 +85,23 @@ class Int8Search:
         self.exclude, self.progress = tuple(exclude), progress
         self.ref: dict = {}
         self.scored = 0
+        # fallback set -> evaluation summary: a set is scored once (the first fallback is the
+        # sensitivity run of that group; the final model is one the search scored already)
+        self._summaries: dict[frozenset[str], dict] = {}
 
     def model_for(self, fallback: Sequence[str]) -> tuple[onnx.ModelProto, list[QuantLayer]]:
         nodes = [n for g in fallback for n in self.groups[g]]
         return insert_qdq(self.fp32, self.amax, [*self.exclude, *nodes], self.ops)
 
+    def _summary(self, fallback: Sequence[str]) -> dict:
+        key = frozenset(fallback)
+        if key not in self._summaries:
+            self.scored += 1
+            self._summaries[key] = self.score_fn(self.model_for(fallback)[0])
+        return self._summaries[key]
+
     def _deltas(self, fallback: Sequence[str]) -> dict[str, float]:
-        self.scored += 1
-        return deltas(self.score_fn(self.model_for(fallback)[0]), self.ref, list(self.budgets))
+        return deltas(self._summary(fallback), self.ref, list(self.budgets))
 
     def run(self, ref_summary: Mapping[str, float] | None = None) -> GuardResult:
         self.ref = dict(ref_summary) if ref_summary is not None else self.score_fn(self.fp32)
@@ -107,7 +117,18 @@ class Int8Search:
             fallback, d = self._fall_back(order, d_all, sens, reasons, steps)
             fallback, d = self._requantize(fallback, d, reasons, steps)
         model, layers = self.model_for(fallback)
-        return GuardResult(fallback, reasons, model, layers, d, d_all, sens, steps, self.scored)
+        return GuardResult(
+            fallback,
+            reasons,
+            model,
+            layers,
+            d,
+            d_all,
+            sens,
+            steps,
+            self.scored,
+            self._summary(fallback),
+        )
 
     def _harm(self, benefit: Mapping[str, float], d_all: Mapping[str, float]) -> float:
         over = over_budget(d_all, self.budgets)

@@ -169,8 +169,4 @@ def _safe(name: str) -> str:
     return name.strip("/").replace("/", "_").replace(":", "_") or "t"
 
 
-def is_quantized(model: onnx.ModelProto) -> bool:
-    return any(n.op_type == "QuantizeLinear" for n in model.graph.node)
-
-
 __all__ = ["QUANTIZABLE_OPS", "QuantLayer", "insert_qdq", "quantizable_layers", "quantize_weights"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,14 @@ import onnx
 from export.config import Int8Options
 from export.int8.calibrate import collect_ranges, load_calibration_images
 from export.int8.cost import conv_flops
-from export.int8.guard import DEFAULT_BUDGETS, GuardResult, Int8Search, deltas, layer_groups
+from export.int8.guard import (
+    DEFAULT_BUDGETS,
+    GuardResult,
+    Int8Search,
+    deltas,
+    layer_groups,
+    over_budget,
+)
 from export.int8.qdq import QuantLayer, insert_qdq, quantizable_layers
 from export.run import ExportRun
 from runtime.io_names import INPUT_NAME
@@ -92,7 +100,7 @@ def to_int8(run: ExportRun) -> None:
         )
         result = search.run(scores["fp32"])
         model, quantized = result.model, result.layers
-        scores["int8"] = scorer(model)
+        scores["int8"] = result.summary
     else:
         model, quantized = insert_qdq(run.fp32, amax, exclude)
         guard_images = 0
@@ -114,8 +122,8 @@ def to_int8(run: ExportRun) -> None:
     from export.stages import lint_model
 
     lint_model(run, model, "int8", run.int8_path().name)
-    if result is not None and _over(result.deltas, budgets):
-        run.int8_error = _impossible_text(result, budgets, scores)
+    if result is not None and over_budget(result.deltas, budgets):
+        run.int8_error = _impossible_text(result, budgets)
         run.int8 = None
 
 
@@ -124,19 +132,8 @@ def _threads() -> int:
 
 
 def _budgets(c: Int8Options) -> dict[str, float]:
-    b = c.budgets
-    return {
-        "det_recall": b.det_recall,
-        "det_map50": b.det_map50,
-        "drivable_miou": b.drivable_miou,
-        "lane_iou": b.lane_iou,
-    }
-
-
-def _over(d: dict[str, float], budgets: dict[str, float]) -> bool:
-    from export.int8.guard import over_budget
-
-    return bool(over_budget(d, budgets))
+    """Guarded metric -> points; Int8Budgets' fields are the evaluation summary's keys."""
+    return asdict(c.budgets)
 
 
 def _scorer(c: Int8Options, sidecar: Sidecar, pre: Any, progress: bool):
@@ -198,9 +195,8 @@ def _describe(
     guard_images: int,
 ) -> tuple[Int8Info, dict[str, Any]]:
     flops = conv_flops(run.fp32)
-    all_convs = [n for n in flops]
     q_nodes = {q.node for q in quantized}
-    conv_share = len([n for n in all_convs if n in q_nodes]) / max(1, len(all_convs))
+    conv_share = len([n for n in flops if n in q_nodes]) / max(1, len(flops))
     total = sum(flops.values())
     flops_share = sum(f for n, f in flops.items() if n in q_nodes) / total if total else 0.0
     fallback_groups = list(result.fallback) if result else []
@@ -235,7 +231,7 @@ def _describe(
         "budgets_points": budgets,
         "quantized_layers": len(quantized),
         "quantizable_layers": len(layers),
-        "convs": len(all_convs),
+        "convs": len(flops),
         "quantized_conv_share": info.quantized_conv_share,
         "quantized_flops_share": info.quantized_flops_share,
         "groups": len(groups),
@@ -252,7 +248,7 @@ def _describe(
         },
         "scores": {k: {m: v.get(m) for m in keys if m in v} for k, v in scores.items()},
         "deltas_by_export": {k: {m: round(x, 3) for m, x in d.items()} for k, d in table.items()},
-        "models_scored": result.scored + len(scores) if result else 0,
+        "models_scored": result.scored + sum(k != "int8" for k in scores) if result else 0,
         "search": [
             {
                 "action": s.action,
@@ -267,8 +263,6 @@ def _describe(
 
 
 def _fp16_over(scores: dict, budgets: dict[str, float]) -> str | None:
-    from export.int8.guard import over_budget
-
     if "fp16" not in scores:
         return None
     d16 = deltas(scores["fp16"], scores["fp32"], list(budgets))
@@ -283,25 +277,15 @@ def _fp16_over(scores: dict, budgets: dict[str, float]) -> str | None:
     )
 
 
-def _impossible_text(result: GuardResult, budgets: dict[str, float], scores: dict) -> str:
-    from export.int8.guard import over_budget
-
+def _impossible_text(result: GuardResult, budgets: dict[str, float]) -> str:
+    """(An FP16 export over budget was refused before the search, by `_fp16_over`.)"""
     over = over_budget(result.deltas, budgets)
-    fp16 = scores.get("fp16")
     why = ", ".join(f"{k} {result.deltas[k]:+.2f} (budget -{budgets[k]})" for k in over)
-    note = ""
-    if fp16 is not None:
-        d16 = deltas(fp16, scores["fp32"], list(budgets))
-        bad16 = over_budget(d16, budgets)
-        if bad16:
-            note = "; the FP16 export alone is over budget there: " + ", ".join(
-                f"{k} {d16[k]:+.2f}" for k in bad16
-            )
     return (
         f"no choice of INT8 layers meets the task budgets: with {len(result.fallback)} of the "
-        f"groups in FP16 the INT8 ONNX still scores {why} against the FP32 export{note}; "
+        f"groups in FP16 the INT8 ONNX still scores {why} against the FP32 export; "
         "loosen the budgets (--int8-budget-*) or deploy the FP16 export"
     )
 
 
-__all__ = ["to_int8", "insert_qdq"]
+__all__ = ["check_inputs", "to_int8"]
