@@ -13,7 +13,7 @@ same evaluators, same report), so the two numbers can be compared metric by metr
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -25,7 +25,7 @@ from compressor.train.eval_checkpoint import EvalJob
 from compressor.train.evaluate import EvalConfig, EvalConfigError, make_report
 from runtime.geometry import Letterbox, letterbox_mask
 from runtime.metrics import DetectionEvaluator, SegmentationEvaluator
-from runtime.postprocess import Postprocessor
+from runtime.postprocess import FrameResult, Postprocessor
 from runtime.preprocess import Preprocessor
 from runtime.sidecar import DeployThresholds, PreprocessInfo, Sidecar
 from runtime.spec import TASK_DET
@@ -125,20 +125,29 @@ def score(
     thresholds, and score them; returns the report `mtc-eval` writes."""
     if len(evalset) == 0:
         raise EvalConfigError("the evaluation set has no image; check the split and --max-images")
+    scorer = _ArtifactScorer(cfg, sidecar, tasks)
+    start = time.perf_counter()
+    bar = tqdm(total=len(evalset), desc="eval", leave=False, disable=not cfg.progress)
+    for s, results in batch_results(infer, evalset, sidecar, cfg, batch):
+        scorer.update(results, evalset, s)
+        bar.update(len(results))
+    bar.close()
+    elapsed = time.perf_counter() - start
+    return make_report(scorer, cfg, evalset.lane_labels, len(evalset), elapsed)
+
+
+def batch_results(
+    infer: Infer, evalset: EvalSet, sidecar: Sidecar, cfg: EvalConfig, batch: int
+) -> Iterator[tuple[int, list[FrameResult]]]:
+    """`evalset` through `infer` in batches of `batch` and the runtime's postprocess at the
+    evaluation thresholds: (index of the batch's first frame, its results), in order."""
     rows = sidecar.det.max_det if sidecar.det is not None and sidecar.det.nms_in_graph else None
     thresholds = DeployThresholds(cfg.conf_thres, cfg.iou_thres, cfg.max_det, rows or 10**9)
     post = Postprocessor(sidecar, thresholds)
-    scorer = _ArtifactScorer(cfg, sidecar, tasks)
-    start = time.perf_counter()
-    steps = range(0, len(evalset), batch)
-    for s in tqdm(steps, desc="eval", leave=False, disable=not cfg.progress):
+    for s in range(0, len(evalset), batch):
         images = evalset.images[s : s + batch]
-        outputs = infer(images)
         lbs = evalset.letterboxes[s : s + len(images)]
-        results = post(outputs, lbs, list(range(s, s + len(images))))
-        scorer.update(results, evalset, s)
-    elapsed = time.perf_counter() - start
-    return make_report(scorer, cfg, evalset.lane_labels, len(evalset), elapsed)
+        yield s, post(infer(images), lbs, list(range(s, s + len(images))))
 
 
 class _ArtifactScorer:

@@ -1,14 +1,19 @@
 """The per-task INT8 guard: quantise everything, score every task against the FP32 export, and
 where a task is over its budget find the layers that must stay in higher precision.
 
-Search (every score is the deployed metric on the guard images, `export.int8` docs):
+Search (every acceptance is the deployed task metric on the guard images, `export.int8` docs):
 1. Score FP32 and all-INT8. Every task within budget: done, nothing falls back.
-2. Sensitivity: for each layer group, score all-INT8 with only that group left out; its
-   *benefit* per task is that score minus the all-INT8 score, in points. A group's harm is the
-   sum, over the metrics that are over budget, of benefit / budget.
-3. Fall back the most harmful group, score, repeat until every task is within budget (each step
-   re-scores the model as it stands, so interactions between groups are measured, not assumed).
-4. Re-quantise: try each fallen-back group again, least harmful first; keep it in INT8 where
+2. Sensitivity: the harm each layer group does to each guarded metric. With a `proxy` (the
+   default in the export: per-task disagreement of the outputs with the FP32 export's, over
+   every box and pixel), a group's harm is the disagreement of the model with only that group
+   in INT8: dense, so it ranks groups that a task metric on a few dozen frames cannot tell
+   apart. Without one, it is what leaving the group out of INT8 recovers of each metric.
+3. Rank: each group's share of the harm to the metrics over budget (weighted by how far over
+   they are), divided by its share of the conv FLOPs (`cost`): first the groups that do the
+   most harm for the least INT8 speed given up.
+4. Fall back the shortest prefix of that ranking that brings every task within budget (found by
+   bisection on the prefix length, each candidate scored on the task metrics).
+5. Re-quantise: try each fallen-back group again, the most FLOPs first; keep it in INT8 where
    every task stays within budget.
 If every group has fallen back and a task is still over budget, no layer choice meets it
 (`Int8Error`, raised by the caller with what it keeps).
@@ -34,6 +39,8 @@ DEFAULT_BUDGETS: dict[str, float] = {
 }
 
 Scorer = Callable[[onnx.ModelProto], dict]  # model -> evaluation summary (metrics in [0, 1])
+Proxy = Callable[[onnx.ModelProto], dict]  # model -> guarded metric -> disagreement (>= 0)
+_MIN_COST = 1e-3  # a group's FLOPs share is at least this in the ranking
 
 
 def deltas(summary: Mapping[str, float], ref: Mapping[str, float], keys: Sequence[str]) -> dict:
@@ -49,23 +56,26 @@ def over_budget(d: Mapping[str, float], budgets: Mapping[str, float]) -> dict[st
 @dataclass
 class GuardStep:
     action: str  # "all", "sensitivity", "fallback", "requantize"
-    group: str | None
-    deltas: dict[str, float]
+    group: str | None  # sensitivity/requantize: the group; fallback: the prefix's last group
+    deltas: dict[str, float]  # task metrics vs FP32 (points); sensitivity with a proxy: {}
     ok: bool
+    harm: dict[str, float] = field(default_factory=dict)  # sensitivity: the group's harm
+    groups: int = 0  # fallback: groups in FP16 for this candidate
 
 
 @dataclass
 class GuardResult:
-    fallback: list[str]  # group names left in higher precision, in the order they fell back
+    fallback: list[str]  # group names left in higher precision, most harmful per FLOP first
     reasons: dict[str, str]  # group -> why it stayed out of INT8
     model: onnx.ModelProto
     layers: list[QuantLayer]  # the quantised layers
     deltas: dict[str, float]  # final INT8 - FP32, points
     all_int8_deltas: dict[str, float]
-    sensitivity: dict[str, dict[str, float]] = field(default_factory=dict)  # group -> benefit
+    sensitivity: dict[str, dict[str, float]] = field(default_factory=dict)  # group -> harm
     steps: list[GuardStep] = field(default_factory=list)
-    scored: int = 0  # models scored by the search
+    scored: int = 0  # models scored on the task metrics by the search
     summary: dict = field(default_factory=dict)  # the final model's evaluation summary
+    ranking: str = "metrics"  # what measured the sensitivity: "proxy" or "metrics"
 
 
 class Int8Search:
@@ -79,14 +89,17 @@ class Int8Search:
         ops: Sequence[str] = ("Conv",),
         exclude: Sequence[str] = (),
         progress: bool = True,
+        proxy: Proxy | None = None,
+        cost: Mapping[str, float] | None = None,
     ) -> None:
         self.fp32, self.amax, self.groups = fp32, amax, dict(groups)
         self.score_fn, self.budgets, self.ops = score, dict(budgets), tuple(ops)
         self.exclude, self.progress = tuple(exclude), progress
+        self.proxy = proxy
+        self.cost = {g: max(_MIN_COST, (cost or {}).get(g, 1.0)) for g in self.groups}
         self.ref: dict = {}
         self.scored = 0
-        # fallback set -> evaluation summary: a set is scored once (the first fallback is the
-        # sensitivity run of that group; the final model is one the search scored already)
+        # fallback set -> evaluation summary: each set is scored once
         self._summaries: dict[frozenset[str], dict] = {}
 
     def model_for(self, fallback: Sequence[str]) -> tuple[onnx.ModelProto, list[QuantLayer]]:
@@ -109,13 +122,14 @@ class Int8Search:
         steps = [GuardStep("all", None, d_all, not over_budget(d_all, self.budgets))]
         fallback: list[str] = []
         reasons: dict[str, str] = {}
-        sens: dict[str, dict[str, float]] = {}
+        harm: dict[str, dict[str, float]] = {}
         d = d_all
         if over_budget(d_all, self.budgets):
-            sens = self._sensitivity(d_all, steps)
-            order = sorted(self.groups, key=lambda g: -self._harm(sens[g], d_all))
-            fallback, d = self._fall_back(order, d_all, sens, reasons, steps)
-            fallback, d = self._requantize(fallback, d, reasons, steps)
+            harm = self._sensitivity(d_all, steps)
+            order, why = self._rank(harm, d_all)
+            fallback, d = self._fall_back(order, steps)
+            fallback, d = self._requantize(fallback, d, steps)
+            reasons = {g: why[g] for g in fallback}
         model, layers = self.model_for(fallback)
         return GuardResult(
             fallback,
@@ -124,70 +138,88 @@ class Int8Search:
             layers,
             d,
             d_all,
-            sens,
+            harm,
             steps,
             self.scored,
             self._summary(fallback),
+            "proxy" if self.proxy is not None else "metrics",
         )
 
-    def _harm(self, benefit: Mapping[str, float], d_all: Mapping[str, float]) -> float:
-        over = over_budget(d_all, self.budgets)
-        return sum(benefit.get(k, 0.0) / max(self.budgets[k], 1e-3) for k in over)
-
     def _sensitivity(self, d_all: dict, steps: list[GuardStep]) -> dict[str, dict[str, float]]:
-        sens = {}
+        harm = {}
         for g in tqdm(self.groups, desc="int8 sensitivity", leave=False, disable=not self.progress):
-            dg = self._deltas([g])
-            sens[g] = {k: dg[k] - d_all[k] for k in dg}
-            steps.append(GuardStep("sensitivity", g, dg, not over_budget(dg, self.budgets)))
-        return sens
+            if self.proxy is not None:  # only g in INT8: the disagreement it causes alone
+                alone = [x for x in self.groups if x != g]
+                harm[g] = {
+                    k: max(0.0, float(v)) for k, v in self.proxy(self.model_for(alone)[0]).items()
+                }
+                steps.append(GuardStep("sensitivity", g, {}, True, harm[g]))
+            else:  # g out of INT8: what it recovers of each metric
+                dg = self._deltas([g])
+                harm[g] = {k: max(0.0, dg[k] - d_all[k]) for k in dg}
+                steps.append(
+                    GuardStep("sensitivity", g, dg, not over_budget(dg, self.budgets), harm[g])
+                )
+        return harm
 
-    def _fall_back(
-        self,
-        order: list[str],
-        d: dict,
-        sens: dict,
-        reasons: dict[str, str],
-        steps: list[GuardStep],
-    ) -> tuple[list[str], dict]:
-        fallback: list[str] = []
-        bar = tqdm(total=len(order), desc="int8 fallback", leave=False, disable=not self.progress)
-        for g in order:
-            over = over_budget(d, self.budgets)
-            if not over:
-                break
-            fallback.append(g)
-            gained = ", ".join(f"{k} {sens[g].get(k, 0.0):+.2f}" for k in over)
-            reasons[g] = (
-                f"over budget in INT8 ({_fmt_over(over)}); left alone it recovers {gained} points"
-            )
-            d = self._deltas(fallback)
-            steps.append(GuardStep("fallback", g, d, not over_budget(d, self.budgets)))
+    def _rank(
+        self, harm: dict[str, dict[str, float]], d_all: dict
+    ) -> tuple[list[str], dict[str, str]]:
+        """Groups by harm to the over-budget metrics per FLOP, most first; and the reason each
+        would stay out of INT8."""
+        over = over_budget(d_all, self.budgets)
+        weight = {k: 1.0 + v / max(self.budgets[k], 1e-3) for k, v in over.items()}
+        total = {k: sum(h.get(k, 0.0) for h in harm.values()) for k in over}
+        share = {g: {k: harm[g].get(k, 0.0) / total[k] for k in over if total[k] > 0} for g in harm}
+        cost_total = sum(self.cost.values())
+        priority = {
+            g: sum(weight[k] * v for k, v in share[g].items()) / (self.cost[g] / cost_total)
+            for g in harm
+        }
+        order = sorted(self.groups, key=lambda g: -priority[g])
+        measure = "output disagreement" if self.proxy is not None else "recoverable loss"
+        why = {
+            g: f"over budget in INT8 ({_fmt_over(over)}); this group causes "
+            + ", ".join(f"{100 * v:.0f} % of the {k} {measure}" for k, v in share[g].items())
+            + f" for {100 * self.cost[g] / cost_total:.1f} % of the conv FLOPs"
+            for g in harm
+        }
+        return order, why
+
+    def _fall_back(self, order: list[str], steps: list[GuardStep]) -> tuple[list[str], dict]:
+        """The shortest prefix of `order` whose fallback meets every budget (bisection; all of
+        it always does when the FP16 export meets them, which the caller checked)."""
+        lo, hi = 0, len(order)  # prefix lo fails (lo 0: all INT8), prefix hi is the best known
+        bar = tqdm(
+            total=max(1, len(order)).bit_length(),
+            desc="int8 fallback",
+            leave=False,
+            disable=not self.progress,
+        )
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            d = self._deltas(order[:mid])
+            ok = not over_budget(d, self.budgets)
+            steps.append(GuardStep("fallback", order[mid - 1], d, ok, groups=mid))
+            lo, hi = (lo, mid) if ok else (mid, hi)
             bar.update(1)
         bar.close()
-        return fallback, d
+        return order[:hi], self._deltas(order[:hi])
 
     def _requantize(
-        self, fallback: list[str], d: dict, reasons: dict[str, str], steps: list[GuardStep]
+        self, fallback: list[str], d: dict, steps: list[GuardStep]
     ) -> tuple[list[str], dict]:
         if over_budget(d, self.budgets):
             return fallback, d  # nothing met the budgets: the caller says so
         kept = list(fallback)
-        bar = tqdm(
-            reversed(fallback),
-            total=len(fallback),
-            desc="int8 re-quantise",
-            leave=False,
-            disable=not self.progress,
-        )
-        for g in bar:  # the least harmful fell back last
+        trials = sorted(fallback, key=lambda g: -self.cost[g])  # the most INT8 speed first
+        for g in tqdm(trials, desc="int8 re-quantise", leave=False, disable=not self.progress):
             trial = [x for x in kept if x != g]
             dt = self._deltas(trial)
             ok = not over_budget(dt, self.budgets)
-            steps.append(GuardStep("requantize", g, dt, ok))
+            steps.append(GuardStep("requantize", g, dt, ok, groups=len(trial)))
             if ok:
                 kept, d = trial, dt
-                reasons.pop(g, None)
         return kept, d
 
 

@@ -85,7 +85,7 @@ def to_int8(run: ExportRun) -> None:
             ref_path = Path(tmp) / f"{run.plan.name}.onnx"
             ref_path.write_bytes(run.fp32.SerializeToString())
             sidecar = make_sidecar(ref_path, "fp32", run.loaded, run.plan.spec, graph_facts(run))
-        scorer, evalset = _scorer(c, sidecar, pre, progress)
+        scorer, proxy, evalset = _scorer(c, sidecar, pre, progress, run.fp32, budgets)
         scores["fp32"] = scorer(run.fp32)
         if run.fp16 is not None:
             scores["fp16"] = scorer(run.fp16)
@@ -95,8 +95,18 @@ def to_int8(run: ExportRun) -> None:
             run.int8_error = fp16_over
             run.summary.int8 = {"error": fp16_over, "scores": scores, "budgets_points": budgets}
             return
+        flops = conv_flops(run.fp32)
+        cost = {g: sum(flops.get(n, 0.0) for n in nodes) for g, nodes in searchable.items()}
         search = Int8Search(
-            run.fp32, amax, searchable, scorer, budgets, exclude=exclude, progress=progress
+            run.fp32,
+            amax,
+            searchable,
+            scorer,
+            budgets,
+            exclude=exclude,
+            progress=progress,
+            proxy=proxy,
+            cost=cost,
         )
         result = search.run(scores["fp32"])
         model, quantized = result.model, result.layers
@@ -136,7 +146,18 @@ def _budgets(c: Int8Options) -> dict[str, float]:
     return asdict(c.budgets)
 
 
-def _scorer(c: Int8Options, sidecar: Sidecar, pre: Any, progress: bool):
+def _scorer(
+    c: Int8Options,
+    sidecar: Sidecar,
+    pre: Any,
+    progress: bool,
+    fp32: onnx.ModelProto,
+    budgets: dict[str, float],
+):
+    """The guard's two measures on its images: the task metrics (acceptance) and the per-task
+    disagreement with the FP32 export (ranking), the latter keyed by the guarded metrics of
+    each task."""
+    from compressor.train.agreement import Agreement
     from compressor.train.eval_artifact import build_eval_set, score
     from compressor.train.evaluate import EvalConfig
     from export.checks.ort import OrtModel
@@ -156,7 +177,21 @@ def _scorer(c: Int8Options, sidecar: Sidecar, pre: Any, progress: bool):
     def scorer(model: onnx.ModelProto) -> dict:
         return score(OrtModel(model, threads=threads), evalset, sidecar, cfg, batch)["summary"]
 
-    return scorer, evalset
+    agreement = Agreement(OrtModel(fp32, threads=threads), evalset, sidecar, cfg, batch)
+    task_of = {k: _task_of(k, agreement.tasks) for k in budgets}
+
+    def proxy(model: onnx.ModelProto) -> dict:
+        d = agreement(OrtModel(model, threads=threads))
+        return {k: d[t] for k, t in task_of.items() if t is not None}
+
+    return scorer, proxy, evalset
+
+
+def _task_of(metric: str, tasks: tuple[str, ...]) -> str | None:
+    """The task a summary metric belongs to (`lane_iou` -> `lane`): the longest task name that
+    prefixes it."""
+    hits = [t for t in tasks if metric.startswith(f"{t}_")]
+    return max(hits, key=len) if hits else None
 
 
 def _resolve_exclude(
@@ -255,9 +290,12 @@ def _describe(
                 "group": s.group,
                 "deltas": {k: round(v, 3) for k, v in s.deltas.items()},
                 "ok": s.ok,
+                **({"harm": {k: round(v, 5) for k, v in s.harm.items()}} if s.harm else {}),
+                **({"groups_fp16": s.groups} if s.action in ("fallback", "requantize") else {}),
             }
             for s in (result.steps if result else [])
         ],
+        "ranking": result.ranking if result else None,
     }
     return info, summary
 

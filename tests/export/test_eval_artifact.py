@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import small_config, synth_data
 
@@ -58,3 +59,60 @@ def test_an_artifact_without_sidecar_or_at_another_size_is_one_line(exported, tm
     assert eval_main([*args, "--out", str(tmp_path / "b.json")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert "exported for 64x128" in err[-1] and not (tmp_path / "b.json").exists()
+
+
+def _agreement(exported):
+    import onnx
+
+    from compressor.train.agreement import Agreement
+    from compressor.train.eval_artifact import build_eval_set
+    from export.checks.ort import OrtModel
+    from runtime.sidecar import read_sidecar
+
+    data, result = exported
+    path = result.artifact("onnx")
+    sc = read_sidecar(path)
+    evalset = build_eval_set(data, "val", sc.preprocess, "thin", None, progress=False)
+    infer = OrtModel(onnx.load(str(path)), threads=1)
+    return Agreement(infer, evalset, sc, batch=2), infer
+
+
+def test_an_artifact_agrees_with_itself_and_a_wrong_mask_counts_its_pixels(exported):
+    agreement, infer = _agreement(exported)
+    assert agreement.tasks == ("det", "drivable", "lane")
+    assert agreement(infer) == pytest.approx({"det": 0.0, "drivable": 0.0, "lane": 0.0}, abs=1e-12)
+
+    def all_lane(images):
+        out = dict(infer(images))
+        out["lane"] = np.ones_like(out["lane"])
+        return out
+
+    ref_lane = np.stack([r.masks_net["lane"] for r in agreement.ref])
+    expected = 1.0 - np.count_nonzero(ref_lane == 1) / ref_lane.size  # IoU with an all-lane mask
+    got = agreement(all_lane)
+    assert got["lane"] == pytest.approx(expected)
+    assert got["det"] == 0.0 and got["drivable"] == 0.0
+
+
+def test_box_agreement_is_iou_times_score_ratio_weighted_by_score():
+    from compressor.train.agreement import _box_agreement
+    from runtime.geometry import Letterbox
+    from runtime.postprocess import FrameResult
+
+    def frame(boxes, scores, classes):
+        return FrameResult(
+            frame_id=0,
+            boxes=np.array(boxes, np.float32).reshape(-1, 4),
+            scores=np.array(scores, np.float32),
+            classes=np.array(classes, np.int64),
+            masks_net={},
+            letterbox=Letterbox(10, 10, 10, 10, 10, 10, 0, 0, 1.0),
+            timing={},
+        )
+
+    a = frame([[0, 0, 10, 10], [20, 20, 30, 30]], [0.8, 0.2], [0, 0])
+    b = frame([[0, 0, 10, 5], [20, 20, 30, 30]], [0.4, 0.2], [0, 1])  # IoU 0.5; other class
+    agree, weight = _box_agreement(a, b)
+    assert weight == pytest.approx(1.0)
+    assert agree == pytest.approx(0.8 * 0.5 * (0.4 / 0.8))  # the second box matches no class
+    assert _box_agreement(a, frame([], [], [])) == (0.0, pytest.approx(1.0))

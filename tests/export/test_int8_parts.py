@@ -199,6 +199,81 @@ def test_guard_falls_back_the_harmful_group_only():
     assert [lay.node for lay in res.layers] == ["/a/conv1/Conv"]
 
 
+def _conv_chain(n: int) -> onnx.ModelProto:
+    """images [N,4,4,4] -> n 1x1 convs /gK/conv/Conv (4 -> 4 channels) -> out."""
+    rng = np.random.default_rng(11)
+    inits = [
+        numpy_helper.from_array(rng.normal(size=(4, 4, 1, 1)).astype(np.float32), f"w{k}")
+        for k in range(n)
+    ]
+    names = ["images", *[f"c{k}" for k in range(n - 1)], "out"]
+    nodes = [
+        helper.make_node("Conv", [names[k], f"w{k}"], [names[k + 1]], name=f"/g{k}/conv/Conv")
+        for k in range(n)
+    ]
+    g = helper.make_graph(
+        nodes,
+        "chain",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["N", 4, 4, 4])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["N", 4, 4, 4])],
+        inits,
+    )
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def _quantised(m: onnx.ModelProto) -> set[str]:
+    return {n.name for n in m.graph.node if n.op_type == "Conv" and n.input[0].endswith("_dq")}
+
+
+def test_proxy_ranking_keeps_the_most_int8_flops_within_budget():
+    """Lane points lost per quantised group g0..g3: 1.5, 1.5, 1.0, 0.0 (additive), FLOPs shares
+    0.6, 0.2, 0.1, 0.1, lane budget 1 point. Ranked by proxy harm per FLOP (g2, g1, g0, g3), the
+    shortest prefix within budget is g2 g1 g0; re-quantising the most FLOPs first, only g2
+    comes back: INT8 {g2, g3}, the best choice there is (the next best loses 1.5 points)."""
+    loss = {"/g0/conv/Conv": 1.5, "/g1/conv/Conv": 1.5, "/g2/conv/Conv": 1.0, "/g3/conv/Conv": 0.0}
+    groups = {f"g{k}": [f"/g{k}/conv/Conv"] for k in range(4)}
+    calls = []
+
+    def scorer(m: onnx.ModelProto) -> dict:
+        return {"lane_iou": 0.5 - sum(loss[n] for n in _quantised(m)) / 100}
+
+    def proxy(m: onnx.ModelProto) -> dict:
+        calls.append(sorted(_quantised(m)))
+        return {"lane_iou": sum(loss[n] for n in _quantised(m)) / 100}
+
+    amax = {"images": 1.0, "c0": 1.0, "c1": 1.0, "c2": 1.0}
+    cost = {"g0": 0.6, "g1": 0.2, "g2": 0.1, "g3": 0.1}
+    search = Int8Search(
+        _conv_chain(4),
+        amax,
+        groups,
+        scorer,
+        {"lane_iou": 1.0},
+        progress=False,
+        proxy=proxy,
+        cost=cost,
+    )
+    res = search.run()
+    assert calls == [[f"/g{k}/conv/Conv"] for k in range(4)]  # each group alone in INT8
+    assert res.ranking == "proxy"
+    assert res.sensitivity["g2"]["lane_iou"] == pytest.approx(0.01)
+    assert res.fallback == ["g1", "g0"]
+    assert res.deltas["lane_iou"] == pytest.approx(-1.0)
+    assert sorted(q.node for q in res.layers) == ["/g2/conv/Conv", "/g3/conv/Conv"]
+    # all-INT8, two bisection steps, three re-quantise trials of which one (g2 g1) was a step
+    assert res.scored == 5
+    steps = [(s.action, s.groups, s.ok) for s in res.steps if s.action != "sensitivity"]
+    assert steps == [
+        ("all", 0, False),
+        ("fallback", 2, False),
+        ("fallback", 3, True),
+        ("requantize", 2, False),
+        ("requantize", 2, False),
+        ("requantize", 2, True),
+    ]
+    assert "g1" in res.reasons and "% of the conv FLOPs" in res.reasons["g1"]
+
+
 def test_over_budget_names_only_the_metrics_past_it():
     assert over_budget({"a": -0.4, "b": -2.0, "c": 3.0}, {"a": 0.5, "b": 1.0, "c": 0.1}) == {
         "b": pytest.approx(1.0)
