@@ -177,7 +177,11 @@ FLAGS: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
     (("--calib-split",), "int8.calib_split", {"metavar": "SPLIT"}),
     (("--calib-images",), "int8.calib_images", {"type": int, "metavar": "N"}),
     (("--calib-batch",), "int8.calib_batch", {"type": int, "metavar": "B"}),
-    (("--calibration",), "int8.calibration", {"choices": ("max", "percentile", "entropy", "mse")}),
+    (
+        ("--calibration",),
+        "int8.calibration",
+        {"choices": ("auto", "max", "percentile", "entropy", "mse")},
+    ),
     (("--percentile",), "int8.percentile", {"type": float, "metavar": "P"}),
     (
         ("--guard",),

@@ -215,7 +215,7 @@ class Int8Options:
     calib_split: str = "train"
     calib_images: int = 128
     calib_batch: int = 8
-    calibration: str = "max"  # measured best on the demo student (docs/INT8.md)
+    calibration: str = "auto"  # try AUTO_CANDIDATES, keep the one closest to FP32 (docs/INT8.md)
     percentile: float = 99.99
     guard: bool = True
     guard_data: str | None = None
@@ -226,7 +226,7 @@ class Int8Options:
     group_size: int = 8
 
     def __post_init__(self) -> None:
-        from export.int8.calibrate import CALIBRATIONS
+        from export.int8.calibrate import AUTO, CALIBRATIONS
 
         if not self.enabled:
             return
@@ -235,7 +235,12 @@ class Int8Options:
                 "--int8 needs calibration images: --calib-data DIR (a data set root; its "
                 f"{self.calib_split!r} split is used) or --calib-data images.npy"
             )
-        _check_choice("calibration", self.calibration, CALIBRATIONS)
+        _check_choice("calibration", self.calibration, (AUTO, *CALIBRATIONS))
+        if self.calibration == AUTO and not self.guard:
+            raise ExportConfigError(
+                "--calibration auto picks the method on the guard images, and the guard is off: "
+                f"name a method ({', '.join(CALIBRATIONS)}) or drop --no-guard"
+            )
         if self.calib_batch < 1 or self.calib_images < self.calib_batch:
             raise ExportConfigError(
                 f"--calib-images {self.calib_images} must be >= --calib-batch {self.calib_batch} "

@@ -9,8 +9,12 @@ Methods (`CALIBRATIONS`):
 - `mse`: the threshold with the least expected squared quantisation error over the histogram
   (rounding noise step^2 / 12 below it, clipping error above it), per tensor.
 
+- `auto` (`AUTO_CANDIDATES`): max, percentile 99.9 and 99.99, entropy and mse, all from the
+  same two passes; the export keeps the one whose all-INT8 model's outputs disagree least with
+  the FP32 export's on the guard images (`export.int8.stage`).
+
 Two passes over the images: the first finds each tensor's max (the histogram range), the second
-fills the histograms (only for percentile / entropy). Calibration images come from the data set
+fills the histograms (for every method but max). Calibration images come from the data set
 through the runtime's own preprocessing, so INT8 ranges are those of what the vehicle feeds.
 """
 
@@ -161,29 +165,74 @@ def collect_ranges(
     progress: bool = True,
 ) -> dict[str, float]:
     """amax per tensor in `tensors` over the calibration images, by `method`."""
-    if method not in CALIBRATIONS:
-        raise ExportConfigError(f"--calibration {method!r} is not one of {', '.join(CALIBRATIONS)}")
+    cand = Candidate(method, percentile if method == "percentile" else None)
+    return collect_candidates(model, tensors, calib, [cand], batch, threads, progress)[0]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A calibration method with its parameter (`percentile` for the percentile method)."""
+
+    method: str
+    percentile: float | None = None
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.percentile:g}" if self.percentile is not None else self.method
+
+
+# What `--calibration auto` tries: the FP32 outputs decide between them (`export.int8.stage`).
+AUTO = "auto"
+AUTO_CANDIDATES: tuple[Candidate, ...] = (
+    Candidate("max"),
+    Candidate("percentile", 99.9),
+    Candidate("percentile", 99.99),
+    Candidate("entropy"),
+    Candidate("mse"),
+)
+
+
+def collect_candidates(
+    model: onnx.ModelProto,
+    tensors: Sequence[str],
+    calib: CalibrationImages,
+    candidates: Sequence[Candidate],
+    batch: int = 8,
+    threads: int = 2,
+    progress: bool = True,
+) -> list[dict[str, float]]:
+    """amax per tensor for each candidate, from one pass for the maxima and (when a candidate
+    needs it) one for the histograms."""
+    for c in candidates:
+        if c.method not in CALIBRATIONS:
+            raise ExportConfigError(
+                f"--calibration {c.method!r} is not one of {', '.join(CALIBRATIONS)}"
+            )
     from export.checks.ort import OrtModel
 
     run = OrtModel(with_outputs(model, tensors), threads=threads)
     names = list(tensors)
-    steps = -(-len(calib.images) // batch) * (1 if method == "max" else 2)
-    bar = tqdm(total=steps, desc=f"calibrate ({method})", leave=False, disable=not progress)
+    hist_needed = any(c.method != "max" for c in candidates)
+    steps = -(-len(calib.images) // batch) * (2 if hist_needed else 1)
+    bar = tqdm(total=steps, desc="calibrate", leave=False, disable=not progress)
     amax = dict.fromkeys(names, 0.0)
     _each_batch(run, calib, batch, names, bar, lambda n, a: _max_into(amax, n, a))
-    if method == "max":
-        bar.close()
-        return amax
     hists = {n: np.zeros(HIST_BINS, np.float64) for n in names}
-    _each_batch(run, calib, batch, names, bar, lambda n, a: _hist_into(hists[n], amax[n], a))
+    if hist_needed:
+        _each_batch(run, calib, batch, names, bar, lambda n, a: _hist_into(hists[n], amax[n], a))
     bar.close()
     reducers: dict[str, Callable[[np.ndarray, float, float], float]] = {
         "percentile": _percentile_amax,
         "entropy": _entropy_amax,
         "mse": _mse_amax,
     }
-    reduce = reducers[method]
-    return {n: reduce(hists[n], amax[n], percentile) for n in names}
+    out = []
+    for c in candidates:
+        if c.method == "max":
+            out.append(dict(amax))
+            continue
+        reduce, p = reducers[c.method], c.percentile or 0.0
+        out.append({n: reduce(hists[n], amax[n], p) for n in names})
+    return out
 
 
 def _each_batch(
@@ -289,7 +338,10 @@ def _kl(p: np.ndarray, q: np.ndarray) -> float:
 
 
 __all__ = [
+    "AUTO",
+    "AUTO_CANDIDATES",
     "CALIBRATIONS",
+    "Candidate",
     "CalibrationImages",
     "collect_ranges",
     "load_calibration_images",

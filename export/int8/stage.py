@@ -18,7 +18,13 @@ from typing import Any
 import onnx
 
 from export.config import Int8Options
-from export.int8.calibrate import collect_ranges, load_calibration_images
+from export.int8.calibrate import (
+    AUTO,
+    AUTO_CANDIDATES,
+    Candidate,
+    collect_candidates,
+    load_calibration_images,
+)
 from export.int8.cost import conv_flops
 from export.int8.guard import (
     DEFAULT_BUDGETS,
@@ -69,15 +75,15 @@ def to_int8(run: ExportRun) -> None:
     groups = layer_groups(layers, c.group_size)
     exclude = _resolve_exclude(c.exclude, layers, groups)
     acts = sorted({q.activation for q in layers})
-    amax = collect_ranges(
-        run.fp32, acts, calib, c.calibration, c.percentile, c.calib_batch, _threads(), progress
+    candidates = AUTO_CANDIDATES if c.calibration == AUTO else (_named_candidate(c),)
+    ranges = collect_candidates(
+        run.fp32, acts, calib, candidates, c.calib_batch, _threads(), progress
     )
-    # the calibration cache also scales the network input (TensorRT's implicit quantisation)
-    run.int8_amax = {INPUT_NAME: float(abs(calib.images).max()), **amax}
     budgets = _budgets(c)
     searchable = {g: n for g, n in groups.items() if not set(n) <= set(exclude)}
     result: GuardResult | None = None
     scores: dict[str, Any] = {}
+    trials: list[dict[str, Any]] = []
     if c.guard:
         from export.stages import graph_facts
 
@@ -95,6 +101,12 @@ def to_int8(run: ExportRun) -> None:
             run.int8_error = fp16_over
             run.summary.int8 = {"error": fp16_over, "scores": scores, "budgets_points": budgets}
             return
+        chosen = 0
+        if len(candidates) > 1:
+            chosen, trials = _choose_calibration(
+                run.fp32, candidates, ranges, exclude, proxy, scorer, scores["fp32"], budgets
+            )
+        amax = ranges[chosen]
         flops = conv_flops(run.fp32)
         cost = {g: sum(flops.get(n, 0.0) for n in nodes) for g, nodes in searchable.items()}
         search = Int8Search(
@@ -112,12 +124,17 @@ def to_int8(run: ExportRun) -> None:
         model, quantized = result.model, result.layers
         scores["int8"] = result.summary
     else:
+        chosen, amax = 0, ranges[0]
         model, quantized = insert_qdq(run.fp32, amax, exclude)
         guard_images = 0
+    # the calibration cache also scales the network input (TensorRT's implicit quantisation)
+    run.int8_amax = {INPUT_NAME: float(abs(calib.images).max()), **amax}
     run.int8 = model
     run.int8_info, run.summary.int8 = _describe(
         run,
         c,
+        candidates[chosen],
+        trials,
         calib_n=len(calib.images),
         layers=layers,
         quantized=quantized,
@@ -135,6 +152,47 @@ def to_int8(run: ExportRun) -> None:
     if result is not None and over_budget(result.deltas, budgets):
         run.int8_error = _impossible_text(result, budgets)
         run.int8 = None
+
+
+def _named_candidate(c: Int8Options) -> Candidate:
+    return Candidate(c.calibration, c.percentile if c.calibration == "percentile" else None)
+
+
+def _choose_calibration(
+    fp32: onnx.ModelProto,
+    candidates: tuple[Candidate, ...],
+    ranges: list[dict[str, float]],
+    exclude: list[str],
+    proxy: Any,
+    scorer: Any,
+    ref: dict,
+    budgets: dict[str, float],
+) -> tuple[int, list[dict[str, Any]]]:
+    """`--calibration auto`: quantise everything with each candidate's ranges and keep the one
+    whose outputs disagree least with the FP32 export's. Each guarded metric's disagreement (its
+    task's) is divided by its mean over the candidates, so every metric weighs the same whatever
+    its task's scale; the task
+    metrics of each candidate are reported beside it, not used (a few dozen frames' mAP moves
+    by points between near-equal candidates)."""
+    rows = []
+    for cand, amax in zip(candidates, ranges):
+        model = insert_qdq(fp32, amax, exclude)[0]
+        rows.append((cand, proxy(model), deltas(scorer(model), ref, list(budgets))))
+    keys = sorted({k for _, d, _ in rows for k in d})
+    mean = {k: sum(d.get(k, 0.0) for _, d, _ in rows) / len(rows) for k in keys}
+    rel = [sum(d.get(k, 0.0) / mean[k] for k in keys if mean[k] > 0) for _, d, _ in rows]
+    chosen = min(range(len(rows)), key=lambda i: rel[i])
+    trials = [
+        {
+            "calibration": str(cand),
+            "disagreement": {k: round(v, 5) for k, v in d.items()},
+            "relative": round(rel[i], 4),
+            "all_int8_deltas": {k: round(v, 3) for k, v in dl.items()},
+            "chosen": i == chosen,
+        }
+        for i, (cand, d, dl) in enumerate(rows)
+    ]
+    return chosen, trials
 
 
 def _threads() -> int:
@@ -218,6 +276,8 @@ def _resolve_exclude(
 def _describe(
     run: ExportRun,
     c: Int8Options,
+    calibration: Candidate,
+    trials: list[dict[str, Any]],
     *,
     calib_n: int,
     layers: list[QuantLayer],
@@ -243,9 +303,9 @@ def _describe(
     table = {k: deltas(v, scores["fp32"], keys) for k, v in scores.items() if k != "fp32"}
     calib_cache = f"{run.plan.name}_int8.calib"
     info = Int8Info(
-        calibration=c.calibration,
+        calibration=calibration.method,
         calib_images=calib_n,
-        percentile=c.percentile if c.calibration == "percentile" else None,
+        percentile=calibration.percentile,
         calib_cache=calib_cache,
         quantized_ops=("Conv",),
         quantized_conv_share=round(conv_share, 4),
@@ -255,8 +315,10 @@ def _describe(
         deltas=tuple((k, round(v, 3)) for k, v in final.items()),
     )
     summary: dict[str, Any] = {
-        "calibration": c.calibration,
+        "calibration": calibration.method,
         "percentile": info.percentile,
+        "calibration_asked": c.calibration,
+        "calibration_trials": trials,
         "calib_images": calib_n,
         "calib_source": f"{c.calib_data} ({c.calib_split})",
         "guard": c.guard,

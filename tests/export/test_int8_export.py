@@ -18,6 +18,7 @@ from export import export_model
 from export.cli import main as export_main
 from export.config import ExportConfig, Int8Budgets, Int8Options
 from export.errors import ExportConfigError
+from export.int8.calibrate import AUTO_CANDIDATES
 from runtime.sidecar import read_sidecar
 
 PLANTED = "model.39"  # a lane-head block of YOLOP: /model/model.39/conv/Conv
@@ -63,8 +64,25 @@ def int8_config(out: Path, data: Path, **int8) -> ExportConfig:
 @pytest.fixture(scope="module")
 def planted_export(data: Path, tmp_path_factory: pytest.TempPathFactory):
     out = tmp_path_factory.mktemp("planted") / "out"
-    cfg = int8_config(out, data, budgets=Int8Budgets(**LOOSE, lane_iou=1.0))
+    cfg = int8_config(out, data, calibration="max", budgets=Int8Budgets(**LOOSE, lane_iou=1.0))
     return export_model(planted_model(), cfg)
+
+
+def test_auto_calibration_tries_every_candidate_and_keeps_the_closest(data, tmp_path):
+    cfg = int8_config(tmp_path / "out", data, budgets=Int8Budgets(**LOOSE, lane_iou=1.0))
+    q = export_model(planted_model(), cfg).summary["int8"]
+    trials = q["calibration_trials"]
+    assert [t["calibration"] for t in trials] == [str(c) for c in AUTO_CANDIDATES]
+    keys = list(trials[0]["disagreement"])
+    mean = {k: np.mean([t["disagreement"][k] for t in trials]) for k in keys}
+    for t in trials:  # each metric's disagreement over its mean across the candidates, summed
+        assert t["relative"] == pytest.approx(
+            sum(t["disagreement"][k] / mean[k] for k in keys), abs=1e-3
+        )
+        assert set(t["all_int8_deltas"]) == set(keys)
+    (best,) = [t for t in trials if t["chosen"]]
+    assert best["relative"] == min(t["relative"] for t in trials)
+    assert best["calibration"].split()[0] == q["calibration"] and q["calibration_asked"] == "auto"
 
 
 def test_the_guard_keeps_the_planted_layer_out_of_int8(planted_export):
@@ -144,7 +162,8 @@ def test_a_budget_fp16_already_misses_keeps_fp16_and_fails(data, tmp_path, capsy
             ["--calib-data", "DATA", "--calib-images", "16", "--calib-batch", "8"],
             "fewer than the calibration batch 8",
         ),
-        (["--calib-data", "NHWC", "--no-guard"], "holds NHWC images"),
+        (["--calib-data", "NHWC", "--no-guard", "--calibration", "max"], "holds NHWC images"),
+        (["--calib-data", "DATA", "--no-guard"], "--calibration auto picks the method"),
         (["--calib-data", "SMALL", "--guard-data", "DATA"], "the model takes (N, 3, 64, 128)"),
         (["--calib-data", "SMALL"], "--no-guard"),
         (["--calib-data", "DATA", "--calibration", "kl"], "invalid choice"),
