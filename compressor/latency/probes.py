@@ -274,6 +274,7 @@ def export_probe_bundle(
     outputs = {o.name for o in full.graph.output}
     probes: dict[str, dict[str, Any]] = {}
     by_sig: dict[str, str] = {}
+    low = -(-min_width // round_to) * round_to  # the narrowest width a plan can keep
     layer_rows: dict[str, dict[str, Any]] = {}
     names = {n for n, _ in model.named_modules() if n}
     for node in full.graph.node:
@@ -292,8 +293,8 @@ def export_probe_bundle(
             probe = _probe_model(onnx, full, node, chain, ly)
             rel = f"probes/{pid}.onnx"
             atomic_write_bytes(out / rel, _set_batch(probe, batch).SerializeToString())
-            gi = grid_widths(ly.cin, GRID_FRACTIONS, round_to, min_width) if vi else [ly.cin]
-            go = grid_widths(ly.cout, GRID_FRACTIONS, round_to, min_width) if vo else [ly.cout]
+            gi = grid_widths(ly.cin, GRID_FRACTIONS, round_to, low) if vi else [ly.cin]
+            go = grid_widths(ly.cout, GRID_FRACTIONS, round_to, low) if vo else [ly.cout]
             if ly.depthwise:
                 gi = go = sorted(set(gi) | set(go))
             probes[pid] = {

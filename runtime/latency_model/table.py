@@ -364,3 +364,17 @@ def split_block(channel_block: Any, round_to: Any) -> int | None:
     if not isinstance(channel_block, int) or channel_block <= 1 or not isinstance(round_to, int):
         return None
     return channel_block if round_to % channel_block else None
+
+
+def check_grid(table: LatencyTable, round_to: int) -> None:
+    """Refuse to plan widths on steps of `round_to` against a table probed on a grid whose step
+    does not divide it: the plan's widths fall between the measured ones, where the table can
+    only guess (and a backend's channel blocks make such widths cost the next step up)."""
+    step = (table.meta.get("grid") or {}).get("round_to")
+    if isinstance(step, int) and step > 1 and round_to % step:
+        raise LatencyTableMismatchError(
+            f"the latency table was probed on a grid of {step} channels, but this plan keeps "
+            f"widths on steps of {round_to}, between the measured ones: plan with a multiple of "
+            f"{step} (--round-to {step}), or export the probes with mtc-probes --round-to "
+            f"{round_to} and measure them again"
+        )

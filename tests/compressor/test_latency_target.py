@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -332,6 +333,27 @@ sys.exit(main(sys.argv[1:]))
     import json
 
     rep = json.loads((tmp_path / "ok" / "report.json").read_text())
+    # no --round-to: the plan is on the table's channel block (16 on AVX-512), from a grid of 8
+    assert rep["pruning"]["round_to"]["value"] == (block or 8)
+    assert rep["pruning"]["round_to"]["setting"] is None
+    # bad round_to input, one line each, before any pruning: 'auto' with a table that records
+    # no block, and a step the table's grid of 8 does not divide
+    blockless = tmp_path / "blockless.json"
+    raw = json.loads(table.read_text())
+    raw["meta"]["channel_block"] = None
+    blockless.write_text(json.dumps(raw))
+    for flags, message in (
+        (["--latency-table", str(blockless), "--round-to", "auto"], "records none"),
+        (["--round-to", "12"], "probed on a grid of 8 channels"),
+        (["--round-to", "x"], "expected a positive integer or 'auto'"),
+    ):
+        capsys.readouterr()
+        code = compress_main(
+            [*base, *flags, "-o", str(tmp_path / "bad2"), "--imgsz", "64", "128", "--ratio", "0.05"]
+        )
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1 and message in err, err
+        assert not (tmp_path / "bad2" / "report.json").exists()
     assert (
         rep["latency"]["predicted"]["predicted_after_ms"]
         <= 0.95 * rep["latency"]["predicted"]["predicted_before_ms"] * 1.001
@@ -391,9 +413,8 @@ def test_local_table_is_cached_reused_and_remeasured_when_damaged(tmp_path):
     (cached,) = (tmp_path / "latency").glob("*.json")
     logs.clear()
     again = obtain_table(model, (32, 64), threads=1, cache=tmp_path, log=logs.append)
-    # (then, on an x86 CPU, the hint that round_to 8 splits ONNX Runtime's channel blocks)
-    assert logs[0] == f"latency table: reusing {cached}"
-    assert all("computes convolutions in blocks" in m for m in logs[1:])
+    # the default grid is the backend's channel block: no hint that it splits the blocks
+    assert logs == [f"latency table: reusing {cached}"]
     assert again.key == first.key, (again.key, first.key)
     assert again.predict() == pytest.approx(first.predict(), abs=1e-4)  # file keeps 10 ns
     cached.write_text("{ damaged")
@@ -409,7 +430,9 @@ def test_local_table_of_another_grid_is_not_reused(tmp_path):
     from compressor.latency import obtain_table
 
     model, logs = _TwoConv(width=56).eval(), []
-    eight = obtain_table(model, (32, 64), threads=1, cache=tmp_path, log=lambda _m: None)
+    eight = obtain_table(
+        model, (32, 64), threads=1, round_to=8, cache=tmp_path, log=lambda _m: None
+    )
     sixteen = obtain_table(
         model, (32, 64), threads=1, round_to=16, min_width=16, cache=tmp_path, log=logs.append
     )
@@ -494,3 +517,51 @@ def test_report_notes_a_plan_that_splits_the_channel_blocks():
     assert "blocks of 16 channels" in md and "--round-to 16" in md
     for fine in ({**p, "grid": {"round_to": 16, "min_width": 16}}, {**p, "channel_block": None}):
         assert "blocks of" not in "\n".join(_latency_md({"measured": m, "predicted": fine}))
+
+
+def test_round_to_resolves_from_the_tables_channel_block():
+    from compressor.pruning.config import resolve_round_to
+
+    t = "the table"
+    assert (
+        resolve_round_to(None, 16, t)[0] == 16
+        and "channel block" in resolve_round_to(None, 16, t)[1]
+    )
+    assert resolve_round_to("auto", 8, t)[0] == 8
+    assert resolve_round_to(24, 16, t) == (24, "given")  # an explicit value wins
+    assert resolve_round_to(None, None, t, grid_step=16)[0] == 16  # no block: the table's grid
+    assert resolve_round_to(None, None, t) == (8, "default 8: the table records no channel block")
+    assert resolve_round_to(None, None, None)[0] == 8  # params / FLOPs: no table
+    assert resolve_round_to("auto", 1, t)[0] == 8  # measured: no channel steps
+    with pytest.raises(PruneConfigError, match="the table records none"):
+        resolve_round_to("auto", None, t, grid_step=16)
+    with pytest.raises(PruneConfigError, match="no latency table for a params"):
+        resolve_round_to("auto", None, None)
+    for bad in (0, -8, "16", True, 2.0):
+        with pytest.raises(PruneConfigError, match="round_to must be >= 1 or 'auto'"):
+            PruneConfig(round_to=bad)
+
+
+def test_default_round_to_plans_on_the_tables_block(teacher, table):
+    """No round_to: the table's channel block decides the widths, and the report says so;
+    explicit 'auto' refuses a table without a block before any pruning work."""
+    with_block = copy.copy(table)
+    with_block.meta = {**table.meta, "channel_block": 16}
+    cfg = PruneConfig(ratio=0.3, target="latency", importance="l1", latency_rounds=0)
+    res = prune_latency(copy.deepcopy(teacher), cfg, with_block)
+    assert res.report.round_to["value"] == 16 and "channel block" in res.report.round_to["source"]
+    assert res.record["config"]["round_to"] == 16
+    assert "Widths on steps of 16" in res.report.to_markdown()
+    changed = [r for r in res.report.widths if r["before"] != r["after"]]
+    assert changed and all(r["after"] % 16 == 0 for r in changed)
+    res8 = prune_latency(copy.deepcopy(teacher), replace(cfg, round_to=8), with_block)
+    assert res8.report.round_to == {"value": 8, "setting": 8, "source": "given"}
+    blockless = copy.copy(table)
+    blockless.meta = {**table.meta, "channel_block": None}
+    model = copy.deepcopy(teacher)
+    before = {n: p.shape for n, p in model.state_dict().items()}
+    with pytest.raises(PruneConfigError, match="records none"):
+        prune_latency(model, replace(cfg, round_to="auto"), blockless)
+    assert {n: p.shape for n, p in model.state_dict().items()} == before
+    res = prune_latency(copy.deepcopy(teacher), cfg, blockless)  # the default falls back
+    assert res.report.round_to["value"] == table.meta["grid"]["round_to"] == 8
