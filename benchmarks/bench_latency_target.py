@@ -31,6 +31,7 @@ from compressor.losses import YolopLoss
 from compressor.models.spec import get_spec
 from compressor.pruning import PruneConfig, prune
 from runtime.hostinfo import cpu_name
+from runtime.latency_model.cell_models import MODELS
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLE_BUDGET_S = 180.0
@@ -42,7 +43,12 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--ratio", type=float, default=0.5)
     p.add_argument("--importance", default="tci_gcp")
     p.add_argument("--calib-batches", type=int, default=4)
-    p.add_argument("--round-to", type=int, default=16, help="16 = the AVX-512 NCHWc block")
+    p.add_argument(
+        "--round-to",
+        type=int,
+        default=None,
+        help="width step (default: PruneConfig's, the table's channel block: 16 on AVX-512)",
+    )
     p.add_argument("--rounds", type=int, default=7, help="interleaved measurement rounds")
     p.add_argument("--compare", nargs="*", default=["params:0.4", "flops:0.4"])
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads (1: CPU clock)")
@@ -77,7 +83,6 @@ def main() -> None:
             threads=args.threads,
             protected=protected,
             round_to=args.round_to,
-            min_width=args.round_to,
             cache=Path(cache),
         )
     table_s = time.perf_counter() - t0
@@ -88,7 +93,6 @@ def main() -> None:
         importance=args.importance,
         calib_batches=args.calib_batches,
         round_to=args.round_to,
-        min_width=args.round_to,
         flops_input_hw=hw,
     )
     s = copy.deepcopy(teacher)
@@ -132,6 +136,10 @@ def main() -> None:
         rep = info[name]["report"]
         m = measured[name]["median_ms"]
         pred = table.predict(widths(s, table))
+        lat = rep.latency or {}
+        planned = (
+            lat["predicted_after_ms"] / lat["predicted_before_ms"] if lat else None
+        )  # the ratio the plan was made for, as the table predicted it when planning
         rows.append(
             {
                 "student": name,
@@ -142,6 +150,18 @@ def main() -> None:
                 "predicted_ms": round(pred, 3),
                 "prediction_error": round(pred / m - 1, 4),
                 "prediction_error_drift_corrected": round(pred * t_ms / (pred_t * m) - 1, 4),
+                "planned_over_teacher": None if planned is None else round(planned, 4),
+                "round_to": rep.round_to,
+                # each cell model's prediction before any plan check recalibrated it, as a
+                # ratio to its own prediction of the teacher (drift cancels): 1-D vs 2-D
+                "uncalibrated_over_teacher": {
+                    mdl: round(
+                        table.predict_uncalibrated(widths(s, table), mdl)
+                        / table.predict_uncalibrated({}, mdl),
+                        4,
+                    )
+                    for mdl in MODELS
+                },
                 "rounds_ms": measured[name]["rounds_ms"],
                 "calibration": (rep.latency or {}).get("calibration"),
                 "prune_seconds": round(info[name].get("seconds", 0.0), 1),
@@ -158,7 +178,10 @@ def main() -> None:
         "cpu_count": os.cpu_count(),
         "load_avg_at_start": [round(x, 2) for x in load],
         "importance": args.importance,
-        "round_to": args.round_to,
+        "round_to_flag": args.round_to,
+        "cell_model": table.cell_model,
+        "channel_block": table.meta.get("channel_block"),
+        "channel_steps": table.meta.get("channel_steps"),
         "table_seconds": round(table_s, 1),
         "table_budget_s": TABLE_BUDGET_S,
         "table_cells": table.meta.get("cells"),

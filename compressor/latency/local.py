@@ -30,6 +30,7 @@ from runtime.latency_model.table import (
 from runtime.latency_model.timers import Repeat, get_timer, median_ms
 
 LOCAL_BACKENDS = ("onnxruntime",)
+CACHE_TAG = "h2"  # tables with held-out cells and the step sweep (older cache files are not read)
 
 
 def cache_dir() -> Path:
@@ -115,7 +116,7 @@ def obtain_table(
     h, w = input_hw
     where = (cache or cache_dir()) / "latency"
     # the probe grid follows round_to / min_width: a table for one grid is not reused for another
-    grid = f"r{round_to}m{min_width}"
+    grid = f"r{round_to}m{min_width}_{CACHE_TAG}"
     path = where / f"{fp}_{backend}_{timer.precision}_{h}x{w}_b{batch}_t{threads or 0}_{grid}.json"
     if path.is_file():
         try:

@@ -23,7 +23,12 @@ from compressor.latency.onnx_io import export_onnx
 from compressor.models.spec import get_spec
 from compressor.pruning import ImpossibleTargetError, PruneConfig, PruneConfigError, prune
 from runtime.latency_model.bundle import load_bundle
-from runtime.latency_model.measure import MeasureConfig, MeasureInterrupted, measure_bundle
+from runtime.latency_model.measure import (
+    MeasureConfig,
+    MeasureInterrupted,
+    extra_cells,
+    measure_bundle,
+)
 from runtime.latency_model.table import LatencyTableMismatchError, load_table
 from runtime.latency_model.timers import ProbeTimer, Repeat
 
@@ -33,9 +38,10 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def analytic_ms(model: onnx.ModelProto, whole: bool) -> float:
+def analytic_ms(model: onnx.ModelProto, whole: bool, block: int = 1) -> float:
     """A deterministic 'latency': per conv 0.01 ms + 1e-6 ms per MAC (bilinear in the widths);
-    whole models add 2 ms and 1e-5 ms per conv output element (the part the fit must find)."""
+    whole models add 2 ms and 1e-5 ms per conv output element (the part the fit must find).
+    block > 1: output channels are computed in blocks (a width costs the next multiple up)."""
     m = shape_inference.infer_shapes(model)
     shapes = {
         v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in m.graph.value_info
@@ -53,6 +59,7 @@ def analytic_ms(model: onnx.ModelProto, whole: bool) -> float:
         while w in alias:
             w = alias[w]
         cout, cin_g, kh, kw = numpy_helper.to_array(inits[w]).shape
+        cout = -(-cout // block) * block
         out = shapes[node.output[0]]
         total += 0.01 + 1e-6 * cout * cin_g * kh * kw * out[2] * out[3]
         volume += cout * out[2] * out[3]
@@ -62,10 +69,11 @@ def analytic_ms(model: onnx.ModelProto, whole: bool) -> float:
 class AnalyticTimer(ProbeTimer):
     name = "analytic"
 
-    def __init__(self, interrupt_after: int | None = None):
+    def __init__(self, interrupt_after: int | None = None, block: int = 1):
         super().__init__("fp32", None)
         self.calls = 0
         self.interrupt_after = interrupt_after
+        self.block = block  # like TensorRT here: the timer knows no channel block
 
     def device(self) -> str:
         return "Analytic CPU"
@@ -77,7 +85,7 @@ class AnalyticTimer(ProbeTimer):
         self.calls += 1
         if self.interrupt_after is not None and self.calls > self.interrupt_after:
             raise KeyboardInterrupt
-        ms = analytic_ms(onnx.load_from_string(onnx_bytes), whole=input_name != "x")
+        ms = analytic_ms(onnx.load_from_string(onnx_bytes), input_name != "x", self.block)
         return lambda: ms
 
 
@@ -132,7 +140,7 @@ def test_bundle_covers_every_conv_and_fixes_prediction_layers(teacher, bundle_di
     assert b.layers["model.1.conv"]["vary_out"] and b.layers["model.1.conv"]["vary_in"]
     assert b.layers["model.0.conv.conv"]["vary_in"] is False  # the image's (Focus) channels
     assert len(list((bundle_dir / "probes").glob("*.onnx"))) == len(b.probes)
-    assert {a.name for a in b.anchors} == {"full", "thin"}
+    assert {a.name: a.role for a in b.anchors} == {"full": "fit", "thin": "fit", "mixed": "holdout"}
     # identical layers share one probe
     assert len(b.probes) < len(b.layers)
 
@@ -247,7 +255,8 @@ def test_interrupted_measurement_resumes_and_never_leaves_a_table(bundle_dir, tm
     table = measure_bundle(b, timer, out, FAST)
     assert out.exists() and not partial.exists()
     assert table.meta["resumed_cells"] >= 25 - 2  # saved at least the last full save
-    assert timer.calls == b.n_cells - table.meta["resumed_cells"] + len(b.anchors)
+    extra = sum(len(v) for v in extra_cells(b).values())  # held-out pairs, the step sweep
+    assert timer.calls == b.n_cells + extra - table.meta["resumed_cells"] + len(b.anchors)
 
 
 def test_cli_round_trip_probes_latency_compress(tmp_path, synth_dataset, capsys):
@@ -565,3 +574,26 @@ def test_default_round_to_plans_on_the_tables_block(teacher, table):
     assert {n: p.shape for n, p in model.state_dict().items()} == before
     res = prune_latency(copy.deepcopy(teacher), cfg, blockless)  # the default falls back
     assert res.report.round_to["value"] == table.meta["grid"]["round_to"] == 8
+
+
+def test_a_backend_without_a_known_block_gets_it_measured(bundle_dir, teacher, tmp_path):
+    """A timer that knows no channel block (TensorRT's): the step sweep measures it, the table
+    records it, and the default round_to plans on it; a smooth backend records 'no steps'."""
+    b = load_bundle(bundle_dir)
+    blocked = measure_bundle(b, AnalyticTimer(block=8), tmp_path / "b.json", FAST)
+    assert blocked.meta["channel_block"] == 8
+    assert blocked.meta["channel_block_from"] == "measured (channel_steps)"
+    assert blocked.meta["channel_steps"]["block"] == 8
+    cfg = PruneConfig(ratio=0.2, target="latency", importance="l1", latency_rounds=0)
+    res = prune_latency(copy.deepcopy(teacher), cfg, blocked)
+    assert res.report.round_to["value"] == 8 and "channel block" in res.report.round_to["source"]
+    smooth = measure_bundle(b, AnalyticTimer(), tmp_path / "s.json", FAST)
+    assert smooth.meta["channel_block"] == 1  # measured: no channel steps
+    res = prune_latency(copy.deepcopy(teacher), replace(cfg, round_to="auto"), smooth)
+    assert res.report.round_to["value"] == 8 and "no channel steps" in res.report.round_to["source"]
+    # every held-out cell is on the grid's step and off its grid; the bilinear model is exact
+    # for the analytic (bilinear) backend, so it is the one chosen
+    assert smooth.cell_model["model"] == "bilinear" and smooth.cell_model["holdout_cells"] > 10
+    for p in smooth.probes.values():
+        for ci, co, _ in p.holdout:
+            assert ci % 8 == 0 and co % 8 == 0 and (ci not in p.grid_in or co not in p.grid_out)
