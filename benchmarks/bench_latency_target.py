@@ -50,6 +50,10 @@ def parse_args() -> argparse.Namespace:
         help="width step (default: PruneConfig's, the table's channel block: 16 on AVX-512)",
     )
     p.add_argument("--rounds", type=int, default=7, help="interleaved measurement rounds")
+    p.add_argument("--width", type=float, default=1.0, help="teacher width (demo: 0.75)")
+    p.add_argument("--depth", type=float, default=1.0, help="teacher depth (demo: 0.33)")
+    p.add_argument("--max-group-ratio", type=float, default=1.0, help="demo: 0.5")
+    p.add_argument("--latency-rounds", type=int, default=2, help="plan checks (demo: 0)")
     p.add_argument("--compare", nargs="*", default=["params:0.4", "flops:0.4"])
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads (1: CPU clock)")
     p.add_argument(
@@ -68,7 +72,7 @@ def main() -> None:
     torch.set_num_threads(1)
     hw = tuple(args.imgsz)
     torch.manual_seed(0)
-    teacher = build_model("yolop").eval()
+    teacher = build_model("yolop", width=args.width, depth=args.depth).eval()
     protected = get_spec("yolop").protected
     loss = YolopLoss.for_model(teacher)
     batches = random_batches(args.calib_batches, 2, hw)
@@ -101,7 +105,13 @@ def main() -> None:
         s,
         loss,
         batches,
-        PruneConfig(ratio=args.ratio, target="latency", **common),
+        PruneConfig(
+            ratio=args.ratio,
+            target="latency",
+            max_group_ratio=args.max_group_ratio,
+            latency_rounds=args.latency_rounds,
+            **common,
+        ),
         example_inputs=torch.zeros(1, 3, *hw),
         protected=protected,
         progress=False,
@@ -168,7 +178,9 @@ def main() -> None:
             }
         )
     result = {
-        "model": "yolop width 1 depth 1 (random init)",
+        "model": f"yolop width {args.width} depth {args.depth} (random init)",
+        "max_group_ratio": args.max_group_ratio,
+        "latency_rounds": args.latency_rounds,
         "input_hw": list(hw),
         "batch": 1,
         "backend": "onnxruntime CPU",
@@ -193,7 +205,7 @@ def main() -> None:
         "students": rows,
     }
     print(
-        f"full-size YOLOP at {hw[1]}x{hw[0]}, ONNX Runtime CPU ({cpu_name()}), batch 1, "
+        f"YOLOP w{args.width} d{args.depth} at {hw[1]}x{hw[0]}, ONNX Runtime CPU ({cpu_name()}), batch 1, "
         f"{args.threads} thread(s), {result['clock']}; load at start {load[0]:.1f}"
     )
     print(
