@@ -6,7 +6,8 @@ Model of a network's latency at widths w (per layer: kept input and output chann
     T(w) = a + b * V(w) + sum over layers of t_layer(c_in, c_out)
 
 t_layer is the layer's probe (its conv and the activation fused behind it, exactly as exported)
-timed alone on a grid of (c_in, c_out) and interpolated bilinearly. What the probes do not see —
+timed alone on a grid of (c_in, c_out) and read with the cell model (one- or two-dimensional,
+cell_models) that predicted held-out cells best. What the probes do not see —
 concatenations, upsampling, pooling, per-op overhead — is `a + b * V(w)`, with V the activation
 volume (sum of c_out x output pixels) of the probed layers: a width-proportional part and a fixed
 part, fitted on two whole models measured in the same session (the unpruned model and a uniformly
