@@ -31,6 +31,7 @@ from compressor.losses import YolopLoss
 from compressor.models.spec import get_spec
 from compressor.pruning import PruneConfig, prune
 from runtime.hostinfo import cpu_name
+from runtime.latency_model.cell_models import MODELS
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLE_BUDGET_S = 180.0
@@ -42,8 +43,17 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--ratio", type=float, default=0.5)
     p.add_argument("--importance", default="tci_gcp")
     p.add_argument("--calib-batches", type=int, default=4)
-    p.add_argument("--round-to", type=int, default=16, help="16 = the AVX-512 NCHWc block")
+    p.add_argument(
+        "--round-to",
+        type=int,
+        default=None,
+        help="width step (default: PruneConfig's, the table's channel block: 16 on AVX-512)",
+    )
     p.add_argument("--rounds", type=int, default=7, help="interleaved measurement rounds")
+    p.add_argument("--width", type=float, default=1.0, help="teacher width (demo: 0.75)")
+    p.add_argument("--depth", type=float, default=1.0, help="teacher depth (demo: 0.33)")
+    p.add_argument("--max-group-ratio", type=float, default=1.0, help="demo: 0.5")
+    p.add_argument("--latency-rounds", type=int, default=2, help="plan checks (demo: 0)")
     p.add_argument("--compare", nargs="*", default=["params:0.4", "flops:0.4"])
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads (1: CPU clock)")
     p.add_argument(
@@ -62,7 +72,7 @@ def main() -> None:
     torch.set_num_threads(1)
     hw = tuple(args.imgsz)
     torch.manual_seed(0)
-    teacher = build_model("yolop").eval()
+    teacher = build_model("yolop", width=args.width, depth=args.depth).eval()
     protected = get_spec("yolop").protected
     loss = YolopLoss.for_model(teacher)
     batches = random_batches(args.calib_batches, 2, hw)
@@ -77,7 +87,6 @@ def main() -> None:
             threads=args.threads,
             protected=protected,
             round_to=args.round_to,
-            min_width=args.round_to,
             cache=Path(cache),
         )
     table_s = time.perf_counter() - t0
@@ -88,7 +97,6 @@ def main() -> None:
         importance=args.importance,
         calib_batches=args.calib_batches,
         round_to=args.round_to,
-        min_width=args.round_to,
         flops_input_hw=hw,
     )
     s = copy.deepcopy(teacher)
@@ -97,7 +105,13 @@ def main() -> None:
         s,
         loss,
         batches,
-        PruneConfig(ratio=args.ratio, target="latency", **common),
+        PruneConfig(
+            ratio=args.ratio,
+            target="latency",
+            max_group_ratio=args.max_group_ratio,
+            latency_rounds=args.latency_rounds,
+            **common,
+        ),
         example_inputs=torch.zeros(1, 3, *hw),
         protected=protected,
         progress=False,
@@ -132,6 +146,10 @@ def main() -> None:
         rep = info[name]["report"]
         m = measured[name]["median_ms"]
         pred = table.predict(widths(s, table))
+        lat = rep.latency or {}
+        planned = (
+            lat["predicted_after_ms"] / lat["predicted_before_ms"] if lat else None
+        )  # the ratio the plan was made for, as the table predicted it when planning
         rows.append(
             {
                 "student": name,
@@ -142,13 +160,27 @@ def main() -> None:
                 "predicted_ms": round(pred, 3),
                 "prediction_error": round(pred / m - 1, 4),
                 "prediction_error_drift_corrected": round(pred * t_ms / (pred_t * m) - 1, 4),
+                "planned_over_teacher": None if planned is None else round(planned, 4),
+                "round_to": rep.round_to,
+                # each cell model's prediction before any plan check recalibrated it, as a
+                # ratio to its own prediction of the teacher (drift cancels): 1-D vs 2-D
+                "uncalibrated_over_teacher": {
+                    mdl: round(
+                        table.predict_uncalibrated(widths(s, table), mdl)
+                        / table.predict_uncalibrated({}, mdl),
+                        4,
+                    )
+                    for mdl in MODELS
+                },
                 "rounds_ms": measured[name]["rounds_ms"],
                 "calibration": (rep.latency or {}).get("calibration"),
                 "prune_seconds": round(info[name].get("seconds", 0.0), 1),
             }
         )
     result = {
-        "model": "yolop width 1 depth 1 (random init)",
+        "model": f"yolop width {args.width} depth {args.depth} (random init)",
+        "max_group_ratio": args.max_group_ratio,
+        "latency_rounds": args.latency_rounds,
         "input_hw": list(hw),
         "batch": 1,
         "backend": "onnxruntime CPU",
@@ -158,7 +190,10 @@ def main() -> None:
         "cpu_count": os.cpu_count(),
         "load_avg_at_start": [round(x, 2) for x in load],
         "importance": args.importance,
-        "round_to": args.round_to,
+        "round_to_flag": args.round_to,
+        "cell_model": table.cell_model,
+        "channel_block": table.meta.get("channel_block"),
+        "channel_steps": table.meta.get("channel_steps"),
         "table_seconds": round(table_s, 1),
         "table_budget_s": TABLE_BUDGET_S,
         "table_cells": table.meta.get("cells"),
@@ -170,7 +205,7 @@ def main() -> None:
         "students": rows,
     }
     print(
-        f"full-size YOLOP at {hw[1]}x{hw[0]}, ONNX Runtime CPU ({cpu_name()}), batch 1, "
+        f"YOLOP w{args.width} d{args.depth} at {hw[1]}x{hw[0]}, ONNX Runtime CPU ({cpu_name()}), batch 1, "
         f"{args.threads} thread(s), {result['clock']}; load at start {load[0]:.1f}"
     )
     print(

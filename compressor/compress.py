@@ -515,7 +515,7 @@ def _latency_md(lat: dict) -> list[str]:
 
 def _block_note(p: dict) -> list[str]:
     """A plan whose grid splits the backend's channel blocks pays for channels it removed."""
-    step = (p.get("grid") or {}).get("round_to")
+    step = p.get("round_to") or (p.get("grid") or {}).get("round_to")
     block = split_block(p.get("channel_block"), step)
     if block is None:
         return []

@@ -15,6 +15,11 @@ from runtime.cli_kernel import (
 )
 
 
+def _round_to_arg(text: str) -> int | str:
+    """'auto' or an integer (the demo's config checks its range)."""
+    return text if text == "auto" else int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(
         prog="mtc-demo",
@@ -56,9 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--round-to",
-        type=int,
-        help="channel widths the plan keeps are multiples of this (default 16: ONNX Runtime "
-        "CPU's AVX-512 block)",
+        type=_round_to_arg,
+        metavar="N|auto",
+        help="channel widths the plan keeps are multiples of this (default: the latency "
+        "table's channel block, 16 on ONNX Runtime CPU with AVX-512, else 8)",
     )
     p.add_argument(
         "--latency-cache",

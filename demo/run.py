@@ -29,6 +29,12 @@ from runtime.pipeline import RunConfig, run
 from runtime.sources import open_source
 
 
+def _round_to_valid(value: object) -> bool:
+    from compressor.pruning.config import round_to_ok
+
+    return round_to_ok(value)
+
+
 class DemoConfigError(MtcError):
     """A demo option outside its valid range."""
 
@@ -61,10 +67,11 @@ class DemoConfig:
     target: str = "latency"  # what `ratio` removes: latency (measured here) | params | flops
     # 0.36 of the predicted latency (1.56x predicted): measured 1.53-1.60x on the w0.75 teacher
     ratio: float = 0.36
-    # channel widths (and the smallest width) the plan keeps: 16, because ONNX Runtime CPU on
-    # AVX-512 runs convolutions in blocks of 16 channels: a 48->40 cut buys nothing, 24 costs
-    # what 32 does (measured); at 8 the demo's plans measured ~10 % slower than predicted
-    round_to: int = 16
+    # channel widths the plan keeps are multiples of this; None = the latency table's channel
+    # block (PruneConfig's default): 16 where ONNX Runtime CPU runs convolutions in blocks of 16
+    # channels (AVX-512: a 48->40 cut buys nothing, 24 costs what 32 does, measured); at 8 the
+    # demo's plans measured ~10 % slower than predicted
+    round_to: int | str | None = None
     # plans measured to calibrate the latency model; 0 keeps the plan a function of the cached
     # latency table alone, so a re-run with the same seed reproduces the same student
     latency_rounds: int = 0
@@ -116,7 +123,7 @@ class DemoConfig:
                 ("n_val", self.n_val >= 4, ">= 4"),
                 ("ratio", 0 < self.ratio < 1, "in (0, 1)"),
                 ("max_group_ratio", 0 < self.max_group_ratio <= 1, "in (0, 1]"),
-                ("round_to", self.round_to >= 1, ">= 1"),
+                ("round_to", _round_to_valid(self.round_to), ">= 1, 'auto' or None"),
                 ("timing_rounds", self.timing_rounds >= 1, ">= 1"),
                 ("kd_weight", self.kd_weight >= 0, ">= 0"),
                 ("distill_lr", self.distill_lr > 0, "> 0"),
@@ -259,7 +266,6 @@ class _Demo:
             importance=c.importance,
             max_group_ratio=c.max_group_ratio,
             round_to=c.round_to,
-            min_width=c.round_to,
             calib_batches=c.calib_batches,
             latency_rounds=c.latency_rounds,
             seed=c.seed,

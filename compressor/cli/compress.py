@@ -22,12 +22,34 @@ from compressor.distill.config import ADAPTER_INITS
 from compressor.latency.config import BACKENDS as LATENCY_BACKENDS
 from compressor.latency.config import PRECISIONS, LatencyConfig
 from compressor.pruning import PruneConfig
-from compressor.pruning.config import AGGREGATES, CONFLICT_MODES, NORMALIZERS, RESCALES, TARGETS
+from compressor.pruning.config import (
+    AGGREGATES,
+    CONFLICT_MODES,
+    NORMALIZERS,
+    RESCALES,
+    ROUND_TO_AUTO,
+    TARGETS,
+)
 from compressor.pruning.importance import importance_aliases, list_importances
 from runtime.cli_kernel import check_input_path, check_output_dir, default_help
 from runtime.errors import MtcError
 
 S = argparse.SUPPRESS
+
+
+def round_to_arg(text: str) -> int | str:
+    """--round-to: a positive integer or 'auto'."""
+    if text == ROUND_TO_AUTO:
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', got {text!r}")
+    return value
+
+
 BOOL = argparse.BooleanOptionalAction
 
 # (flag, config field, argparse options); prune.* / distill.* go to the nested configs.
@@ -88,7 +110,17 @@ FLAGS: list[tuple[str, str, dict]] = [
     ("--conflict-mode", "prune.conflict_mode", {"choices": CONFLICT_MODES}),
     ("--group-rescale", "prune.group_rescale", {"choices": RESCALES}),
     ("--safe-top-q", "prune.safe_top_q", {"type": float}),
-    ("--round-to", "prune.round_to", {"type": int}),
+    (
+        "--round-to",
+        "prune.round_to",
+        {
+            "type": round_to_arg,
+            "metavar": "N|auto",
+            "help": "width step of the plan (default: the latency table's channel block, e.g. "
+            "16 on AVX-512 ONNX Runtime, else its grid step, else 8; 'auto': the block, an "
+            "error if the table records none)",
+        },
+    ),
     ("--min-width", "prune.min_width", {"type": int}),
     (
         "--max-group-ratio",

@@ -16,6 +16,8 @@ from torch import nn
 
 from compressor.latency.onnx_io import INPUT_NAME, export_onnx
 from compressor.latency.probes import export_probe_bundle, fingerprint, probed_layers
+from compressor.pruning.config import resolve_round_to
+from compressor.pruning.pruner import round_to_for_table
 from runtime.errors import MtcError
 from runtime.latency_model.bundle import load_bundle
 from runtime.latency_model.measure import MeasureConfig, measure_bundle, table_key
@@ -28,6 +30,7 @@ from runtime.latency_model.table import (
 from runtime.latency_model.timers import Repeat, get_timer, median_ms
 
 LOCAL_BACKENDS = ("onnxruntime",)
+CACHE_TAG = "h2"  # tables with held-out cells and the step sweep (older cache files are not read)
 
 
 def cache_dir() -> Path:
@@ -77,13 +80,14 @@ def obtain_table(
     threads: int | None = None,
     protected: Sequence[str] = (),
     protect_outputs: bool = True,
-    round_to: int = 8,
+    round_to: int | str | None = None,
     min_width: int = 8,
     cache: Path | None = None,
     progress: Callable[[int, int, str], None] | None = None,
     log: Callable[[str], None] = print,
 ) -> LatencyTable:
-    """The table to prune `model` against: `table_path` (checked) or one measured here."""
+    """The table to prune `model` against: `table_path` (checked) or one measured here, probed
+    on the grid of `round_to` (None / "auto": this backend's channel block, resolve_round_to)."""
     if table_path:
         table = load_table(table_path)
         check_key(
@@ -95,6 +99,7 @@ def obtain_table(
             input_hw=input_hw,
             batch=batch,
         )
+        round_to_for_table(round_to, table)  # 'auto' without a block, another grid: refused now
         block_hint(table, round_to, log)
         return table
     if backend not in LOCAL_BACKENDS:
@@ -104,11 +109,14 @@ def obtain_table(
             "and pass the table with --latency-table"
         )
     timer = get_timer(backend)(precision or "fp32", threads)
+    round_to, _ = resolve_round_to(
+        round_to, timer.channel_block(), f"{backend} on {timer.device()}"
+    )
     fp = model_fingerprint(model, input_hw, batch)
     h, w = input_hw
     where = (cache or cache_dir()) / "latency"
     # the probe grid follows round_to / min_width: a table for one grid is not reused for another
-    grid = f"r{round_to}m{min_width}"
+    grid = f"r{round_to}m{min_width}_{CACHE_TAG}"
     path = where / f"{fp}_{backend}_{timer.precision}_{h}x{w}_b{batch}_t{threads or 0}_{grid}.json"
     if path.is_file():
         try:
@@ -145,7 +153,9 @@ def obtain_table(
     return table
 
 
-def block_hint(table: LatencyTable, round_to: int, log: Callable[[str], None]) -> str | None:
+def block_hint(
+    table: LatencyTable, round_to: int | str | None, log: Callable[[str], None]
+) -> str | None:
     """Say so when the plan's round_to splits the backend's channel blocks: a width between
     two multiples of the block costs as much as the next multiple up, so the plan would pay
     for channels it removed (the table, measured on its grid, cannot see the steps)."""

@@ -1,6 +1,7 @@
 """Export a model's latency probes: every conv layer cut out of the model's own ONNX export
-(the conv with BN folded in and the element-wise activation behind it), plus two whole-model
-anchors (the model, and a copy with every prunable group thinned to half), into a probe bundle
+(the conv with BN folded in and the element-wise activation behind it), plus whole-model
+anchors (the model and a copy with every prunable group thinned to half, which calibrate the
+table, and a held-out copy with every group at its own random width), into a probe bundle
 (`runtime.latency_model.bundle`) that a torch-free command times on the deploy machine.
 
 Which widths of a layer can change, and so which grid each probe gets, comes from the same
@@ -12,6 +13,7 @@ import copy
 import hashlib
 import json
 import math
+import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +32,7 @@ from runtime.latency_model.table import grid_widths
 
 GRID_FRACTIONS = (0.25, 0.5, 0.75)
 THIN_FRACTION = 0.5
+MIXED_SEED = 0  # the held-out whole network: every group at its own random width
 # Single-input element-wise ops that fuse with (or stream right behind) a conv.
 UNARY = {
     "Relu",
@@ -233,13 +236,17 @@ def thin_model(
     fraction: float = THIN_FRACTION,
     round_to: int = 8,
     min_width: int = 8,
+    seed: int | None = None,
 ) -> nn.Module:
     """A copy with every prunable group cut to `fraction` of its width (last channels removed):
-    the second anchor of the latency fit."""
+    the second anchor of the latency fit. With a `seed`, each group keeps its own random share
+    in [fraction, 1) instead: a non-uniform cut like a plan's, the held-out whole network."""
     thin = copy.deepcopy(model)
     graph = PruneGraph(thin, example, protected, protect_outputs)
+    rng = random.Random(seed)
     for g in graph.groups:
-        keep = max(int(math.ceil(g.size * fraction / round_to)) * round_to, min_width)
+        share = fraction if seed is None else rng.uniform(fraction, 1.0)
+        keep = max(int(math.ceil(g.size * share / round_to)) * round_to, min_width)
         if keep < g.size:
             graph.execute(g, list(range(keep, g.size)))
     return thin
@@ -274,6 +281,7 @@ def export_probe_bundle(
     outputs = {o.name for o in full.graph.output}
     probes: dict[str, dict[str, Any]] = {}
     by_sig: dict[str, str] = {}
+    low = -(-min_width // round_to) * round_to  # the narrowest width a plan can keep
     layer_rows: dict[str, dict[str, Any]] = {}
     names = {n for n, _ in model.named_modules() if n}
     for node in full.graph.node:
@@ -292,8 +300,8 @@ def export_probe_bundle(
             probe = _probe_model(onnx, full, node, chain, ly)
             rel = f"probes/{pid}.onnx"
             atomic_write_bytes(out / rel, _set_batch(probe, batch).SerializeToString())
-            gi = grid_widths(ly.cin, GRID_FRACTIONS, round_to, min_width) if vi else [ly.cin]
-            go = grid_widths(ly.cout, GRID_FRACTIONS, round_to, min_width) if vo else [ly.cout]
+            gi = grid_widths(ly.cin, GRID_FRACTIONS, round_to, low) if vi else [ly.cin]
+            go = grid_widths(ly.cout, GRID_FRACTIONS, round_to, low) if vo else [ly.cout]
             if ly.depthwise:
                 gi = go = sorted(set(gi) | set(go))
             probes[pid] = {
@@ -319,17 +327,23 @@ def export_probe_bundle(
     thin = thin_model(
         model, example, protected, protect_outputs, round_to=round_to, min_width=min_width
     )
-    thin_layers = probed_layers(thin, input_hw, in_channels)
-    anchors = [
-        {"name": "full", "file": "anchors/full.onnx", "widths": {}},
-        {
-            "name": "thin",
-            "file": "anchors/thin.onnx",
-            "widths": {n: [thin_layers[n].cin, thin_layers[n].cout] for n in used},
-        },
-    ]
-    thin_onnx = export_onnx(thin, input_hw, batch, in_channels)
-    for anchor, proto in zip(anchors, (full, thin_onnx)):
+    mixed = thin_model(
+        model, example, protected, protect_outputs, 0.25, round_to, min_width, seed=MIXED_SEED
+    )
+    anchors = [{"name": "full", "file": "anchors/full.onnx", "widths": {}}]
+    for name, m in (("thin", thin), ("mixed", mixed)):
+        widths = probed_layers(m, input_hw, in_channels)
+        anchors.append(
+            {
+                "name": name,
+                "file": f"anchors/{name}.onnx",
+                "widths": {n: [widths[n].cin, widths[n].cout] for n in used},
+                **({"role": "holdout"} if name == "mixed" else {}),
+            }
+        )
+    protos = (full, export_onnx(thin, input_hw, batch, in_channels))
+    protos += (export_onnx(mixed, input_hw, batch, in_channels),)
+    for anchor, proto in zip(anchors, protos):
         atomic_write_bytes(out / anchor["file"], proto.SerializeToString())
         if fp16_anchor is not None:
             anchor["file_fp16"] = f"anchors/{anchor['name']}_fp16.onnx"

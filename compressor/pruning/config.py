@@ -15,6 +15,8 @@ AGGREGATES = ("max", "mean", "sum", "weighted")
 CONFLICT_MODES = ("multiplicative", "additive")
 RESCALES = ("aggregate", "score", "none")
 TARGETS = ("params", "flops", "latency")
+ROUND_TO_AUTO = "auto"
+DEFAULT_ROUND_TO = 8  # a table that records no channel block, or a target without a table
 
 
 def _registry():
@@ -54,6 +56,10 @@ class PruneConfig:
     safe_top_q: a channel in the top q of any task's normalised importance within its group is
         never pruned (tci, tci_gcp); 0 disables.
     round_to / min_width: every pruned width is a multiple of round_to and >= min_width.
+        round_to None (the default) = the latency table's channel block where it records one
+        (16 on AVX-512 ONNX Runtime, 8 on AVX2), else the step of the grid it was probed on,
+        else 8; "auto" = the table's block, and an error when it records none; an integer is
+        used as it is (resolve_round_to).
     max_group_ratio: the largest fraction of any one channel group a plan may remove (1 = no
         cap). A cap spreads a cut over more layers instead of gutting the few where the target
         is cheapest (for latency: the high-resolution decoder convs).
@@ -79,7 +85,7 @@ class PruneConfig:
     conflict_mode: str = "multiplicative"
     group_rescale: str = "aggregate"
     safe_top_q: float = 0.1
-    round_to: int = 8
+    round_to: int | str | None = None
     min_width: int = 8
     max_group_ratio: float = 1.0
     protected: tuple[str, ...] = ()
@@ -117,7 +123,7 @@ class PruneConfig:
             )
         checks = [
             (self.calib_batches >= 1, f"calib_batches must be >= 1, got {self.calib_batches}"),
-            (self.round_to >= 1, f"round_to must be >= 1, got {self.round_to}"),
+            (round_to_ok(self.round_to), f"round_to must be >= 1 or 'auto', got {self.round_to!r}"),
             (self.min_width >= 1, f"min_width must be >= 1, got {self.min_width}"),
             (
                 0.0 < self.max_group_ratio <= 1.0,
@@ -161,3 +167,43 @@ class PruneConfig:
         d["protected"] = list(self.protected)
         d["flops_input_hw"] = list(self.flops_input_hw) if self.flops_input_hw else None
         return d
+
+
+def round_to_ok(value: object) -> bool:
+    """A valid PruneConfig.round_to: None, 'auto' or an integer >= 1."""
+    if value is None or value == ROUND_TO_AUTO:
+        return True
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def resolve_round_to(
+    setting: int | str | None,
+    channel_block: object,
+    origin: str | None,
+    grid_step: object = None,
+) -> tuple[int, str]:
+    """(round_to, where it came from) for a PruneConfig.round_to setting, given the channel block
+    the latency table records (`origin` names the table; None: no table) and the step of the
+    grid it was probed on. An integer wins; the default takes the block, else the table's grid
+    step, else 8; "auto" takes the block and refuses a table without one, because the user asked
+    for the backend's block and would otherwise plan on a guess."""
+    if isinstance(setting, int):
+        return setting, "given"
+    if isinstance(channel_block, int) and channel_block > 1:
+        return channel_block, f"auto: the channel block of {origin}"
+    if channel_block == 1:  # measured: this backend's latency shows no channel steps
+        return DEFAULT_ROUND_TO, f"auto: {origin} shows no channel steps; {DEFAULT_ROUND_TO}"
+    if setting == ROUND_TO_AUTO:
+        where = (
+            f"{origin} records none (its backend's block is unknown)"
+            if origin
+            else "there is no latency table for a params / FLOPs target"
+        )
+        raise PruneConfigError(
+            f"round_to 'auto' takes the channel block a latency table records, but {where}; "
+            f"give a number instead, e.g. --round-to {DEFAULT_ROUND_TO}"
+        )
+    if isinstance(grid_step, int) and grid_step > 1:
+        return grid_step, f"default: {origin} records no channel block; its probe grid's step"
+    why = f"{origin} records no channel block" if origin else "no latency table"
+    return DEFAULT_ROUND_TO, f"default {DEFAULT_ROUND_TO}: {why}"

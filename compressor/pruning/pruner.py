@@ -18,7 +18,7 @@ from torch import nn
 
 from compressor.flops import count_cost
 from compressor.pruning.calibrate import LossFn, batch_images, calibrate
-from compressor.pruning.config import PruneConfig
+from compressor.pruning.config import PruneConfig, resolve_round_to
 from compressor.pruning.cost import CostModel
 from compressor.pruning.errors import (
     CalibrationError,
@@ -41,6 +41,7 @@ from runtime.latency_model.table import (
     Anchor,
     LatencyTable,
     LatencyTableMismatchError,
+    check_grid,
     load_table,
 )
 
@@ -75,13 +76,15 @@ def _unscored(groups: list[ChannelGroup]) -> dict[int, GroupScores]:
     }
 
 
-def _structural_floor(graph: PruneGraph, cost: CostModel, cfg: PruneConfig) -> tuple[int, int]:
+def _structural_floor(
+    graph: PruneGraph, cost: CostModel, cfg: PruneConfig, round_to: int
+) -> tuple[int, int]:
     """(params, MACs) with every prunable group at its minimum allowed width."""
     planner = Planner(
         graph.groups,
         _unscored(graph.groups),
         cost,
-        cfg.round_to,
+        round_to,
         cfg.min_width,
         cfg.max_group_ratio,
     )
@@ -107,6 +110,9 @@ class _Session:
     def __init__(
         self, model, loss_fn, batches, cfg, example, protected, progress, table=None, measure=None
     ):
+        self.round_to_setting = cfg.round_to
+        self.round_to, self.round_to_source = _round_to_of(cfg, table)
+        cfg = replace(cfg, round_to=self.round_to)
         self.measure: MeasureFn | None = measure
         self.calibration: list[dict] = []
         self.model, self.loss_fn, self.batches, self.cfg = model, loss_fn, batches, cfg
@@ -132,7 +138,7 @@ class _Session:
     def check_reachable(self) -> None:
         if self.table is not None:
             return self._check_latency_reachable()
-        params, macs = _structural_floor(self.graph, self.cost, self.cfg)
+        params, macs = _structural_floor(self.graph, self.cost, self.cfg, self.round_to)
         reached = params if self.cfg.target == "params" else macs
         base = self.params0 if self.cfg.target == "params" else self.macs0
         if reached > (1 - self.cfg.ratio) * base:
@@ -143,7 +149,7 @@ class _Session:
         pricer = LatencyPricer(self.table, self.model, self.graph.groups)
         c = self.cfg
         return LatencyPlanner(
-            pricer, self.graph.groups, scores, c.round_to, c.min_width, c.max_group_ratio
+            pricer, self.graph.groups, scores, self.round_to, c.min_width, c.max_group_ratio
         )
 
     def _check_latency_reachable(self) -> None:
@@ -273,7 +279,7 @@ class _Session:
         base = self.params0 if self.cfg.target == "params" else self.macs0
         c = self.cfg
         planner = Planner(
-            self.graph.groups, scores, self.cost, c.round_to, c.min_width, c.max_group_ratio
+            self.graph.groups, scores, self.cost, self.round_to, c.min_width, c.max_group_ratio
         )
         plan = planner.search(int((1 - ratio) * base), self.cfg.target)
         if plan is None:
@@ -387,6 +393,11 @@ def _finish(session: _Session, seconds: float) -> PruneResult:
         groups_total=len(session.graph.groups),
         seconds=round(seconds, 3),
         latency=_latency_summary(session),
+        round_to={
+            "value": session.round_to,
+            "setting": session.round_to_setting,
+            "source": session.round_to_source,
+        },
     )
     record = {
         "format": RECORD_FORMAT,
@@ -422,6 +433,24 @@ def group_scores(
     )
     scores, _ = session.scores(1, {})
     return session.graph.groups, scores
+
+
+def _round_to_of(cfg: PruneConfig, table: LatencyTable | None) -> tuple[int, str]:
+    if table is None:
+        return resolve_round_to(cfg.round_to, None, None)
+    return round_to_for_table(cfg.round_to, table)
+
+
+def round_to_for_table(setting: int | str | None, table: LatencyTable) -> tuple[int, str]:
+    """A round_to setting resolved against the table's channel block (resolve_round_to); a
+    table probed on a grid the plan's widths fall between is refused (check_grid)."""
+    origin = f"the {table.key.backend} latency table ({table.key.device})"
+    grid = table.meta.get("grid") or {}
+    value, source = resolve_round_to(
+        setting, table.meta.get("channel_block"), origin, grid.get("round_to")
+    )
+    check_grid(table, value)
+    return value, source
 
 
 def _resolve_table(cfg: PruneConfig, table: LatencyTable | None) -> LatencyTable | None:
@@ -501,5 +530,6 @@ def _latency_summary(session: _Session) -> dict | None:
         "calibration": session.calibration,
         "grid": table.meta.get("grid"),
         "channel_block": table.meta.get("channel_block"),
+        "round_to": session.round_to,
         "top_savings": rows,
     }

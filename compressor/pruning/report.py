@@ -44,6 +44,7 @@ class PruneReport:
     groups_total: int = 0
     seconds: float = 0.0
     latency: dict | None = None  # table key, predicted ms before/after, per-layer savings
+    round_to: dict | None = None  # {"value", "setting", "source"}: the width step the plan used
 
     @property
     def params_ratio(self) -> float:
@@ -90,6 +91,7 @@ class PruneReport:
             f"| GFLOPs @ {w}x{h} | {2 * self.macs_before / 1e9:.3f} | "
             f"{2 * self.macs_after / 1e9:.3f} | {-self.flops_ratio:+.2%} |",
             *self._latency_rows(),
+            *self._round_to_line(),
             "",
             f"{len(changed)} of {len(self.widths)} conv/linear layers narrowed; "
             f"{len(self.frozen)} channel groups left untouched of {self.groups_total + len(self.frozen)}.",
@@ -101,6 +103,11 @@ class PruneReport:
                 for f in self.frozen
             ]
         return "\n".join(lines) + "\n"
+
+    def _round_to_line(self) -> list[str]:
+        if not self.round_to:
+            return []
+        return ["", f"Widths on steps of {self.round_to['value']} ({self.round_to['source']})."]
 
     def _latency_rows(self) -> list[str]:
         lat = self.latency

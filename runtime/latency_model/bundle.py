@@ -70,6 +70,7 @@ class AnchorSpec:
     file: str
     widths: dict[str, tuple[int, int]] = field(default_factory=dict)
     file_fp16: str | None = None  # FP16 ONNX of the same model, for strongly typed TensorRT
+    role: str = "fit"  # fit: calibrates the table; holdout: only scores its prediction
 
 
 @dataclass
@@ -163,6 +164,7 @@ def load_bundle(root: str | Path) -> ProbeBundle:
                     str(a["file"]),
                     {str(k): (int(v[0]), int(v[1])) for k, v in a.get("widths", {}).items()},
                     a.get("file_fp16"),
+                    str(a.get("role", "fit")),
                 )
                 for a in d["anchors"]
             ],

@@ -75,6 +75,8 @@ def run(args: argparse.Namespace) -> dict:
         "seconds": table.meta.get("seconds"),
         "grid": table.meta.get("grid"),
         "channel_block": table.meta.get("channel_block"),
+        "channel_steps": table.meta.get("channel_steps"),
+        "cell_model": table.cell_model,
     }
 
 
@@ -96,15 +98,32 @@ def _main(argv: Sequence[str] | None) -> int:
             f"{summary['seconds']} s on {k['backend']} {k['precision']} ({k['device']}), "
             f"model {summary['predicted_full_ms']:.2f} ms per batch of {k['batch']}"
         )
+        cm = summary["cell_model"]
+        errors = ", ".join(f"{m} {e['abs']:.1%}" for m, e in cm["cell_error"].items())
+        print(
+            f"cell model: {cm['model']} ({cm['chosen_by']}"
+            + (f"; error on {cm['holdout_cells']} held-out cells: {errors}" if errors else "")
+            + f"); channel block {summary['channel_block']} "
+            f"({table_block_source(summary['channel_steps'])})"
+        )
         step = (summary["grid"] or {}).get("round_to")
         block = split_block(summary["channel_block"], step)
         if block is not None:
             print(
                 f"note: this backend computes convolutions in blocks of {block} channels, the "
                 f"probes were exported on round_to {step}: export them with "
-                f"mtc-probes --round-to {block} and prune with --round-to {block}"
+                f"mtc-probes --round-to {block}: a plan on the block (mtc-compress's default) "
+                "then reads measured widths instead of interpolating across the steps"
             )
     return 0
+
+
+def table_block_source(steps: dict | None) -> str:
+    """What the step sweep measured, for the summary line."""
+    if not steps or steps.get("block") is None:
+        return "the step sweep could not tell"
+    found = steps["block"]
+    return "measured: no channel steps" if found == 1 else f"measured steps of {found}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

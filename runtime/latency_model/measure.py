@@ -16,7 +16,12 @@ import numpy as np
 
 from runtime.errors import MtcError
 from runtime.fileio import atomic_write_text
-from runtime.latency_model.bundle import ProbeBundle
+from runtime.latency_model.bundle import ProbeBundle, ProbeSpec
+from runtime.latency_model.cell_models import (
+    detect_block,
+    holdout_pairs,
+    step_widths,
+)
 from runtime.latency_model.table import Anchor, LatencyTable, LayerInfo, ProbeTimes, TableKey
 from runtime.latency_model.timers import ProbeTimer, Repeat, median_ms
 
@@ -86,7 +91,9 @@ def measure_bundle(
     )
     cells: dict[str, float] = state["cells"]
     resumed = len(cells)
-    total = bundle.n_cells + len(bundle.anchors) * ANCHOR_ROUNDS
+    extra = extra_cells(bundle)
+    total = bundle.n_cells + sum(len(v) for v in extra.values())
+    total += len(bundle.anchors) * ANCHOR_ROUNDS
     counter = [resumed]
 
     def step(what: str) -> None:
@@ -94,10 +101,9 @@ def measure_bundle(
         if progress:
             progress(counter[0], total, what)
 
-    block = timer.channel_block()
     t0 = time.perf_counter()
     try:
-        _measure_probes(bundle, timer, cfg, state, ppath, step)
+        _measure_probes(bundle, timer, cfg, state, ppath, step, extra)
         anchors = _measure_anchors(bundle, timer, cfg, step)
     except KeyboardInterrupt:
         atomic_write_text(ppath, json.dumps(state))
@@ -107,6 +113,9 @@ def measure_bundle(
         ) from None
     finally:
         timer.close()
+    steps = channel_steps(bundle, cells)
+    known = timer.channel_block()
+    block = known if known is not None else steps.get("block")
     table = _assemble(bundle, key, cells, anchors)
     table.meta = {
         "bundle": str(bundle.root),
@@ -115,6 +124,8 @@ def measure_bundle(
         "cells": bundle.n_cells,
         "grid": dict(bundle.grid),
         "channel_block": block,
+        "channel_block_from": "backend" if known is not None else "measured (channel_steps)",
+        "channel_steps": steps,
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "repeat": {
             "warmup": cfg.repeat.warmup,
@@ -127,6 +138,57 @@ def measure_bundle(
     return table
 
 
+def extra_cells(bundle: ProbeBundle) -> dict[str, list[tuple[int, int]]]:
+    """Per probe, the (c_in, c_out) timed besides its grid: held-out pairs on the grid's step
+    (which cell model fits, cell_models.holdout_pairs) and, for one probe, the sweep of output
+    widths that shows the backend's channel steps (cell_models.step_widths)."""
+    grid_step = int(bundle.grid.get("round_to", 8))
+    out: dict[str, list[tuple[int, int]]] = {}
+    for spec in bundle.probes.values():
+        if not spec.depthwise:
+            pairs = holdout_pairs(spec.grid_in, spec.grid_out, grid_step)
+            out[spec.id] = [(ci, co) for ci, co in pairs]
+    sweep = step_probe(bundle)
+    if sweep is not None:
+        grid = {(ci, co) for _, _, ci, co in sweep.cells()}
+        out.setdefault(sweep.id, [])
+        out[sweep.id] += [
+            (sweep.cin, w)
+            for w in step_widths(sweep.cout)
+            if (sweep.cin, w) not in grid and (sweep.cin, w) not in out[sweep.id]
+        ]
+    return {k: v for k, v in out.items() if v}
+
+
+def step_probe(bundle: ProbeBundle) -> ProbeSpec | None:
+    """The probe the channel-step sweep narrows: the widest-input one whose output width may
+    change and reaches 64 (a step of 32 needs two blocks to show), heaviest by input pixels."""
+    best, size = None, 0
+    for spec in bundle.probes.values():
+        if spec.depthwise or spec.transposed or len(spec.grid_out) < 2 or spec.cout < 64:
+            continue
+        h, w = spec_in_hw(bundle, spec)
+        if spec.cin * h * w > size:
+            best, size = spec, spec.cin * h * w
+    return best
+
+
+def channel_steps(bundle: ProbeBundle, cells: dict[str, float]) -> dict[str, Any]:
+    """The sweep's timings and the block they show (cell_models.detect_block)."""
+    spec = step_probe(bundle)
+    if spec is None:
+        return {"block": None, "why": "no probe with an output width of 64 or more to sweep"}
+    ms = {w: cells[f"{spec.id}:{spec.cin}x{w}"] for w in step_widths(spec.cout)}
+    block, scores = detect_block(ms)
+    return {
+        "block": block,
+        "probe": spec.id,
+        "cin": spec.cin,
+        "ms": {str(w): round(v, 5) for w, v in ms.items()},
+        "scores": {str(b): v for b, v in scores.items()},
+    }
+
+
 def _measure_probes(
     bundle: ProbeBundle,
     timer: ProbeTimer,
@@ -134,12 +196,14 @@ def _measure_probes(
     state: dict[str, Any],
     ppath: Path,
     step: Callable[[str], None],
+    extra: dict[str, list[tuple[int, int]]],
 ) -> None:
     cells: dict[str, float] = state["cells"]
     last_save = time.perf_counter()
     for spec in bundle.probes.values():
         hw = spec_in_hw(bundle, spec)
-        for _, _, ci, co in spec.cells():
+        todo = [(ci, co) for _, _, ci, co in spec.cells()] + extra.get(spec.id, [])
+        for ci, co in todo:
             cell = f"{spec.id}:{ci}x{co}"
             if cell in cells:
                 continue
@@ -181,8 +245,11 @@ def _measure_anchors(
 
 
 def _assemble(
-    bundle: ProbeBundle, key: TableKey, cells: dict[str, float], anchors: list[Anchor]
+    bundle: ProbeBundle, key: TableKey, cells: dict[str, float], measured: list[Anchor]
 ) -> LatencyTable:
+    holdout_names = {a.name for a in bundle.anchors if a.role == "holdout"}
+    anchors = [a for a in measured if a.name not in holdout_names]
+    grid_step = int(bundle.grid.get("round_to", 8))
     probes = {}
     for spec in bundle.probes.values():
         ms = np.full((len(spec.grid_in), len(spec.grid_out)), np.nan)
@@ -193,7 +260,11 @@ def _assemble(
             for i, ci in enumerate(spec.grid_in):
                 for j, co in enumerate(spec.grid_out):
                     ms[i, j] = diag.get(min(ci, co), np.nanmin(ms))
-        probes[spec.id] = ProbeTimes(list(spec.grid_in), list(spec.grid_out), ms)
+        pairs = [] if spec.depthwise else holdout_pairs(spec.grid_in, spec.grid_out, grid_step)
+        held = [(ci, co, cells[f"{spec.id}:{ci}x{co}"]) for ci, co in pairs]
+        probes[spec.id] = ProbeTimes(
+            list(spec.grid_in), list(spec.grid_out), ms, held, spec.depthwise
+        )
     layers = {
         n: LayerInfo(
             probe=str(ly["probe"]),
@@ -205,7 +276,8 @@ def _assemble(
         )
         for n, ly in bundle.layers.items()
     }
-    return LatencyTable(key, layers, probes, anchors)
+    holdout = [a for a in measured if a.name in holdout_names]
+    return LatencyTable(key, layers, probes, anchors, holdout_anchors=holdout)
 
 
 class TqdmProgress:

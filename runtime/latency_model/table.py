@@ -6,7 +6,8 @@ Model of a network's latency at widths w (per layer: kept input and output chann
     T(w) = a + b * V(w) + sum over layers of t_layer(c_in, c_out)
 
 t_layer is the layer's probe (its conv and the activation fused behind it, exactly as exported)
-timed alone on a grid of (c_in, c_out) and interpolated bilinearly. What the probes do not see —
+timed alone on a grid of (c_in, c_out) and read with the cell model (one- or two-dimensional,
+cell_models) that predicted held-out cells best. What the probes do not see —
 concatenations, upsampling, pooling, per-op overhead — is `a + b * V(w)`, with V the activation
 volume (sum of c_out x output pixels) of the probed layers: a width-proportional part and a fixed
 part, fitted on two whole models measured in the same session (the unpruned model and a uniformly
@@ -34,6 +35,13 @@ import numpy as np
 
 from runtime.errors import MtcError
 from runtime.fileio import atomic_write_text
+from runtime.latency_model.cell_models import (
+    DEFAULT_MODEL,
+    MODELS,
+    cell_ms,
+    choose_model,
+    model_errors,
+)
 
 TABLE_FORMAT = "mtc-latency-table"
 TABLE_VERSION = 1
@@ -120,42 +128,31 @@ class LayerInfo:
 
 @dataclass
 class ProbeTimes:
-    """Median milliseconds per batch of one probe on a grid of (c_in, c_out)."""
+    """Median milliseconds per batch of one probe on a grid of (c_in, c_out), plus held-out
+    cells [(c_in, c_out, ms)] off the grid that decide which cell model the table uses."""
 
     grid_in: list[int]
     grid_out: list[int]
     ms: np.ndarray  # [len(grid_in), len(grid_out)]
+    holdout: list[tuple[int, int, float]] = field(default_factory=list)
+    depthwise: bool = False  # one width: always read on the (spread) diagonal, bilinearly
+    model: str = DEFAULT_MODEL
 
-    def at(self, cin: float, cout: float) -> float:
-        return float(_interp_1d(self.grid_out, _rows_at(self.grid_in, self.ms, cin), cout))
+    def at(self, cin: float, cout: float, model: str | None = None) -> float:
+        use = "bilinear" if self.depthwise else (model or self.model)
+        return cell_ms(use, self.grid_in, self.grid_out, self.ms, cin, cout)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d: dict[str, Any] = {
             "grid_in": list(self.grid_in),
             "grid_out": list(self.grid_out),
             "ms": [[round(float(v), 5) for v in row] for row in self.ms],
         }
-
-
-def _weights(grid: list[int], x: float) -> tuple[int, int, float]:
-    """Indices (i, j) and weight of j for linear interpolation at x; beyond the grid the nearest
-    cell's line is extended (latency of a width below the smallest probe is extrapolated)."""
-    if len(grid) == 1:
-        return 0, 0, 0.0
-    j = int(np.searchsorted(grid, x, side="left"))
-    j = min(max(j, 1), len(grid) - 1)
-    i = j - 1
-    return i, j, (x - grid[i]) / (grid[j] - grid[i])
-
-
-def _rows_at(grid: list[int], ms: np.ndarray, x: float) -> np.ndarray:
-    i, j, t = _weights(grid, x)
-    return ms[i] * (1 - t) + ms[j] * t
-
-
-def _interp_1d(grid: list[int], values: np.ndarray, x: float) -> float:
-    i, j, t = _weights(grid, x)
-    return max(0.0, float(values[i] * (1 - t) + values[j] * t))
+        if self.holdout:
+            d["holdout"] = [[int(ci), int(co), round(float(ms), 5)] for ci, co, ms in self.holdout]
+        if self.depthwise:
+            d["depthwise"] = True
+        return d
 
 
 @dataclass
@@ -174,6 +171,7 @@ class LatencyTable:
     probes: dict[str, ProbeTimes]
     anchors: list[Anchor]
     meta: dict[str, Any] = field(default_factory=dict)
+    holdout_anchors: list[Anchor] = field(default_factory=list)  # pruned nets, never fitted
 
     def __post_init__(self) -> None:
         missing = sorted({ly.probe for ly in self.layers.values()} - set(self.probes))
@@ -184,6 +182,9 @@ class LatencyTable:
             )
         if not self.anchors:
             raise LatencyTableError("latency table has no whole-model anchor: measure it again")
+        self.cell_model = self._choose_model()
+        for p in self.probes.values():
+            p.model = self.cell_model["model"]
         self.fixed_ms, self.per_volume_ms = self._fit_rest()
         self.savings_scale = self._fit_scale()
 
@@ -191,25 +192,53 @@ class LatencyTable:
     def full_widths(self) -> dict[str, tuple[int, int]]:
         return {n: (ly.cin, ly.cout) for n, ly in self.layers.items()}
 
-    def layer_ms(self, name: str, cin: int, cout: int) -> float:
+    def layer_ms(self, name: str, cin: int, cout: int, model: str | None = None) -> float:
         ly = self.layers[name]
-        return self.probes[ly.probe].at(cin if ly.vary_in else ly.cin, cout)
+        return self.probes[ly.probe].at(cin if ly.vary_in else ly.cin, cout, model)
 
-    def _parts(self, widths: Widths) -> tuple[float, float]:
+    def _parts(self, widths: Widths, model: str | None = None) -> tuple[float, float]:
         """(sum of probe times, activation volume) at `widths`."""
         total, volume = 0.0, 0.0
         for name, ly in self.layers.items():
             cin, cout = widths.get(name, (ly.cin, ly.cout))
-            total += self.layer_ms(name, cin, cout)
+            total += self.layer_ms(name, cin, cout, model)
             volume += cout * ly.out_pixels
         return total, volume
 
-    def _fit_rest(self) -> tuple[float, float]:
+    def _choose_model(self) -> dict[str, Any]:
+        """The cell model with the least error on the held-out cells (each probe weighted by the
+        layers that use it), and every model's error on the held-out whole networks."""
+        uses: dict[str, int] = {}
+        for ly in self.layers.values():
+            uses[ly.probe] = uses.get(ly.probe, 0) + 1
+        cells = [
+            (pid, ci, co, ms, uses.get(pid, 0))
+            for pid, p in self.probes.items()
+            for ci, co, ms in p.holdout
+        ]
+        predict = {m: (lambda pid, ci, co, m=m: self.probes[pid].at(ci, co, m)) for m in MODELS}
+        errors = model_errors(cells, predict) if cells else {}
+        networks = {
+            m: [
+                round(self.predict_uncalibrated(h.widths, m) / h.ms - 1, 5)
+                for h in self.holdout_anchors
+            ]
+            for m in MODELS
+        }
+        return {
+            "model": choose_model(errors),
+            "chosen_by": "held-out cells" if errors else "default (no held-out cells measured)",
+            "holdout_cells": len(cells),
+            "cell_error": errors,
+            "network_error": {m: e for m, e in networks.items() if e},
+        }
+
+    def _fit_rest(self, model: str | None = None) -> tuple[float, float]:
         """(a, b) through the first two anchors (the model and its uniformly thinned copy)."""
-        (s0, v0), t0 = self._parts(self.anchors[0].widths), self.anchors[0].ms
+        (s0, v0), t0 = self._parts(self.anchors[0].widths, model), self.anchors[0].ms
         slope = 0.0
         if len(self.anchors) > 1:
-            (s1, v1), t1 = self._parts(self.anchors[1].widths), self.anchors[1].ms
+            (s1, v1), t1 = self._parts(self.anchors[1].widths, model), self.anchors[1].ms
             if v1 != v0:
                 slope = max(0.0, ((t1 - s1) - (t0 - s0)) / (v1 - v0))
         return t0 - s0 - slope * v0, slope
@@ -235,6 +264,13 @@ class LatencyTable:
         """Milliseconds per batch of the model at `widths` (layer -> (c_in, c_out))."""
         full = self.anchors[0].ms
         return full - self.savings_scale * (full - self._structural(widths or {}))
+
+    def predict_uncalibrated(self, widths: Widths, model: str | None = None) -> float:
+        """The prediction before any measured plan recalibrates it (kappa = 1), with `model`'s
+        cells (default: the chosen one) and its own fit of the rest: for comparing models."""
+        a, b = self._fit_rest(model)
+        s_, v = self._parts(widths, model)
+        return a + b * v + s_
 
     def add_anchor(self, anchor: Anchor) -> None:
         """A pruned model measured on this backend: recalibrate the savings scale with it."""
@@ -272,14 +308,9 @@ class LatencyTable:
             "key": self.key.to_dict(),
             "layers": {n: asdict(ly) for n, ly in self.layers.items()},
             "probes": {p: t.to_dict() for p, t in self.probes.items()},
-            "anchors": [
-                {
-                    "name": a.name,
-                    "ms": round(a.ms, 5),
-                    "widths": {k: list(v) for k, v in a.widths.items()},
-                }
-                for a in self.anchors
-            ],
+            "anchors": [_anchor_to_dict(a) for a in self.anchors],
+            "holdout_anchors": [_anchor_to_dict(a) for a in self.holdout_anchors],
+            "cell_model": self.cell_model,
             "fit": {
                 "fixed_ms": round(self.fixed_ms, 5),
                 "per_volume_ms": self.per_volume_ms,
@@ -310,6 +341,7 @@ class LatencyTable:
                 probes={p: _probe_from_dict(t) for p, t in d["probes"].items()},
                 anchors=[_anchor_from_dict(a) for a in d["anchors"]],
                 meta=dict(d.get("meta", {})),
+                holdout_anchors=[_anchor_from_dict(a) for a in d.get("holdout_anchors", [])],
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise LatencyTableError(f"{source} is malformed ({type(e).__name__}: {e})") from None
@@ -322,7 +354,16 @@ def _probe_from_dict(t: Mapping[str, Any]) -> ProbeTimes:
         raise ValueError(f"probe timings of shape {ms.shape} do not fit grid {len(gi)}x{len(go)}")
     if gi != sorted(set(gi)) or go != sorted(set(go)):
         raise ValueError("probe grid widths must be strictly increasing")
-    return ProbeTimes(gi, go, ms)
+    holdout = [(int(ci), int(co), float(v)) for ci, co, v in t.get("holdout", [])]
+    return ProbeTimes(gi, go, ms, holdout, bool(t.get("depthwise", False)))
+
+
+def _anchor_to_dict(a: Anchor) -> dict[str, Any]:
+    return {
+        "name": a.name,
+        "ms": round(a.ms, 5),
+        "widths": {k: list(v) for k, v in a.widths.items()},
+    }
 
 
 def _anchor_from_dict(a: Mapping[str, Any]) -> Anchor:
@@ -364,3 +405,17 @@ def split_block(channel_block: Any, round_to: Any) -> int | None:
     if not isinstance(channel_block, int) or channel_block <= 1 or not isinstance(round_to, int):
         return None
     return channel_block if round_to % channel_block else None
+
+
+def check_grid(table: LatencyTable, round_to: int) -> None:
+    """Refuse to plan widths on steps of `round_to` against a table probed on a grid whose step
+    does not divide it: the plan's widths fall between the measured ones, where the table can
+    only guess (and a backend's channel blocks make such widths cost the next step up)."""
+    step = (table.meta.get("grid") or {}).get("round_to")
+    if isinstance(step, int) and step > 1 and round_to % step:
+        raise LatencyTableMismatchError(
+            f"the latency table was probed on a grid of {step} channels, but this plan keeps "
+            f"widths on steps of {round_to}, between the measured ones: plan with a multiple of "
+            f"{step} (--round-to {step}), or export the probes with mtc-probes --round-to "
+            f"{round_to} and measure them again"
+        )

@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,12 @@ from compressor.latency.onnx_io import export_onnx
 from compressor.models.spec import get_spec
 from compressor.pruning import ImpossibleTargetError, PruneConfig, PruneConfigError, prune
 from runtime.latency_model.bundle import load_bundle
-from runtime.latency_model.measure import MeasureConfig, MeasureInterrupted, measure_bundle
+from runtime.latency_model.measure import (
+    MeasureConfig,
+    MeasureInterrupted,
+    extra_cells,
+    measure_bundle,
+)
 from runtime.latency_model.table import LatencyTableMismatchError, load_table
 from runtime.latency_model.timers import ProbeTimer, Repeat
 
@@ -32,9 +38,10 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def analytic_ms(model: onnx.ModelProto, whole: bool) -> float:
+def analytic_ms(model: onnx.ModelProto, whole: bool, block: int = 1) -> float:
     """A deterministic 'latency': per conv 0.01 ms + 1e-6 ms per MAC (bilinear in the widths);
-    whole models add 2 ms and 1e-5 ms per conv output element (the part the fit must find)."""
+    whole models add 2 ms and 1e-5 ms per conv output element (the part the fit must find).
+    block > 1: output channels are computed in blocks (a width costs the next multiple up)."""
     m = shape_inference.infer_shapes(model)
     shapes = {
         v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in m.graph.value_info
@@ -52,6 +59,7 @@ def analytic_ms(model: onnx.ModelProto, whole: bool) -> float:
         while w in alias:
             w = alias[w]
         cout, cin_g, kh, kw = numpy_helper.to_array(inits[w]).shape
+        cout = -(-cout // block) * block
         out = shapes[node.output[0]]
         total += 0.01 + 1e-6 * cout * cin_g * kh * kw * out[2] * out[3]
         volume += cout * out[2] * out[3]
@@ -61,10 +69,11 @@ def analytic_ms(model: onnx.ModelProto, whole: bool) -> float:
 class AnalyticTimer(ProbeTimer):
     name = "analytic"
 
-    def __init__(self, interrupt_after: int | None = None):
+    def __init__(self, interrupt_after: int | None = None, block: int = 1):
         super().__init__("fp32", None)
         self.calls = 0
         self.interrupt_after = interrupt_after
+        self.block = block  # like TensorRT here: the timer knows no channel block
 
     def device(self) -> str:
         return "Analytic CPU"
@@ -76,7 +85,7 @@ class AnalyticTimer(ProbeTimer):
         self.calls += 1
         if self.interrupt_after is not None and self.calls > self.interrupt_after:
             raise KeyboardInterrupt
-        ms = analytic_ms(onnx.load_from_string(onnx_bytes), whole=input_name != "x")
+        ms = analytic_ms(onnx.load_from_string(onnx_bytes), input_name != "x", self.block)
         return lambda: ms
 
 
@@ -131,7 +140,7 @@ def test_bundle_covers_every_conv_and_fixes_prediction_layers(teacher, bundle_di
     assert b.layers["model.1.conv"]["vary_out"] and b.layers["model.1.conv"]["vary_in"]
     assert b.layers["model.0.conv.conv"]["vary_in"] is False  # the image's (Focus) channels
     assert len(list((bundle_dir / "probes").glob("*.onnx"))) == len(b.probes)
-    assert {a.name for a in b.anchors} == {"full", "thin"}
+    assert {a.name: a.role for a in b.anchors} == {"full": "fit", "thin": "fit", "mixed": "holdout"}
     # identical layers share one probe
     assert len(b.probes) < len(b.layers)
 
@@ -246,7 +255,8 @@ def test_interrupted_measurement_resumes_and_never_leaves_a_table(bundle_dir, tm
     table = measure_bundle(b, timer, out, FAST)
     assert out.exists() and not partial.exists()
     assert table.meta["resumed_cells"] >= 25 - 2  # saved at least the last full save
-    assert timer.calls == b.n_cells - table.meta["resumed_cells"] + len(b.anchors)
+    extra = sum(len(v) for v in extra_cells(b).values())  # held-out pairs, the step sweep
+    assert timer.calls == b.n_cells + extra - table.meta["resumed_cells"] + len(b.anchors)
 
 
 def test_cli_round_trip_probes_latency_compress(tmp_path, synth_dataset, capsys):
@@ -332,6 +342,27 @@ sys.exit(main(sys.argv[1:]))
     import json
 
     rep = json.loads((tmp_path / "ok" / "report.json").read_text())
+    # no --round-to: the plan is on the table's channel block (16 on AVX-512), from a grid of 8
+    assert rep["pruning"]["round_to"]["value"] == (block or 8)
+    assert rep["pruning"]["round_to"]["setting"] is None
+    # bad round_to input, one line each, before any pruning: 'auto' with a table that records
+    # no block, and a step the table's grid of 8 does not divide
+    blockless = tmp_path / "blockless.json"
+    raw = json.loads(table.read_text())
+    raw["meta"]["channel_block"] = None
+    blockless.write_text(json.dumps(raw))
+    for flags, message in (
+        (["--latency-table", str(blockless), "--round-to", "auto"], "records none"),
+        (["--round-to", "12"], "probed on a grid of 8 channels"),
+        (["--round-to", "x"], "expected a positive integer or 'auto'"),
+    ):
+        capsys.readouterr()
+        code = compress_main(
+            [*base, *flags, "-o", str(tmp_path / "bad2"), "--imgsz", "64", "128", "--ratio", "0.05"]
+        )
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1 and message in err, err
+        assert not (tmp_path / "bad2" / "report.json").exists()
     assert (
         rep["latency"]["predicted"]["predicted_after_ms"]
         <= 0.95 * rep["latency"]["predicted"]["predicted_before_ms"] * 1.001
@@ -391,9 +422,8 @@ def test_local_table_is_cached_reused_and_remeasured_when_damaged(tmp_path):
     (cached,) = (tmp_path / "latency").glob("*.json")
     logs.clear()
     again = obtain_table(model, (32, 64), threads=1, cache=tmp_path, log=logs.append)
-    # (then, on an x86 CPU, the hint that round_to 8 splits ONNX Runtime's channel blocks)
-    assert logs[0] == f"latency table: reusing {cached}"
-    assert all("computes convolutions in blocks" in m for m in logs[1:])
+    # the default grid is the backend's channel block: no hint that it splits the blocks
+    assert logs == [f"latency table: reusing {cached}"]
     assert again.key == first.key, (again.key, first.key)
     assert again.predict() == pytest.approx(first.predict(), abs=1e-4)  # file keeps 10 ns
     cached.write_text("{ damaged")
@@ -409,7 +439,9 @@ def test_local_table_of_another_grid_is_not_reused(tmp_path):
     from compressor.latency import obtain_table
 
     model, logs = _TwoConv(width=56).eval(), []
-    eight = obtain_table(model, (32, 64), threads=1, cache=tmp_path, log=lambda _m: None)
+    eight = obtain_table(
+        model, (32, 64), threads=1, round_to=8, cache=tmp_path, log=lambda _m: None
+    )
     sixteen = obtain_table(
         model, (32, 64), threads=1, round_to=16, min_width=16, cache=tmp_path, log=logs.append
     )
@@ -494,3 +526,74 @@ def test_report_notes_a_plan_that_splits_the_channel_blocks():
     assert "blocks of 16 channels" in md and "--round-to 16" in md
     for fine in ({**p, "grid": {"round_to": 16, "min_width": 16}}, {**p, "channel_block": None}):
         assert "blocks of" not in "\n".join(_latency_md({"measured": m, "predicted": fine}))
+
+
+def test_round_to_resolves_from_the_tables_channel_block():
+    from compressor.pruning.config import resolve_round_to
+
+    t = "the table"
+    assert (
+        resolve_round_to(None, 16, t)[0] == 16
+        and "channel block" in resolve_round_to(None, 16, t)[1]
+    )
+    assert resolve_round_to("auto", 8, t)[0] == 8
+    assert resolve_round_to(24, 16, t) == (24, "given")  # an explicit value wins
+    assert resolve_round_to(None, None, t, grid_step=16)[0] == 16  # no block: the table's grid
+    assert resolve_round_to(None, None, t) == (8, "default 8: the table records no channel block")
+    assert resolve_round_to(None, None, None)[0] == 8  # params / FLOPs: no table
+    assert resolve_round_to("auto", 1, t)[0] == 8  # measured: no channel steps
+    with pytest.raises(PruneConfigError, match="the table records none"):
+        resolve_round_to("auto", None, t, grid_step=16)
+    with pytest.raises(PruneConfigError, match="no latency table for a params"):
+        resolve_round_to("auto", None, None)
+    for bad in (0, -8, "16", True, 2.0):
+        with pytest.raises(PruneConfigError, match="round_to must be >= 1 or 'auto'"):
+            PruneConfig(round_to=bad)
+
+
+def test_default_round_to_plans_on_the_tables_block(teacher, table):
+    """No round_to: the table's channel block decides the widths, and the report says so;
+    explicit 'auto' refuses a table without a block before any pruning work."""
+    with_block = copy.copy(table)
+    with_block.meta = {**table.meta, "channel_block": 16}
+    cfg = PruneConfig(ratio=0.3, target="latency", importance="l1", latency_rounds=0)
+    res = prune_latency(copy.deepcopy(teacher), cfg, with_block)
+    assert res.report.round_to["value"] == 16 and "channel block" in res.report.round_to["source"]
+    assert res.record["config"]["round_to"] == 16
+    assert "Widths on steps of 16" in res.report.to_markdown()
+    changed = [r for r in res.report.widths if r["before"] != r["after"]]
+    assert changed and all(r["after"] % 16 == 0 for r in changed)
+    res8 = prune_latency(copy.deepcopy(teacher), replace(cfg, round_to=8), with_block)
+    assert res8.report.round_to == {"value": 8, "setting": 8, "source": "given"}
+    blockless = copy.copy(table)
+    blockless.meta = {**table.meta, "channel_block": None}
+    model = copy.deepcopy(teacher)
+    before = {n: p.shape for n, p in model.state_dict().items()}
+    with pytest.raises(PruneConfigError, match="records none"):
+        prune_latency(model, replace(cfg, round_to="auto"), blockless)
+    assert {n: p.shape for n, p in model.state_dict().items()} == before
+    res = prune_latency(copy.deepcopy(teacher), cfg, blockless)  # the default falls back
+    assert res.report.round_to["value"] == table.meta["grid"]["round_to"] == 8
+
+
+def test_a_backend_without_a_known_block_gets_it_measured(bundle_dir, teacher, tmp_path):
+    """A timer that knows no channel block (TensorRT's): the step sweep measures it, the table
+    records it, and the default round_to plans on it; a smooth backend records 'no steps'."""
+    b = load_bundle(bundle_dir)
+    blocked = measure_bundle(b, AnalyticTimer(block=8), tmp_path / "b.json", FAST)
+    assert blocked.meta["channel_block"] == 8
+    assert blocked.meta["channel_block_from"] == "measured (channel_steps)"
+    assert blocked.meta["channel_steps"]["block"] == 8
+    cfg = PruneConfig(ratio=0.2, target="latency", importance="l1", latency_rounds=0)
+    res = prune_latency(copy.deepcopy(teacher), cfg, blocked)
+    assert res.report.round_to["value"] == 8 and "channel block" in res.report.round_to["source"]
+    smooth = measure_bundle(b, AnalyticTimer(), tmp_path / "s.json", FAST)
+    assert smooth.meta["channel_block"] == 1  # measured: no channel steps
+    res = prune_latency(copy.deepcopy(teacher), replace(cfg, round_to="auto"), smooth)
+    assert res.report.round_to["value"] == 8 and "no channel steps" in res.report.round_to["source"]
+    # every held-out cell is on the grid's step and off its grid; the bilinear model is exact
+    # for the analytic (bilinear) backend, so it is the one chosen
+    assert smooth.cell_model["model"] == "bilinear" and smooth.cell_model["holdout_cells"] > 10
+    for p in smooth.probes.values():
+        for ci, co, _ in p.holdout:
+            assert ci % 8 == 0 and co % 8 == 0 and (ci not in p.grid_in or co not in p.grid_out)

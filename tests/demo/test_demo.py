@@ -27,7 +27,7 @@ def test_bad_options_fail_before_any_work(tmp_path):
         ("--ratio", "0", "ratio must be in (0, 1) (got 0.0)"),
         ("--max-group-ratio", "0", "max_group_ratio must be in (0, 1] (got 0.0)"),
         ("--kd-weight", "-1", "kd_weight must be >= 0 (got -1.0)"),
-        ("--round-to", "0", "round_to must be >= 1 (got 0)"),
+        ("--round-to", "0", "round_to must be >= 1, 'auto' or None (got 0)"),
     ],
 )
 def test_cli_reports_user_errors_in_one_line(capsys, tmp_path, flag, value, message):
