@@ -55,9 +55,21 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--n-train", type=int, default=128)
     p.add_argument("--n-val", type=int, default=48)
-    p.add_argument("--methods", nargs="+", default=["percentile"])
+    p.add_argument(
+        "--methods",
+        nargs="+",
+        default=["auto"],
+        help="calibration methods; percentile:P for another percentile",
+    )
     p.add_argument("--calib-images", type=int, default=128)
     p.add_argument("--guard-images", type=int, default=None)
+    p.add_argument("--guard-data", type=Path, default=None, help="default: --data")
+    p.add_argument(
+        "--heldout",
+        type=Path,
+        default=None,
+        help="also score the FP32 and INT8 ONNX on this data set's val split (not seen by the guard)",
+    )
     p.add_argument(
         "--fp16-onnx",
         action=argparse.BooleanOptionalAction,
@@ -113,9 +125,11 @@ def trained(args: argparse.Namespace) -> tuple[Path, Path, dict]:
     return last, data, info
 
 
-def export_once(ckpt: Path, data: Path, out: Path, method: str, args: argparse.Namespace) -> dict:
+def export_once(ckpt: Path, data: Path, out: Path, spec: str, args: argparse.Namespace) -> dict:
+    method, _, pct = spec.partition(":")
+    name = f"int8_{method}{pct.replace('.', '_')}"
     cfg = ExportConfig(
-        output=OutputOptions(str(out), f"int8_{method}", overwrite=True),
+        output=OutputOptions(str(out), name, overwrite=True),
         input=InputOptions(max_batch=8),
         half=HalfOptions(enabled=args.fp16_onnx),
         tensorrt=TensorRTOptions(engine="none"),
@@ -124,7 +138,9 @@ def export_once(ckpt: Path, data: Path, out: Path, method: str, args: argparse.N
             calib_data=str(data),
             calib_images=args.calib_images,
             calibration=method,
+            percentile=float(pct) if pct else Int8Options.percentile,
             guard_images=args.guard_images,
+            guard_data=str(args.guard_data) if args.guard_data else None,
         ),
     )
     start = time.perf_counter()
@@ -134,8 +150,13 @@ def export_once(ckpt: Path, data: Path, out: Path, method: str, args: argparse.N
     except Int8Error as e:
         res, error = e.result, str(e)
     q = res.summary.get("int8", {})
+    chosen = q.get("calibration")
+    if chosen and q.get("percentile") is not None:
+        chosen = f"{chosen} {q['percentile']:g}"
     return {
-        "method": method,
+        "method": spec if method != "auto" else f"auto ({chosen})",
+        "calibration_trials": q.get("calibration_trials"),
+        "heldout": heldout(res, args.heldout) if args.heldout and q.get("deltas") else None,
         "export_s": round(time.perf_counter() - start, 1),
         "int8_stage_s": q.get("time_s"),
         "error": error,
@@ -149,6 +170,20 @@ def export_once(ckpt: Path, data: Path, out: Path, method: str, args: argparse.N
         "models_scored": q.get("models_scored"),
         "guard_source": q.get("guard_source"),
     }
+
+
+def heldout(res, data: Path) -> dict:
+    """FP32 and INT8 ONNX scored by `mtc-eval`'s API on `data`'s val split, and their deltas."""
+    from compressor.train.eval_artifact import evaluate_artifact
+    from compressor.train.eval_checkpoint import EvalJob
+    from compressor.train.evaluate import EvalConfig
+
+    scores = {}
+    for kind in ("onnx", "onnx_int8"):
+        job = EvalJob(str(res.artifact(kind)), str(data), eval=EvalConfig(progress=False))
+        scores[kind] = evaluate_artifact(job)["summary"]
+    d = {k: round(100 * (scores["onnx_int8"][k] - scores["onnx"][k]), 3) for k in KEYS}
+    return {"data": str(data), "fp32": {k: scores["onnx"][k] for k in KEYS}, "deltas": d}
 
 
 def _fmt(d: dict | None) -> str:
