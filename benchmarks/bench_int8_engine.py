@@ -7,7 +7,7 @@ check, same thresholds) and the per-frame time of both engines at each batch, wi
 The INT8 ONNX is `<stem>_int8.onnx` beside the ONNX (mtc-export --int8). Where there is none, one
 is made here with ONNX Runtime's quantize_static in the same layout (runtime.testing.
 quantize_like_int8, on structured probe images) and the JSON says so. Both engines are built by
-the one builder (runtime.trt_build), batch 1..max(--batches). Times are the median of
+the one builder (runtime.tensorrt), batch 1..max(--batches). Times are the median of
 `--iters` calls of the backend alone after `--warmup`, on a real GPU only: without TensorRT it
 prints one line and exits 2, writing nothing.
 """
@@ -87,7 +87,7 @@ def int8_onnx_for(onnx_path: Path, work: Path, hw: tuple[int, int]) -> tuple[Pat
 
 
 def build(onnx_path: Path, precision: str, engine: Path, hw: tuple[int, int], bmax: int) -> None:
-    from runtime.trt_build import main as trt_build_main
+    from runtime.tensorrt.cli import main as trt_build_main
 
     shapes = [
         f"--{k}-shapes=images:{b}x3x{hw[0]}x{hw[1]}"
@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", help="folder for the engines (default: a new temporary one)")
     ap.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "int8_engine.json"))
     args = ap.parse_args(argv)
-    from runtime.trt_build import installed_version
+    from runtime.tensorrt.device import installed_version
 
     if installed_version() is None:
         print(

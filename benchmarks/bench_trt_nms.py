@@ -3,7 +3,7 @@
 - numpy: ONNX without NMS in ONNX Runtime, the runtime's numpy NMS (top-k, class-aware, early exit)
 - onnx:  ONNX NonMaxSuppression in the graph (mtc-export --nms-in-graph), ONNX Runtime
 - efficient / inms: TensorRT engines with EfficientNMS_TRT / INMSLayer appended
-  (`runtime.trt_build --trt-nms`), only where TensorRT and a GPU are there; otherwise the row says
+  (`runtime.tensorrt --trt-nms`), only where TensorRT and a GPU are there; otherwise the row says
   "not measured: no TensorRT" and carries no number.
 
     python benchmarks/bench_trt_nms.py [--frames 60] [--threads 1]
@@ -35,14 +35,15 @@ from bench_runtime_overhead import road_frames  # noqa: E402
 from runtime import load_artifact, run  # noqa: E402
 from runtime.fileio import atomic_write_text  # noqa: E402
 from runtime.spec import DEFAULT_INPUT_HW  # noqa: E402
+from runtime.tensorrt.cli import main as trt_build_main  # noqa: E402
+from runtime.tensorrt.device import installed_version  # noqa: E402
+from runtime.tensorrt.nms import supported_nms  # noqa: E402
 from runtime.testing import (  # noqa: E402
     StandinConfig,
     build_standin_onnx,
     standin_sidecar,
     yolop_count,
 )
-from runtime.trt_build import installed_version, supported_nms  # noqa: E402
-from runtime.trt_build import main as trt_build_main  # noqa: E402
 
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "trt_nms.json"
 

@@ -21,8 +21,7 @@ from runtime.cli_kernel import (
     run_cli,
 )
 from runtime.errors import MtcError
-from runtime.trt_build import TRT_NMS_CHOICES
-from runtime.trt_targets import DEFAULT_TARGET, target_names
+from runtime.tensorrt.targets import DEFAULT_TARGET, TRT_NMS_CHOICES, target_names
 
 S = argparse.SUPPRESS
 BOOL = argparse.BooleanOptionalAction
@@ -129,8 +128,8 @@ FLAGS: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
         ("--trt-target",),
         "tensorrt.target",
         {
-            "choices": "TARGETS",  # filled from runtime/trt_targets.py when the parser is built
-            "help": "TensorRT to lint for and write the build for (runtime/trt_targets.py; "
+            "choices": "TARGETS",  # filled from runtime/tensorrt/targets.py when the parser is built
+            "help": "TensorRT to lint for and write the build for (runtime/tensorrt/targets.py; "
             f"default: installed, else {DEFAULT_TARGET})",
         },
     ),
@@ -141,7 +140,7 @@ FLAGS: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
             "choices": TRT_NMS_CHOICES,
             "help": "append NMS to the TensorRT engine (det [B,max_det,6] + det_count, deploy "
             "thresholds): efficient = EfficientNMS_TRT plugin, inms = INMSLayer, auto = the "
-            "target's (runtime/trt_targets.py)",
+            "target's (runtime/tensorrt/targets.py)",
         },
     ),
     (

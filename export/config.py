@@ -5,22 +5,27 @@ apart."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass, field, is_dataclass, replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from export.errors import ExportConfigError
 from runtime.input_size import check_input_size
 from runtime.spec import NMS_CONF, NMS_IOU, NMS_MAX_DET
-from runtime.trt_build import NMS_AUTO, NMS_NONE, TRT_NMS_CHOICES
-from runtime.trt_targets import DEFAULT_TARGET, get_target, resolve_target, target_names
+from runtime.tensorrt.targets import (
+    DEFAULT_TARGET,
+    NMS_AUTO,
+    NMS_NONE,
+    TRT_NMS_CHOICES,
+    get_target,
+    resolve_target,
+    target_names,
+)
 
 SIMPLIFIERS: tuple[str, ...] = ("none", "onnxslim", "onnxsim")
 INPUT_DTYPES: tuple[str, ...] = ("float32", "uint8")  # --input
 ENGINES: tuple[str, ...] = ("fp16", "fp32", "int8", "none")
 SEG_OUTPUT_CHOICES: tuple[str, ...] = ("argmax", "logits")
-# TensorRT targets: runtime/trt_targets.py. 17 is inside every target's opset range and the
+# TensorRT targets: runtime/tensorrt/targets.py. 17 is inside every target's opset range and the
 # newest opset every exporter path here and onnxconverter-common handle without surprises.
 DEFAULT_OPSET = 17
 
@@ -144,7 +149,7 @@ class HalfOptions:
 class TensorRTOptions:
     """Hop 3, ONNX -> TensorRT: the engine to build (`"none"`: lint and write the build scripts
     only), the target release to lint and build for (`None`: the installed TensorRT's, else
-    runtime.trt_targets.DEFAULT_TARGET) and the builder settings."""
+    runtime.tensorrt.targets.DEFAULT_TARGET) and the builder settings."""
 
     engine: str = "fp16"
     target: str | None = None
@@ -152,7 +157,9 @@ class TensorRTOptions:
     opt_level: int = 3
     timing_cache_dir: str | None = None
     dla_core: int | None = None
-    nms: str = NMS_NONE  # NMS appended to the engine (runtime.trt_build): none/auto/efficient/inms
+    nms: str = (
+        NMS_NONE  # NMS appended to the engine (runtime/tensorrt/nms.py): none/auto/efficient/inms
+    )
     dry_run: bool = False
     allow_lint_fail: bool = False
 
@@ -460,13 +467,7 @@ def check_imgsz(
     return check_input_size(imgsz, stride, model=model, error=ExportConfigError)
 
 
-def default_timing_cache_dir() -> Path:
-    """Per-user cache so every export on this machine reuses tactic timings."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "mtc" / "tensorrt_timing"
-
-
 def resolve_trt_target(cfg_target: str | None, installed_version: str | None) -> str:
     """The target to lint for and build: asked for, else the installed TensorRT's, else
-    DEFAULT_TARGET (runtime/trt_targets.py)."""
+    DEFAULT_TARGET (runtime/tensorrt/targets.py)."""
     return resolve_target(cfg_target, installed_version).name

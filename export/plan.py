@@ -10,12 +10,13 @@ from pathlib import Path
 import torch
 
 from compressor.models.spec import ModelSpec
-from export.config import ExportConfig, check_imgsz, default_timing_cache_dir, resolve_trt_target
+from export.config import ExportConfig, check_imgsz, resolve_trt_target
 from export.errors import ExportConfigError
 from export.onnx.deploy import DeploySpec
 from export.source import LoadedModel
-from export.tensorrt.build import EngineBuildConfig, installed_version
+from export.tensorrt.build import EngineBuildConfig
 from runtime.io_names import INPUT_NAME
+from runtime.tensorrt.device import default_timing_cache_dir, installed_version
 
 
 @dataclass(frozen=True)

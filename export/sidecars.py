@@ -1,6 +1,6 @@
 """Fill the runtime's `Sidecar` for each artifact. The schema is the runtime's (one place); this
 module only knows where each value comes from: the checkpoint, the export options and the graph
-(an engine's build facts are added by `runtime.trt_build`)."""
+(an engine's build facts are added by `runtime.tensorrt.engine_sidecar`)."""
 
 from __future__ import annotations
 
@@ -114,7 +114,7 @@ def make_sidecar(
 ) -> Sidecar:
     """Sidecar for an ONNX artifact already on disk at `artifact` (its hash is read from there).
     An engine's sidecar is this one plus the build facts, written by
-    `runtime.trt_build.write_engine_sidecar` (the same code as the device build script)."""
+    `runtime.tensorrt.engine_sidecar.write_engine_sidecar` (the same code as the device build script)."""
     h, w = facts.imgsz
     return Sidecar.for_artifact(
         artifact,

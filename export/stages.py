@@ -220,7 +220,7 @@ def _stage_onnx(run: ExportRun, staging: Staging) -> None:
     if run.int8 is not None and run.int8_info is not None and run.int8_amax:
         # the same ranges for TensorRT's implicit quantisation (DLA on 10.x): a calibration
         # cache keyed by the FP32 ONNX's tensor names
-        from runtime.trt_build import write_calibration_cache
+        from runtime.tensorrt.calibration import write_calibration_cache
 
         ranges = {k: v for k, v in run.int8_amax.items() if v > 0}  # a dead tensor has no scale
         write_calibration_cache(staging.path(str(run.int8_info.calib_cache)), ranges)
@@ -312,7 +312,7 @@ def _engine_summary(run: ExportRun) -> EngineSummary:
 def _stage_engine(run: ExportRun, built: BuiltEngine) -> None:
     """Engine + sidecar, then the engine (through the runtime) against the FP32 ONNX (an INT8
     engine: against the INT8 ONNX, `_stage_int8_engine`)."""
-    from runtime.trt_build import batch_range, write_engine_sidecar
+    from runtime.tensorrt.engine_sidecar import batch_range, write_engine_sidecar
 
     precision = run.cfg.tensorrt.engine
     int8 = Int8Artifacts.beside(run.out_dir, run.plan.name) if precision == "int8" else None

@@ -45,7 +45,7 @@ from runtime.spec import (
     PAD_VALUE,
     SEG_TASKS,
 )
-from runtime.trt_build import FP16_PATHS, INT8_PATHS, TRT_NMS_KINDS
+from runtime.tensorrt.targets import FP16_PATHS, INT8_PATHS, TRT_NMS_KINDS
 
 SCHEMA_VERSION = 1
 # Artifact suffix -> sidecar `format`.
@@ -192,8 +192,8 @@ class TensorRTInfo:
     fp16_path: str | None = None
     timing_cache: str | None = None
     dla_core: int | None = None
-    # INT8 engines: how INT8 was built (runtime.trt_build.INT8_PATHS); DLA builds: the layers
-    # TensorRT said cannot run on the DLA (on the GPU instead). Older sidecars: null.
+    # INT8 engines: how INT8 was built (runtime.tensorrt.targets.INT8_PATHS); DLA builds: the
+    # layers TensorRT said cannot run on the DLA (on the GPU instead). Older sidecars: null.
     int8_path: str | None = field(default=None, metadata={ADDED_LATER: "int8_path null"})
     dla_gpu_layers: tuple[str, ...] | None = field(
         default=None, metadata={ADDED_LATER: "dla_gpu_layers null"}

@@ -1,8 +1,9 @@
-"""Hop 3: ONNX -> serialized TensorRT engine. The build itself is `runtime.trt_build` (torch-free,
-also shipped beside the ONNX as the device build script); this file only decides what the export
-feeds it: which ONNX (FP32, or FP16 on the strongly typed path; for INT8 the Q/DQ ONNX, or on
-DLA the FP32 ONNX + the calibration cache), the profile from the batch range, and the timing
-cache file for this (GPU, TensorRT version). CPU tests drive it through the fake in
+"""Hop 3, the export's engine stage: ONNX -> serialized TensorRT engine. The build itself is
+`runtime.tensorrt.builder` (torch-free; bundled beside the ONNX as the device build script);
+this file decides what the export feeds it: which ONNX (FP32, or FP16 on the strongly typed
+path; for INT8 the Q/DQ ONNX, or on DLA the FP32 ONNX + the calibration cache), the profile from
+the batch range, the NMS from the sidecar, and the timing cache file for this (GPU, TensorRT
+version); the runtime's build errors become the export's. CPU tests drive it through the fake in
 `tests/fakes/tensorrt_fake.py` installed as the `tensorrt` module."""
 
 from __future__ import annotations
@@ -13,36 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from export.errors import EngineBuildError, TensorRTUnavailableError
-from runtime import trt_build
-from runtime.trt_build import (
-    FP16_BUILDER_FLAG,
-    FP16_STRONGLY_TYPED,
-    INSTALL_HINT,
-    BuildInfo,
-    NmsSpec,
-    fp16_path_for,
-    installed_version,
-    nms_spec_from_sidecar,
-    query_gpu_name,
-    resolve_nms_kind,
-    timing_cache_file,
-    trt_major,
-)
-
-__all__ = [
-    "FP16_BUILDER_FLAG",
-    "FP16_STRONGLY_TYPED",
-    "INSTALL_HINT",
-    "BuiltEngine",
-    "EngineBuildConfig",
-    "EngineFromOnnx",
-    "fp16_path_for",
-    "import_tensorrt",
-    "installed_version",
-    "query_gpu_name",
-    "timing_cache_file",
-    "trt_major",
-]
+from runtime.tensorrt import device, errors
+from runtime.tensorrt.builder import BuildInfo, Shapes, build_serialized_engine, fp16_path_for
+from runtime.tensorrt.device import query_gpu_name, timing_cache_file
+from runtime.tensorrt.nms import NmsSpec, nms_spec_from_sidecar, resolve_nms_kind
+from runtime.tensorrt.targets import FP16_BUILDER_FLAG
 
 
 @dataclass(frozen=True)
@@ -57,9 +33,9 @@ class EngineBuildConfig:
     opt_level: int
     timing_cache_dir: Path
     dla_core: int | None = None
-    trt_nms: str = "none"  # runtime.trt_build.TRT_NMS_CHOICES
+    trt_nms: str = "none"  # runtime.tensorrt.targets.TRT_NMS_CHOICES
 
-    def input_shapes(self) -> trt_build.Shapes:
+    def input_shapes(self) -> Shapes:
         lo, opt, hi = (
             (b, *self.input_chw) for b in (self.min_batch, self.opt_batch, self.max_batch)
         )
@@ -99,8 +75,8 @@ class BuiltEngine:
 
 def import_tensorrt() -> Any:
     try:
-        return trt_build.import_tensorrt()
-    except trt_build.TensorRTUnavailableError as e:
+        return device.import_tensorrt()
+    except errors.TensorRTUnavailableError as e:
         raise TensorRTUnavailableError(str(e)) from None
 
 
@@ -171,7 +147,7 @@ class EngineFromOnnx:
         cfg = self.cfg
         try:
             nms = self._nms(trt)
-        except trt_build.EngineBuildError as e:
+        except errors.EngineBuildError as e:
             raise EngineBuildError(str(e)) from None
         calib = None
         if cfg.precision == "int8":
@@ -181,7 +157,7 @@ class EngineFromOnnx:
             data, source, fp16_path = self._source(trt)
         gpu = self.gpu_name()
         try:
-            plan, info = trt_build.build_serialized_engine(
+            plan, info = build_serialized_engine(
                 data,
                 precision=cfg.precision,
                 input_shapes=cfg.input_shapes(),
@@ -195,9 +171,9 @@ class EngineFromOnnx:
                 nms=nms,
                 calib_cache=calib,
             )
-        except trt_build.TensorRTUnavailableError as e:
+        except errors.TensorRTUnavailableError as e:
             raise TensorRTUnavailableError(str(e)) from None
-        except trt_build.EngineBuildError as e:
+        except errors.EngineBuildError as e:
             raise EngineBuildError(str(e)) from None
         return BuiltEngine(
             plan,

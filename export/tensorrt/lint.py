@@ -2,7 +2,7 @@
 
 No GPU-free TensorRT parser exists, so this is the closest static check: ONNX checker, strict
 shape inference, the opset range of the target, every node against the onnx-tensorrt operator
-table of the target release (the targets: runtime/trt_targets.py; their tables are shipped in
+table of the target release (the targets: runtime/tensorrt/targets.py; their tables are shipped in
 `export/tensorrt/data/`, source named inside), per-op
 restrictions (`lint_rules`), UINT8 only at the network boundary, and static shapes except the
 batch axis. Errors fail the export; warnings (uncertain table entries) are reported only."""
@@ -20,7 +20,7 @@ from onnx import TensorProto
 
 from export.errors import ExportConfigError, LintError
 from export.tensorrt.rules import RULES, GraphConstants
-from runtime.trt_targets import DEFAULT_TARGET, TrtTarget, TrtTargetError, get_target
+from runtime.tensorrt.targets import DEFAULT_TARGET, TrtTarget, TrtTargetError, get_target
 
 DATA_DIR = Path(__file__).parent / "data"
 _DEFAULT_DOMAINS = ("", "ai.onnx")
@@ -98,7 +98,7 @@ def op_table(target: str) -> dict:
     if table.get("tensorrt") != t.name:
         raise ExportConfigError(
             f"{t.op_table} is the op table of TensorRT {table.get('tensorrt')!r}, not of target "
-            f"{t.name!r}; fix op_table in runtime/trt_targets.py"
+            f"{t.name!r}; fix op_table in runtime/tensorrt/targets.py"
         )
     return table
 
@@ -238,7 +238,7 @@ def _elem_types(inferred: onnx.ModelProto) -> dict[str, int]:
 
 
 def lint_onnx(model: onnx.ModelProto | str | Path, target: str = DEFAULT_TARGET) -> LintReport:
-    """Lint one ONNX (proto or path) for TensorRT `target` (a name in runtime/trt_targets.py)."""
+    """Lint one ONNX (proto or path) for TensorRT `target` (a name in runtime/tensorrt/targets.py)."""
     table = op_table(target)
     if not isinstance(model, onnx.ModelProto):
         model = onnx.load(str(model))

@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from runtime.trt_targets import get_target
+from runtime.tensorrt.targets import get_target
 
 _RESIZE_MODES = {"nearest", "linear"}
 _RESIZE_COORDS = {

@@ -12,7 +12,8 @@ from pathlib import Path
 from runtime.backends.base import BackendOptions
 from runtime.backends.tensorrt import TensorRTBackend, _import_tensorrt
 from runtime.latency_model.timers import ProbeTimer, Repeat, random_input, register_timer
-from runtime.trt_build import FP16_STRONGLY_TYPED, build_serialized_engine, fp16_path_for
+from runtime.tensorrt.builder import build_serialized_engine, fp16_path_for
+from runtime.tensorrt.targets import FP16_STRONGLY_TYPED
 
 
 @register_timer("tensorrt")

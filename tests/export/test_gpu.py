@@ -62,8 +62,8 @@ def int8_folder(tiny_ckpt, tmp_path_factory):
     from export.checks.inputs import structured_input
     from runtime.fileio import file_sha256
     from runtime.sidecar import Int8Info, read_sidecar, sidecar_path
+    from runtime.tensorrt.calibration import write_calibration_cache
     from runtime.testing import quantize_like_int8
-    from runtime.trt_build import write_calibration_cache
 
     out = tmp_path_factory.mktemp("int8_gpu") / "out"
     export_model(tiny_ckpt, small_config(out, engine="none", max_batch=4))
@@ -103,7 +103,7 @@ def test_real_int8_engine_agrees_with_the_int8_onnx_and_is_timed_against_fp16(
     from export.tensorrt.int8 import int8_engine_agreement
     from runtime import load_artifact
     from runtime.sidecar import read_sidecar
-    from runtime.trt_build import main as trt_build_main
+    from runtime.tensorrt.cli import main as trt_build_main
 
     shapes = [
         f"--{k}-shapes=images:{b}x3x{IMGSZ[0]}x{IMGSZ[1]}"
@@ -147,8 +147,9 @@ def test_real_dla_int8_engine_from_the_calibration_cache(trt, int8_folder, tmp_p
     from export.checks.inputs import structured_input
     from runtime import load_artifact
     from runtime.sidecar import read_sidecar
-    from runtime.trt_build import EngineBuildError, build_serialized_engine
-    from runtime.trt_build import main as trt_build_main
+    from runtime.tensorrt.builder import build_serialized_engine
+    from runtime.tensorrt.cli import main as trt_build_main
+    from runtime.tensorrt.errors import EngineBuildError
 
     cores = int(getattr(trt.Builder(trt.Logger(trt.Logger.ERROR)), "num_DLA_cores", 0))
     shapes = [f"--{k}-shapes=images:1x3x{IMGSZ[0]}x{IMGSZ[1]}" for k in ("min", "opt", "max")]

@@ -11,7 +11,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from export.errors import ExportConfigError, LintError
 from export.tensorrt.lint import DATA_DIR, lint_onnx, op_table, require_lint
-from runtime.trt_targets import TARGETS, get_target
+from runtime.tensorrt.targets import TARGETS, get_target
 
 
 def _model(nodes, inputs, outputs, inits=(), opset=17):

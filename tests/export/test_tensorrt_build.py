@@ -1,4 +1,4 @@
-"""Our TensorRT build logic (export/tensorrt/build.py over runtime/trt_build.py), driven through
+"""Our TensorRT build logic (export/tensorrt/build.py over runtime/tensorrt/builder.py), driven through
 the TensorRT fake (tests/fakes: the real API's names and call semantics; it records every call).
 The end-to-end engine path is test_tensorrt_engine_path.py; real builds: test_gpu.py."""
 
@@ -14,14 +14,9 @@ from onnx import TensorProto, helper
 from tensorrt_fake import make_fake_tensorrt
 
 from export.errors import EngineBuildError, TensorRTUnavailableError
-from export.tensorrt.build import (
-    EngineBuildConfig,
-    EngineFromOnnx,
-    fp16_path_for,
-    import_tensorrt,
-    installed_version,
-    timing_cache_file,
-)
+from export.tensorrt.build import EngineBuildConfig, EngineFromOnnx, import_tensorrt
+from runtime.tensorrt.builder import fp16_path_for
+from runtime.tensorrt.device import installed_version, timing_cache_file
 
 
 def _onnx_bytes(elem: int = TensorProto.FLOAT) -> bytes:

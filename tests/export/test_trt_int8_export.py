@@ -45,8 +45,8 @@ from export.tensorrt.scripts import (
 from runtime import load_artifact
 from runtime.fileio import file_sha256
 from runtime.sidecar import Int8Info, read_sidecar, sidecar_path
+from runtime.tensorrt.calibration import load_calibration_cache, write_calibration_cache
 from runtime.testing import quantize_like_int8
-from runtime.trt_build import load_calibration_cache, write_calibration_cache
 
 T10, T11 = "10.3.0.30", "11.1.0.106"
 
@@ -189,7 +189,7 @@ def test_int8_engine_is_checked_against_the_int8_onnx(int8_export, monkeypatch, 
     )()
     engine = tmp_path / "student_int8.engine"
     engine.write_bytes(built.plan)
-    from runtime.trt_build import write_engine_sidecar
+    from runtime.tensorrt.engine_sidecar import write_engine_sidecar
 
     write_engine_sidecar(
         engine,

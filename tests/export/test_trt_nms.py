@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import runpy
 import shutil
 import sys
 from pathlib import Path
@@ -33,8 +34,8 @@ from runtime.sidecar import (
     read_sidecar,
     sidecar_path,
 )
-from runtime.trt_build import main as trt_build_main
-from runtime.trt_build import resolve_nms_kind
+from runtime.tensorrt.cli import main as trt_build_main
+from runtime.tensorrt.nms import resolve_nms_kind
 
 HW = (64, 128)
 CLASSES = ("car", "bus", "person")
@@ -230,7 +231,14 @@ def test_cli_flag_and_device_build_script_carry_the_option(tmp_path):
     assert build_script_args(plan, build)[-2:] == ["--trt-nms", "efficient"]
     script = write_build_script(tmp_path / "b.py", plan, build).read_text()
     assert "'--trt-nms', 'efficient'" in script
-    assert "('10.3', (10, 0), 'builder_flag', ('efficient', 'inms'))" in script
+    # the script carries the target table: 10.3's NMS kinds and FP16 path, read from it
+    shipped = runpy.run_path(str(tmp_path / "b.py"), run_name="device_build_script")
+    row = shipped["get_target"]("10.3")
+    assert (row.min_version, row.fp16_path, row.trt_nms) == (
+        (10, 0),
+        "builder_flag",
+        ("efficient", "inms"),
+    )
     sh = write_trtexec_script(tmp_path / "b.sh", plan, build).read_text()
     assert "trtexec cannot append it" in sh
     none = plan_for_target("student", "fp16", "10.3", True, None)
@@ -286,7 +294,7 @@ def real_trt():
 @pytest.mark.gpu
 @pytest.mark.parametrize("kind", ["efficient", "inms"])
 def test_real_engine_nms_equals_onnxruntime_plus_numpy_nms(real_trt, crowd, tmp_path, kind):
-    from runtime.trt_build import supported_nms
+    from runtime.tensorrt.nms import supported_nms
 
     if kind not in supported_nms(real_trt)[0]:
         pytest.skip(f"TensorRT {real_trt.__version__}'s target has no {kind}")

@@ -1,4 +1,4 @@
-"""One table of TensorRT targets (runtime/trt_targets.py) feeds ExportConfig, `mtc-export
+"""One table of TensorRT targets (runtime/tensorrt/targets.py) feeds ExportConfig, `mtc-export
 --trt-target`, the lint, the trtexec script and the engine builder. A fake target added to the
 table (and nowhere else) must be accepted and honoured by every one of them, so a consumer that
 kept its own list of versions fails here."""
@@ -19,8 +19,9 @@ from export.errors import ExportConfigError
 from export.tensorrt.build import EngineBuildConfig
 from export.tensorrt.lint import DATA_DIR, lint_onnx
 from export.tensorrt.scripts import plan_for_target, trtexec_command
-from runtime import trt_build, trt_targets
-from runtime.trt_targets import (
+from runtime.tensorrt import builder as trt_build
+from runtime.tensorrt import targets as trt_targets
+from runtime.tensorrt.targets import (
     DEFAULT_TARGET,
     TARGETS,
     TrtTargetError,

@@ -1,5 +1,5 @@
 """The INT8 and DLA part of the TensorRT fake: what an INT8 engine needs to get through
-`runtime.trt_build` and the runtime on CPU.
+`runtime.tensorrt` and the runtime on CPU.
 
 Modelled on TensorRT's documentation, only as far as mtc depends on it:
 - The ONNX parser makes one layer per ONNX node, named after the node (`INetworkDefinition.
@@ -18,7 +18,7 @@ Modelled on TensorRT's documentation, only as far as mtc depends on it:
   "DLA Supported Layers and Restrictions" table, coarsely: no per-layer parameter limits), with
   an FP16 or INT8 flag set, and a static profile (DLA has no dynamic dimensions). A layer that
   cannot run on the DLA fails the build unless `BuilderFlag.GPU_FALLBACK` is set.
-The parser here is this fake's own (it does not import runtime.trt_build), so a format mistake
+The parser here is this fake's own (it does not import runtime.tensorrt), so a format mistake
 in mtc's cache writer shows up as a rejected cache.
 What it cannot model: which kernels, scales or fusions TensorRT picks; an INT8 "engine" here
 computes exactly what ONNX Runtime computes on the ONNX it was built from (the Q/DQ ONNX: ORT's

@@ -1,6 +1,6 @@
 """The network-definition part of the TensorRT fake: the layers mtc adds after the ONNX parser
-(the NMS tail of `runtime.trt_build.append_nms`), each with the output shapes TensorRT would infer
-at build time and a numpy implementation the fake engine runs after ONNX Runtime.
+(the NMS tail of `runtime.tensorrt.nms.append_nms`), each with the output shapes TensorRT would
+infer at build time and a numpy implementation the fake engine runs after ONNX Runtime.
 
 Modelled on TensorRT's documentation, only as far as the real API goes:
 - `add_constant(shape, array)`, `add_gather(data, indices, axis)` (+ `num_elementwise_dims`),

@@ -14,8 +14,9 @@ from cuda_memory_fake import FakeMemory, install_fake_tensorrt  # noqa: E402
 from tensorrt_fake import FakeGpu, make_fake_tensorrt  # noqa: E402, F401 (re-exported)
 
 from runtime.sidecar import BatchRange  # noqa: E402
+from runtime.tensorrt.builder import build_serialized_engine  # noqa: E402
+from runtime.tensorrt.engine_sidecar import write_engine_sidecar  # noqa: E402
 from runtime.testing import StandinConfig, build_standin_onnx, standin_sidecar  # noqa: E402
-from runtime.trt_build import build_serialized_engine, write_engine_sidecar  # noqa: E402
 
 FAKE_TRT_VERSION = "10.3.0"  # what install_fake_trt installs
 

@@ -1,4 +1,4 @@
-"""The TensorRT fake behaves as TensorRT documents the parts we rely on, and `runtime.trt_build`
+"""The TensorRT fake behaves as TensorRT documents the parts we rely on, and `runtime.tensorrt`
 (the one builder) reacts to them as it should. If the fake drifted from TensorRT, every CPU test of
 the engine path would prove less: these pin it."""
 
@@ -19,13 +19,11 @@ from runtime_helpers import (  # puts tests/fakes on the path
 
 from runtime import load_artifact
 from runtime.backends.tensorrt import EngineIncompatibleError
+from runtime.tensorrt.builder import build_serialized_engine
+from runtime.tensorrt.device import timing_cache_file
+from runtime.tensorrt.engine_sidecar import write_engine_sidecar
+from runtime.tensorrt.errors import EngineBuildError
 from runtime.testing import StandinConfig, build_standin_onnx, standin_sidecar
-from runtime.trt_build import (
-    EngineBuildError,
-    build_serialized_engine,
-    timing_cache_file,
-    write_engine_sidecar,
-)
 
 HW = (32, 64)
 SHAPES = {"images": ((1, 3, *HW), (2, 3, *HW), (4, 3, *HW))}

@@ -1,6 +1,6 @@
-"""TensorRT's calibration cache text format, as `runtime.trt_build` writes and reads it: the
-header `TRT-<NV_TENSORRT_VERSION>-<calibrator>`, then `<tensor>: <hex of big-endian float32
-scale>`, scale = amax / 127. Known answers from NVIDIA's sampleINT8 README and forum."""
+"""TensorRT's calibration cache text format, as `runtime.tensorrt.calibration` writes and reads
+it: the header `TRT-<NV_TENSORRT_VERSION>-<calibrator>`, then `<tensor>: <hex of big-endian
+float32 scale>`, scale = amax / 127. Known answers from NVIDIA's sampleINT8 README and forum."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ import struct
 
 import pytest
 
-from runtime.trt_build import (
-    CalibrationCacheError,
+from runtime.tensorrt.calibration import (
     load_calibration_cache,
     parse_calibration_cache,
     trt_version_number,
     write_calibration_cache,
 )
+from runtime.tensorrt.errors import CalibrationCacheError
 
 
 def test_known_lines_from_nvidia_decode_to_their_scales():

@@ -1,4 +1,4 @@
-"""INT8 engines through the one builder (`runtime.trt_build`) and the TensorRT fake: the Q/DQ
+"""INT8 engines through the one builder (`runtime.tensorrt`) and the TensorRT fake: the Q/DQ
 ONNX with INT8 + FP16 flags (10.x) or strongly typed (11.x), the DLA build from the FP32 ONNX +
 the calibration cache (10.x), what is refused before building, the sidecar, the CLI, and the
 runtime running the engine. The fake runs the ONNX the engine was built from in ONNX Runtime, so
@@ -18,8 +18,14 @@ import pytest
 from runtime_helpers import install_fake_tensorrt, make_fake_tensorrt
 
 from runtime import load_artifact
-from runtime import trt_build as tb
+from runtime.fileio import file_sha256
 from runtime.sidecar import BatchRange, read_sidecar, sidecar_path
+from runtime.tensorrt import calibration as tb  # the module whose header writer is patched
+from runtime.tensorrt.builder import build_serialized_engine
+from runtime.tensorrt.calibration import write_calibration_cache
+from runtime.tensorrt.cli import main as trt_build_main
+from runtime.tensorrt.engine_sidecar import write_engine_sidecar
+from runtime.tensorrt.errors import EngineBuildError
 from runtime.testing import (
     StandinConfig,
     build_standin_int8,
@@ -27,7 +33,6 @@ from runtime.testing import (
     standin_int8_sidecar,
     standin_sidecar,
 )
-from runtime.trt_build import EngineBuildError, build_serialized_engine, write_calibration_cache
 
 HW = (32, 64)
 T10, T11 = "10.3.0.30", "11.1.0.106"
@@ -213,7 +218,7 @@ def test_fp16_dla_builds_report_gpu_layers_and_refuse_dynamic_shapes(export):
 def _cli(argv):
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = tb.main([str(a) for a in argv])
+        rc = trt_build_main([str(a) for a in argv])
     return rc, out.getvalue(), err.getvalue()
 
 
@@ -279,7 +284,7 @@ def test_cli_dla_build_takes_the_cache_the_int8_sidecar_names(export, monkeypatc
     assert sc.precision == "int8" and sc.int8 is not None and sc.int8.calib_cache == "x_int8.calib"
     assert sc.tensorrt.int8_path == "implicit_calib_cache" and sc.tensorrt.dla_core == 1
     assert sc.tensorrt.dla_gpu_layers and sc.batch == BatchRange(2, 2, 2)
-    assert sc.source_onnx_sha256 == tb.sha256_of(folder / "x.onnx")
+    assert sc.source_onnx_sha256 == file_sha256(folder / "x.onnx")
 
 
 @pytest.mark.parametrize(
@@ -320,7 +325,7 @@ def test_int8_engine_sidecar_without_an_int8_block_is_refused(export, tmp_path):
     engine = tmp_path / "x_int8.engine"
     engine.write_bytes(plan)
     with pytest.raises(EngineBuildError, match="sidecar of x.onnx has no 'int8' block"):
-        tb.write_engine_sidecar(
+        write_engine_sidecar(
             engine,
             folder / "x.onnx",
             precision="int8",

@@ -1,10 +1,11 @@
-"""The TensorRT releases mtc exports for: one entry per target, read by everything that differs by
-TensorRT version (ExportConfig and `mtc-export --trt-target`, the GPU-free lint, the trtexec
-script, the engine builder). Adding a TensorRT release is adding one `TrtTarget` here plus its
-operator table `export/tensorrt/data/trt_ops_<name>.json`.
+"""The TensorRT releases mtc exports for, and the words that differ by release: one entry per
+target, read by everything that differs by TensorRT version (ExportConfig and `mtc-export
+--trt-target`, the GPU-free lint, the trtexec script, the engine builder, the sidecar schema).
+Adding a TensorRT release is adding one `TrtTarget` here plus its operator table
+`export/tensorrt/data/trt_ops_<name>.json`.
 
-Torch-free and standard library only: `runtime.trt_build` (which is also shipped alone beside
-the ONNX) reads it where mtc is installed."""
+Standard library only (and `runtime.errors`): the sidecar schema reads its vocabulary from here
+without importing the builder, and the device build script carries this file as it is."""
 
 from __future__ import annotations
 
@@ -12,7 +13,22 @@ import difflib
 from dataclasses import dataclass
 
 from runtime.errors import MtcError
-from runtime.trt_build import FP16_BUILDER_FLAG, FP16_STRONGLY_TYPED, NMS_EFFICIENT, NMS_INMS
+
+# How FP16 is built (`TrtTarget.fp16_path`, the sidecar's `tensorrt.fp16_path`).
+FP16_BUILDER_FLAG = "builder_flag"  # 10.x: weakly typed network + BuilderFlag.FP16
+FP16_STRONGLY_TYPED = "strongly_typed_fp16_onnx"  # 11.x: strongly typed, from the FP16 ONNX
+FP16_PATHS = (FP16_BUILDER_FLAG, FP16_STRONGLY_TYPED)
+PRECISIONS = ("fp16", "fp32", "int8")
+# How INT8 is built (the sidecar's `tensorrt.int8_path`).
+INT8_QDQ_FLAGS = "qdq_int8_fp16_flags"  # 10.x: Q/DQ ONNX, weakly typed, BuilderFlag.INT8 + FP16
+INT8_QDQ_STRONGLY_TYPED = "qdq_strongly_typed"  # 11.x: Q/DQ ONNX, strongly typed
+INT8_IMPLICIT_CACHE = "implicit_calib_cache"  # 10.x DLA: FP32 ONNX + INT8 flag + cache calibrator
+INT8_PATHS = (INT8_QDQ_FLAGS, INT8_QDQ_STRONGLY_TYPED, INT8_IMPLICIT_CACHE)
+# NMS appended to the engine (`--trt-nms`, `TrtTarget.trt_nms`, the sidecar's `det.nms_kind`):
+# the EfficientNMS_TRT plugin or the native INMSLayer.
+NMS_NONE, NMS_AUTO, NMS_EFFICIENT, NMS_INMS = "none", "auto", "efficient", "inms"
+TRT_NMS_KINDS = (NMS_EFFICIENT, NMS_INMS)
+TRT_NMS_CHOICES = (NMS_NONE, NMS_AUTO, *TRT_NMS_KINDS)
 
 
 class TrtTargetError(MtcError):
@@ -37,9 +53,10 @@ class TrtTarget:
     dla_int8: whether DLA INT8 (implicit quantisation from a calibration cache: `--int8 --calib`)
         exists there.
     trt_nms: the NMS kinds `--trt-nms` may append to the engine's network on this target
-        (runtime.trt_build: NMS_EFFICIENT = the EfficientNMS_TRT plugin, NMS_INMS = the native
-        INMSLayer, `network.add_nms`), the first being what `--trt-nms auto` picks (from TensorRT
-        10.12 on, where EfficientNMS_TRT is deprecated, auto prefers INMSLayer when listed)."""
+        (runtime/tensorrt/nms.py: NMS_EFFICIENT = the EfficientNMS_TRT plugin, NMS_INMS = the
+        native INMSLayer, `network.add_nms`), the first being what `--trt-nms auto` picks (from
+        TensorRT 10.12 on, where EfficientNMS_TRT is deprecated, auto prefers INMSLayer when
+        listed)."""
 
     name: str
     min_version: tuple[int, int]
@@ -113,7 +130,7 @@ def get_target(name: str) -> TrtTarget:
     hint = f"; did you mean {close[0]!r}?" if close else ""
     raise TrtTargetError(
         f"TensorRT target {name!r} is not one of {', '.join(names)}{hint} "
-        "(each target is an entry in runtime/trt_targets.py)"
+        "(each target is an entry in runtime/tensorrt/targets.py)"
     )
 
 
