@@ -1,5 +1,6 @@
 """The model spec: everything downstream needs to know about a multi-task model, declared once in
-the model's own file and registered with it (`register_model(name, spec=SPEC)`).
+the model's own file and registered with it (`register_model(name, spec=SPEC)`; the lookups
+by name, `get_spec` / `spec_of`, live in compressor.models.registry).
 
 Training, compression, checkpoints, export (wrapper, output names, sidecar), the runtime's
 postprocess, metrics, overlays and the demo read the spec; nothing outside a model's file names a
@@ -12,7 +13,6 @@ a model declares which of them it predicts and of what kind.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -236,69 +236,3 @@ class ModelSpec:
         if self.det is None or self.decoder_params is None:
             return {}
         return dict(self.decoder_params(model))
-
-
-_SPECS: dict[str, ModelSpec] = {}
-
-
-def register_spec(spec: ModelSpec) -> None:
-    _SPECS[spec.name] = spec
-
-
-def registered_specs() -> dict[str, ModelSpec]:
-    return dict(_SPECS)
-
-
-def get_spec(name: str) -> ModelSpec:
-    if name not in _SPECS:
-        close = difflib.get_close_matches(name, list(_SPECS), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ModelSpecError(
-            f"no spec for model {name!r}; registered: {', '.join(sorted(_SPECS))}{hint}; "
-            "a model that is not registered passes spec= explicitly"
-        )
-    return _SPECS[name]
-
-
-def spec_of(model: nn.Module, spec: ModelSpec | None = None) -> ModelSpec:
-    """The spec of `model`: the one given, else `model.model_spec`, else the registered spec
-    of `model.model_name`."""
-    if spec is not None:
-        return spec
-    own = getattr(model, "model_spec", None)
-    if isinstance(own, ModelSpec):
-        return own
-    name = getattr(model, "model_name", None)
-    if isinstance(name, str) and name in _SPECS:
-        return _SPECS[name]
-    raise ModelSpecError(
-        f"{type(model).__name__} has no model spec: build it with compressor.build_model, set "
-        "model.model_spec, or pass spec= (a compressor.models.ModelSpec)"
-    )
-
-
-def import_official(state_dict: Mapping[str, Any]) -> tuple[str, dict, dict] | None:
-    """(model name, config, state dict) when a registered importer recognises the keys."""
-    for spec in _SPECS.values():
-        got = spec.importer(state_dict)
-        if got is not None:
-            return (spec.name, *got)
-    return None
-
-
-def closest_model(keys: Sequence[str]) -> str | None:
-    """The registered model whose official keys overlap `keys` most (for error messages):
-    scored by how many of the keys each importer's model would produce at default config."""
-    from compressor.models.registry import build_model  # registry imports this module
-
-    best, best_score = None, 0.0
-    want = {k.removeprefix("module.") for k in keys}
-    for name in _SPECS:
-        try:
-            have = set(build_model(name).state_dict())
-        except Exception:  # a builder that needs arguments cannot be scored
-            continue
-        score = len(want & have) / max(1, len(want | have))
-        if score > best_score:
-            best, best_score = name, score
-    return best

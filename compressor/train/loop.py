@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from compressor.checkpoint import save_checkpoint
 from compressor.losses import total_loss
-from compressor.models.spec import spec_of
+from compressor.models.registry import spec_of
 from compressor.train.config import TrainConfig
 from compressor.train.ddp import (
     DistContext,

@@ -14,8 +14,8 @@ from compressor.checkpoint import Checkpoint, CheckpointError, default_preproces
 from compressor.data import BddDataset, DataConfig, make_loader
 from compressor.data.layouts import count_image_files
 from compressor.models import build_model
-from compressor.models.registry import builder_params
-from compressor.models.spec import ModelSpecError, spec_of
+from compressor.models.registry import builder_params, spec_of
+from compressor.models.spec import ModelSpecError
 from compressor.train.config import RESUME_OVERRIDABLE, TrainConfig, TrainConfigError
 from compressor.train.ddp import DistContext
 from compressor.train.sampler import EpochSampler

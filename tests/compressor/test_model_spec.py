@@ -11,15 +11,13 @@ from torch import nn
 
 from compressor.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from compressor.models import build_model
+from compressor.models.registry import get_spec, import_official, spec_of
 from compressor.models.spec import (
     KIND_SEGMENTATION,
     ModelSpec,
     ModelSpecError,
     PreprocessSpec,
     TaskSpec,
-    get_spec,
-    import_official,
-    spec_of,
 )
 from runtime.decoders import DecoderError
 

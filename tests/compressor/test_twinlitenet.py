@@ -17,7 +17,8 @@ from compressor.data.bdd import BddDataset, collate
 from compressor.data.config import DataConfig
 from compressor.flops import count_params
 from compressor.losses import TWINLITE_LOSS, SegmentationLoss, total_loss
-from compressor.models.spec import ModelSpecError, get_spec, import_official
+from compressor.models.registry import get_spec, import_official
+from compressor.models.spec import ModelSpecError
 from compressor.models.twinlitenet import _import_official
 from compressor.pruning import PruneConfig, prune
 from compressor.pruning.graph import PruneGraph
