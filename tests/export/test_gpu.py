@@ -32,7 +32,9 @@ def test_real_engine_agrees_with_onnxruntime(trt, tiny_ckpt, tmp_path, precision
     from runtime.sidecar import read_sidecar
 
     out = tmp_path / "out"
-    result = export_model(tiny_ckpt, small_config(out, engine=precision, max_batch=4))
+    result = export_model(
+        tiny_ckpt, small_config(out, tensorrt={"engine": precision}, input={"max_batch": 4})
+    )
     engine = out / f"student_{precision}.engine"
     sc = read_sidecar(engine)
     major = int(trt.__version__.split(".")[0])
@@ -66,7 +68,7 @@ def int8_folder(tiny_ckpt, tmp_path_factory):
     from runtime.trt_build import write_calibration_cache
 
     out = tmp_path_factory.mktemp("int8_gpu") / "out"
-    export_model(tiny_ckpt, small_config(out, engine="none", max_batch=4))
+    export_model(tiny_ckpt, small_config(out, tensorrt={"engine": "none"}, input={"max_batch": 4}))
     images = [structured_input(1, IMGSZ) for _ in range(8)]
     int8, amax = quantize_like_int8(out / "student.onnx", images)
     side = read_sidecar(out / "student.onnx")
