@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from compressor.losses.detection import ciou
-from compressor.losses.yolop import LossConfigError, LossInputError
+from compressor.losses.errors import LossConfigError, LossInputError
 from compressor.models.heads.anchor_free import flatten_levels, level_points, side_distances
 
 

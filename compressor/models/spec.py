@@ -14,11 +14,12 @@ a model declares which of them it predicts and of what kind.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from torch import nn
 
+from compressor.losses.errors import LossConfigError
 from runtime.decoders import check_decoder_name
 from runtime.errors import MtcError
 from runtime.input_size import MAX_SIDE, memory_estimate, nearest_valid
@@ -105,12 +106,19 @@ def _no_importer(state_dict: Mapping[str, Any]) -> dict | None:
 
 
 @dataclass(frozen=True)
+class NoLossOptions:
+    """The loss config of a model whose loss takes no options."""
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """A multi-task model as the pipeline sees it.
 
-    loss: `loss(model, config=None) -> (outputs, batch) -> dict[task, scalar]` (built from the
-        live, maybe pruned, model; `config` is the training run's `LossConfig`: per-task
-        weights and head gains, None = defaults). taps: default distillation taps (names in `model.feature_info`).
+    loss: `loss(model, config) -> (outputs, batch) -> dict[task, scalar]`, built from the live
+        (maybe pruned) model; `config` is an instance of `loss_config`.
+    loss_config: the frozen dataclass of the model's loss options (task weights, gains) with
+        their defaults; a training run overrides fields of it by name (`loss_options`).
+    taps: default distillation taps (names in `model.feature_info`).
     protected: modules pruning never touches (prediction convs whose channels are a layout).
     importer: `importer(state_dict) -> (model_config, state_dict) | None`, recognising the
         model's official checkpoint by its keys. decoder_params: `fn(model) -> dict` the
@@ -121,6 +129,7 @@ class ModelSpec:
     name: str
     tasks: tuple[TaskSpec, ...]
     loss: Callable[..., LossFn]
+    loss_config: type = NoLossOptions
     stride: int = 32
     preprocess: PreprocessSpec = field(default_factory=PreprocessSpec)
     taps: tuple[str, ...] = ()
@@ -227,9 +236,21 @@ class ModelSpec:
                     f"{list(shape)}, its spec expects {text} for a {batch}x3x{h}x{w} input"
                 )
 
-    def make_loss(self, model: nn.Module, config: Any = None) -> LossFn:
-        """The task-loss callable for the live `model` (see `loss`)."""
-        return self.loss(model, config) if config is not None else self.loss(model)
+    def loss_options(self, overrides: Mapping[str, Any] | None = None) -> Any:
+        """The model's loss config: its defaults with `overrides` (field -> value). A field the
+        model's loss config does not have is an error naming the model and the fields it has."""
+        allowed = [f.name for f in fields(self.loss_config)]
+        unknown = sorted(set(overrides or {}) - set(allowed))
+        if unknown:
+            raise LossConfigError(
+                f"model {self.name!r} has no loss option {', '.join(unknown)}; its loss options: "
+                f"{', '.join(allowed) or 'none'}"
+            )
+        return self.loss_config(**(overrides or {}))
+
+    def make_loss(self, model: nn.Module, overrides: Mapping[str, Any] | None = None) -> LossFn:
+        """The task-loss callable for the live `model`, with the loss options `overrides`."""
+        return self.loss(model, self.loss_options(overrides))
 
     def decoder_info(self, model: nn.Module) -> dict:
         """The detection decoder's parameters for the sidecar (empty without detection)."""

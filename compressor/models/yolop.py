@@ -9,6 +9,7 @@ import math
 import torch
 from torch import nn
 
+from compressor.losses.yolop import YolopLoss, YolopLossConfig
 from compressor.models.common import (
     SPP,
     BottleneckCSP,
@@ -217,10 +218,8 @@ class YOLOP(nn.Module):
         }
 
 
-def _loss(model: nn.Module, config=None):
-    from compressor.losses.yolop import LossConfig, YolopLoss  # imports the model package
-
-    return YolopLoss.for_model(model, config or LossConfig())
+def _loss(model: nn.Module, config: YolopLossConfig = YolopLossConfig()) -> YolopLoss:
+    return YolopLoss.for_model(model, config)
 
 
 def _decoder_params(model: nn.Module) -> dict:
@@ -247,6 +246,7 @@ SPEC = ModelSpec(
         TaskSpec(TASK_LANE, KIND_SEGMENTATION, _SEG_CLASSES),
     ),
     loss=_loss,
+    loss_config=YolopLossConfig,
     stride=32,
     preprocess=PreprocessSpec(),  # RGB, letterbox to 640x384, ImageNet mean/std
     # Backbone stages and the encoder output: in the synthetic ablation, also distilling the

@@ -95,7 +95,7 @@ class ThreeTaskLoss:
     (Dice at 0.5/0.5) for the thin lanes, as YOLOP's loss does."""
 
     def __init__(self, model: AnchorFreeThreeTask, config: object = None) -> None:
-        head = model.det_head  # `config`: the run's LossConfig, not used by this loss
+        head = model.det_head  # `config`: NoLossOptions (this loss has none)
         self.det = AnchorFreeLoss(head.strides, head.nc, head.reg_max)
 
     def __call__(self, outputs: dict, batch: dict) -> dict[str, torch.Tensor]:
