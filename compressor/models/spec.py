@@ -14,7 +14,7 @@ a model declares which of them it predicts and of what kind.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 from torch import nn
@@ -23,7 +23,7 @@ from compressor.losses.errors import LossConfigError
 from runtime.decoders import check_decoder_name
 from runtime.errors import MtcError
 from runtime.input_size import MAX_SIDE, memory_estimate, nearest_valid
-from runtime.spec import DEFAULT_INPUT_HW, IMAGENET_MEAN, IMAGENET_STD, PAD_VALUE
+from runtime.spec import PAD_VALUE
 
 KIND_DETECTION = "detection"
 KIND_SEGMENTATION = "segmentation"
@@ -72,13 +72,14 @@ class TaskSpec:
 @dataclass(frozen=True)
 class PreprocessSpec:
     """input = ((pixels in `color` order) * scale - mean) / std after resizing to input_hw
-    (letterboxed with `pad_value` when `letterbox`); mean/std None = no normalisation."""
+    (letterboxed with `pad_value` when `letterbox`); mean/std None = no normalisation. Size,
+    normalisation and letterbox have no defaults: each model declares its own."""
 
-    input_hw: tuple[int, int] = DEFAULT_INPUT_HW
-    mean: tuple[float, float, float] | None = IMAGENET_MEAN
-    std: tuple[float, float, float] | None = IMAGENET_STD
+    input_hw: tuple[int, int]
+    mean: tuple[float, float, float] | None
+    std: tuple[float, float, float] | None
+    letterbox: bool
     color: str = "RGB"
-    letterbox: bool = True
     pad_value: int = PAD_VALUE
 
     def __post_init__(self) -> None:
@@ -129,9 +130,9 @@ class ModelSpec:
     name: str
     tasks: tuple[TaskSpec, ...]
     loss: Callable[..., LossFn]
+    preprocess: PreprocessSpec
     loss_config: type = NoLossOptions
     stride: int = 32
-    preprocess: PreprocessSpec = field(default_factory=PreprocessSpec)
     taps: tuple[str, ...] = ()
     protected: tuple[str, ...] = ()
     importer: Callable[[Mapping[str, Any]], tuple[dict, dict] | None] = _no_importer

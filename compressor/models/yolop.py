@@ -29,7 +29,15 @@ from compressor.models.spec import (
     TaskSpec,
 )
 from runtime.errors import MtcError
-from runtime.spec import DET_CLASSES, TASK_DET, TASK_DRIVABLE, TASK_LANE
+from runtime.spec import (
+    DEFAULT_INPUT_HW,
+    DET_CLASSES,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    TASK_DET,
+    TASK_DRIVABLE,
+    TASK_LANE,
+)
 
 # YOLOP anchors in pixels, per level (strides 8, 16, 32).
 YOLOP_STRIDES: tuple[int, ...] = (8, 16, 32)
@@ -248,7 +256,10 @@ SPEC = ModelSpec(
     loss=_loss,
     loss_config=YolopLossConfig,
     stride=32,
-    preprocess=PreprocessSpec(),  # RGB, letterbox to 640x384, ImageNet mean/std
+    # RGB, letterboxed to 640x384 with gray 114, ImageNet mean/std (hustvl/YOLOP's demo)
+    preprocess=PreprocessSpec(
+        input_hw=DEFAULT_INPUT_HW, mean=IMAGENET_MEAN, std=IMAGENET_STD, letterbox=True
+    ),
     # Backbone stages and the encoder output: in the synthetic ablation, also distilling the
     # neck outputs that feed the detect head cost 10-16 mAP50 points after the same fine-tune,
     # while backbone + encoder taps kept detection within noise of the teacher.

@@ -101,7 +101,9 @@ def test_task_weights_scale_only_their_task(tiny):
     batch = _batch()
     outputs = tiny(batch["images"])
     base = YolopLoss.for_model(tiny)(outputs, batch)
-    heavy = YolopLoss.for_model(tiny, YolopLossConfig(det_weight=3.0, lane_weight=0.0))(outputs, batch)
+    heavy = YolopLoss.for_model(tiny, YolopLossConfig(det_weight=3.0, lane_weight=0.0))(
+        outputs, batch
+    )
     assert torch.isclose(heavy["det"], 3 * base["det"])
     assert torch.isclose(heavy["drivable"], base["drivable"])
     assert heavy["lane"].item() == 0.0

@@ -127,7 +127,7 @@ def test_real_int8_engine_agrees_with_the_int8_onnx_and_is_timed_against_fp16(
     assert sc.precision == "int8" and sc.int8.calib_cache == "student_int8.calib"
     assert sc.tensorrt.int8_path == ("qdq_int8_fp16_flags" if major == 10 else "qdq_strongly_typed")
     cases = [("structured", structured_input(4, IMGSZ))]
-    spec = DeploySpec(input_hw=IMGSZ, det_raw=False)
+    spec = DeploySpec(input_hw=IMGSZ, det_raw=False, det_decoder="yolop_anchor")
     x = structured_input(4, IMGSZ)
     with load_artifact(engines["int8"]) as int8, load_artifact(engines["fp16"]) as fp16:
         rep = int8_engine_agreement(

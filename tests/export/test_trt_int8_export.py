@@ -181,7 +181,7 @@ def test_engine_from_onnx_picks_the_qdq_onnx_or_the_fp32_onnx_and_cache(
 
 
 def _spec() -> DeploySpec:
-    return DeploySpec(input_hw=IMGSZ, det_raw=False)
+    return DeploySpec(input_hw=IMGSZ, det_raw=False, det_decoder="yolop_anchor")
 
 
 def test_int8_engine_is_checked_against_the_int8_onnx(int8_export, monkeypatch, tmp_path):

@@ -33,6 +33,7 @@ from runtime.sidecar import (
     read_sidecar,
     sidecar_path,
 )
+from runtime.spec import IMAGENET_MEAN, IMAGENET_STD
 from runtime.trt_build import main as trt_build_main
 from runtime.trt_build import resolve_nms_kind
 
@@ -86,8 +87,8 @@ def crowded_onnx(folder: Path, n: int = 400, seed: int = 0) -> Path:
         input=InputInfo(shape=(-1, 3, h, w)),
         batch=BatchRange(1, 1, 4),
         outputs=(TensorInfo(DET_OUTPUT, (-1, n, 6), "float32"),),
-        preprocess=PreprocessInfo(input_hw=HW),
-        det=DetInfo(class_names=CLASSES),
+        preprocess=PreprocessInfo(HW, IMAGENET_MEAN, IMAGENET_STD, letterbox=True),
+        det=DetInfo(class_names=CLASSES, decoder="yolop_anchor"),
         seg=None,
         precision="fp32",
         model=ModelInfo("crowd"),
