@@ -11,12 +11,12 @@ a model that predicts a subset of the configured tasks.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
 
-from compressor.losses.errors import LossConfigError, LossInputError
+from compressor.losses.errors import LossConfigError, LossInputError, check_non_negative
 from compressor.losses.yolop import tversky_loss
 from runtime.spec import TASK_DRIVABLE, TASK_LANE
 
@@ -36,12 +36,7 @@ class SegTaskLoss:
     tversky_gamma: float = 1.0
 
     def __post_init__(self) -> None:
-        for name, value in asdict(self).items():
-            if not isinstance(value, int | float) or value < 0:
-                raise LossConfigError(
-                    f"segmentation loss option {name}={value!r} must be a non-negative number; "
-                    "use 0 to switch a term off"
-                )
+        check_non_negative(self, "segmentation loss option")
         if self.focal_alpha > 1:
             raise LossConfigError(f"focal_alpha={self.focal_alpha} must be in [0, 1]")
 
@@ -64,12 +59,7 @@ class TwinLiteLossConfig:
     lane_weight: float = 1.0
 
     def __post_init__(self) -> None:
-        for name, value in asdict(self).items():
-            if not isinstance(value, int | float) or value < 0:
-                raise LossConfigError(
-                    f"loss option {name}={value!r} must be a non-negative number; use 0 to "
-                    "switch a task's loss off"
-                )
+        check_non_negative(self)
 
     def tasks(self) -> dict[str, SegTaskLoss]:
         """TWINLITE_LOSS with these task weights."""

@@ -8,13 +8,13 @@ model trains with the same object.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from compressor.losses.detection import assign_targets, level_losses
-from compressor.losses.errors import LossConfigError, LossInputError
+from compressor.losses.errors import LossConfigError, LossInputError, check_non_negative
 from runtime.spec import TASK_DET, TASK_DRIVABLE, TASK_LANE
 
 
@@ -41,13 +41,7 @@ class YolopLossConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "level_balance", tuple(float(b) for b in self.level_balance))
-        for name, value in asdict(self).items():
-            values = value if isinstance(value, tuple) else (value,)
-            if any(not isinstance(v, int | float) or v < 0 for v in values):
-                raise LossConfigError(
-                    f"loss option {name}={value!r} must be a non-negative number; use 0 to "
-                    "switch a term off"
-                )
+        check_non_negative(self)
         if self.anchor_threshold <= 1.0:
             raise LossConfigError(
                 f"anchor_threshold={self.anchor_threshold} must be > 1 (a max side ratio); "
