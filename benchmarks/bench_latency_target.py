@@ -28,7 +28,7 @@ from bench_prune_speed import random_batches
 from compressor import build_model
 from compressor.latency import measure_models, obtain_table, plan_measurer
 from compressor.losses import YolopLoss
-from compressor.models.spec import get_spec
+from compressor.models.registry import get_spec
 from compressor.pruning import PruneConfig, prune
 from runtime.hostinfo import cpu_name
 from runtime.latency_model.cell_models import MODELS

@@ -55,22 +55,23 @@ def build_models(out: Path) -> tuple[Path, Path]:
 
     from compressor import build_model
     from export import export_model
-    from export.config import ExportConfig
+    from export.config import (
+        ExportConfig,
+        HalfOptions,
+        InputOptions,
+        OutputOptions,
+        TensorRTOptions,
+    )
 
     paths = []
     for name, dtype in (("yolop_s", "float32"), ("yolop_s_u8", "uint8")):
         torch.manual_seed(0)
         model = build_model("yolop", width=0.25, depth=0.33).eval()
         cfg = ExportConfig(
-            output_dir=str(out),
-            name=name,
-            imgsz=(192, 320),
-            engine="none",
-            fp16_onnx=False,
-            progress=False,
-            max_batch=8,
-            input_dtype=dtype,
-            overwrite=True,
+            output=OutputOptions(str(out), name, overwrite=True, progress=False),
+            input=InputOptions((192, 320), max_batch=8, dtype=dtype),
+            half=HalfOptions(enabled=False),
+            tensorrt=TensorRTOptions(engine="none"),
         )
         export_model(model, cfg)
         paths.append(out / f"{name}.onnx")

@@ -93,7 +93,7 @@ def build_models(out: Path) -> dict[str, Path]:
 
     from compressor import build_model
     from export import export_model
-    from export.config import ExportConfig
+    from export.config import ExportConfig, HalfOptions, OnnxOptions, OutputOptions, TensorRTOptions
 
     paths = {}
     variants = (
@@ -109,12 +109,10 @@ def build_models(out: Path) -> dict[str, Path]:
             for conv in det.m:
                 conv.bias.view(det.na, -1)[:, 4:] += bias
         cfg = ExportConfig(
-            output_dir=str(out),
-            name=name,
-            engine="none",
-            fp16_onnx=False,
-            progress=False,
-            nms_in_graph=nms_in_graph,
+            output=OutputOptions(str(out), name, progress=False),
+            onnx=OnnxOptions(nms_in_graph=nms_in_graph),
+            half=HalfOptions(enabled=False),
+            tensorrt=TensorRTOptions(engine="none"),
         )
         export_model(model, cfg)
         paths[name] = out / f"{name}.onnx"

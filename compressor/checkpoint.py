@@ -22,14 +22,9 @@ import torch
 from torch import nn
 
 from compressor.models import build_model
+from compressor.models.registry import closest_model, get_spec, import_official, spec_of
 from compressor.models.reshape import ShapeMismatchError, resize_to_state_dict
-from compressor.models.spec import (
-    ModelSpec,
-    closest_model,
-    get_spec,
-    import_official,
-    spec_of,
-)
+from compressor.models.spec import ModelSpec
 from runtime.errors import MtcError
 from runtime.fileio import normal_permissions, remove_stale_temps
 from runtime.spec import DEFAULT_INPUT_HW, DET_CLASSES, IMAGENET_MEAN, IMAGENET_STD, TASKS

@@ -35,7 +35,8 @@ from compressor.distill.taps import tap_modules
 from compressor.flops import count_cost
 from compressor.latency import is_local, measure_models, obtain_table, plan_measurer
 from compressor.latency.config import LatencyConfig
-from compressor.models.spec import ModelSpec, spec_of
+from compressor.models.registry import spec_of
+from compressor.models.spec import ModelSpec
 from compressor.pruning import PruneConfig, prune
 from compressor.train import EvalConfig, TrainConfig, evaluate, train
 from compressor.train.report import HEADLINE, write_json

@@ -141,7 +141,8 @@ class DemoConfig:
             raise DemoConfigError("bad demo option: " + "; ".join(problems))
 
     def _model_problems(self) -> list[str]:
-        from compressor.models.spec import ModelSpecError, get_spec
+        from compressor.models.registry import get_spec
+        from compressor.models.spec import ModelSpecError
 
         try:
             get_spec(self.model).check_input_hw(self.imgsz, "imgsz")
@@ -358,7 +359,7 @@ class _Demo:
             m: run(_required(r, "onnx"), frames, RunConfig(progress=False)).results
             for m, r in artifacts.items()
         }
-        from compressor.models.spec import get_spec
+        from compressor.models.registry import get_spec
 
         prefix = "overlay"
         return write_overlays(

@@ -5,8 +5,7 @@ apart."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, is_dataclass, replace
-from typing import TYPE_CHECKING, Any
+from dataclasses import asdict, dataclass, field
 
 from export.errors import ExportConfigError
 from runtime.input_size import check_input_size
@@ -270,64 +269,12 @@ class Int8Options:
         return self.guard_data or self.calib_data
 
 
-# The flat keyword names of the one-level ExportConfig this replaced -> (section, field). The
-# constructor still takes them (`ExportConfig(output_dir=..., engine="none")`), reading them as
-# attributes still works, and `to_flat()` gives the old flat dict (export_summary.json's
-# "config" block keeps its keys).
-FLAT_FIELDS: dict[str, tuple[str, str]] = {
-    "output_dir": ("output", "dir"),
-    "name": ("output", "name"),
-    "overwrite": ("output", "overwrite"),
-    "imgsz": ("input", "imgsz"),
-    "batch": ("input", "batch"),
-    "min_batch": ("input", "min_batch"),
-    "max_batch": ("input", "max_batch"),
-    "input_dtype": ("input", "dtype"),
-    "opset": ("onnx", "opset"),
-    "nms_in_graph": ("onnx", "nms_in_graph"),
-    "seg_output": ("onnx", "seg_output"),
-    "conf_thres": ("onnx", "conf_thres"),
-    "iou_thres": ("onnx", "iou_thres"),
-    "max_det": ("onnx", "max_det"),
-    "simplifier": ("onnx", "simplifier"),
-    "fp16_onnx": ("half", "enabled"),
-    "fp16_keep_resize_fp32": ("half", "keep_resize_fp32"),
-    "engine": ("tensorrt", "engine"),
-    "workspace_mib": ("tensorrt", "workspace_mib"),
-    "opt_level": ("tensorrt", "opt_level"),
-    "timing_cache_dir": ("tensorrt", "timing_cache_dir"),
-    "dla_core": ("tensorrt", "dla_core"),
-    "trt_target": ("tensorrt", "target"),
-    "trt_nms": ("tensorrt", "nms"),
-    "dry_run": ("tensorrt", "dry_run"),
-    "allow_lint_fail": ("tensorrt", "allow_lint_fail"),
-    "parity_batch_cap": ("checks", "parity_batch_cap"),
-    "seed": ("", "seed"),
-    "progress": ("output", "progress"),
-    "parity": ("checks", "parity"),
-    "fp16": ("checks", "fp16"),
-    "int8": ("", "int8"),
-}
-_SECTIONS: dict[str, type] = {
-    "output": OutputOptions,
-    "input": InputOptions,
-    "onnx": OnnxOptions,
-    "half": HalfOptions,
-    "tensorrt": TensorRTOptions,
-    "checks": CheckOptions,
-    "int8": Int8Options,
-}
-
-
-@dataclass(frozen=True, init=False)
+@dataclass(frozen=True)
 class ExportConfig:
     """Everything `export_model` needs besides the model, one section per hop:
 
-        ExportConfig(output=OutputOptions(dir="out"), onnx=OnnxOptions(nms_in_graph=True),
-                     tensorrt=TensorRTOptions(engine="none"))
-
-    The flat keywords of earlier releases (`ExportConfig(output_dir="out", engine="none")`, see
-    `FLAT_FIELDS`) are accepted too and land in their section."""
+    ExportConfig(output=OutputOptions(dir="out"), onnx=OnnxOptions(nms_in_graph=True),
+                 tensorrt=TensorRTOptions(engine="none"))"""
 
     output: OutputOptions = field(default_factory=OutputOptions)
     input: InputOptions = field(default_factory=InputOptions)
@@ -335,36 +282,8 @@ class ExportConfig:
     half: HalfOptions = field(default_factory=HalfOptions)
     tensorrt: TensorRTOptions = field(default_factory=TensorRTOptions)
     checks: CheckOptions = field(default_factory=CheckOptions)
-    int8: Int8Options = field(default_factory=Int8Options)
     seed: int = 0  # the tracing input and the probe inputs
-
-    def __init__(
-        self,
-        output: OutputOptions | None = None,
-        input: InputOptions | None = None,
-        onnx: OnnxOptions | None = None,
-        half: HalfOptions | None = None,
-        tensorrt: TensorRTOptions | None = None,
-        checks: CheckOptions | None = None,
-        seed: int = 0,
-        int8: Int8Options | None = None,
-        **flat: Any,
-    ) -> None:
-        unknown = sorted(set(flat) - set(FLAT_FIELDS))
-        if unknown:
-            raise TypeError(f"ExportConfig got unexpected keyword arguments {unknown}")
-        given: dict[str, Any] = dict(output=output, input=input, onnx=onnx, half=half)
-        given.update(tensorrt=tensorrt, checks=checks, int8=int8)
-        for name, cls in _SECTIONS.items():
-            moved = {f: flat[k] for k, (s, f) in FLAT_FIELDS.items() if s == name and k in flat}
-            section = given[name]
-            if section is None:
-                section = cls(**moved)
-            elif moved:
-                section = replace(section, **moved)
-            object.__setattr__(self, name, section)
-        object.__setattr__(self, "seed", flat.get("seed", seed))
-        self.__post_init__()
+    int8: Int8Options = field(default_factory=Int8Options)
 
     def __post_init__(self) -> None:
         """The rules that span sections (each section checks its own fields)."""
@@ -434,23 +353,6 @@ class ExportConfig:
                 f"--trt-nms {nms}: TensorRT target {target} supports "
                 f"{', '.join(kinds) or 'no in-engine NMS'}; use --trt-nms auto or none"
             )
-
-    def to_flat(self) -> dict[str, Any]:
-        """The flat dict of earlier releases (export_summary.json's "config" block)."""
-        return {k: _plain(getattr(self, s) if s else self, f) for k, (s, f) in FLAT_FIELDS.items()}
-
-    if not TYPE_CHECKING:  # reading an old flat name still works; checked code uses sections
-
-        def __getattr__(self, name: str) -> Any:
-            if name in FLAT_FIELDS:
-                section, attr = FLAT_FIELDS[name]
-                return getattr(getattr(self, section), attr)
-            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-
-
-def _plain(obj: object, attr: str) -> Any:
-    value = getattr(obj, attr)
-    return asdict(value) if is_dataclass(value) and not isinstance(value, type) else value
 
 
 def _check_choice(flag: str, value: str, choices: tuple[str, ...]) -> None:

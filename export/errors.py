@@ -12,9 +12,11 @@ from runtime.errors import MtcError
 class ExportError(MtcError):
     """Base of every export failure. `result`: what was written anyway (an `ExportResult`),
     where the export stops short of one artifact only (no TensorRT for the engine, no INT8
-    layer choice within the budgets)."""
+    layer choice within the budgets); None otherwise."""
 
-    result: Any = None
+    def __init__(self, *args: Any, result: Any = None) -> None:
+        super().__init__(*args)
+        self.result = result
 
 
 class ExportConfigError(ExportError):

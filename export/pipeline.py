@@ -89,9 +89,7 @@ def export_model(
             run.out_dir.rmdir()  # a failed export leaves no trace, not even its folder
         raise
     if run.int8_error is not None:  # the other artifacts are written; the INT8 one is not
-        err = Int8Error(f"{run.int8_error} (kept in {run.out_dir})")
-        err.result = run.result
-        raise err
+        raise Int8Error(f"{run.int8_error} (kept in {run.out_dir})", result=run.result)
     return run.result
 
 

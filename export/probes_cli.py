@@ -51,7 +51,7 @@ def _main(argv: Sequence[str] | None) -> int:
         raise MtcError(f"--batch must be >= 1, got {args.batch}")
     from compressor.checkpoint import load_checkpoint
     from compressor.latency import export_probe_bundle
-    from compressor.models.spec import spec_of
+    from compressor.models.registry import spec_of
 
     model, ckpt = load_checkpoint(args.teacher)
     ms = spec_of(model)

@@ -17,7 +17,7 @@ from export.onnx.deploy import DeployWrapper
 from export.plan import ExportPlan
 from export.sidecars import GraphFacts
 from export.source import LoadedModel
-from export.summary import ExportSummary
+from export.summary import ExportSummary, config_block
 from runtime.sidecar import Int8Info
 
 
@@ -62,7 +62,7 @@ class ExportRun:
     int8_error: str | None = field(init=False, default=None)  # int8: why none was written
 
     def __post_init__(self) -> None:
-        self.summary = ExportSummary(config=self.cfg.to_flat())
+        self.summary = ExportSummary(config=config_block(self.cfg))
         self.result = ExportResult(self.out_dir, "")
 
     def onnx_path(self, fp16: bool = False) -> Path:

@@ -31,6 +31,7 @@ from runtime.sidecar import (
     Sidecar,
     TensorInfo,
 )
+from runtime.spec import IMAGENET_MEAN, IMAGENET_STD, PAD_VALUE
 
 
 @dataclass(frozen=True)
@@ -64,16 +65,26 @@ def outputs_for(spec: DeploySpec, facts: GraphFacts) -> tuple[TensorInfo, ...]:
     return tuple(outs)
 
 
+# What a checkpoint's preprocess block lacks a key for: checkpoints without those keys predate
+# them, and were all ImageNet-normalised, letterboxed RGB.
+_OLD_CHECKPOINT_PREPROCESS = {
+    "mean": IMAGENET_MEAN,
+    "std": IMAGENET_STD,
+    "letterbox": True,
+    "pad_value": PAD_VALUE,
+    "color": "RGB",
+}
+
+
 def preprocess_for(loaded: LoadedModel, imgsz: tuple[int, int]) -> PreprocessInfo:
-    p, d = loaded.preprocess, PreprocessInfo()
+    p = {**_OLD_CHECKPOINT_PREPROCESS, **loaded.preprocess}
     return PreprocessInfo(
         input_hw=imgsz,
-        mean=tuple(float(v) for v in p.get("mean", d.mean)),  # type: ignore[arg-type]
-        std=tuple(float(v) for v in p.get("std", d.std)),  # type: ignore[arg-type]
-        letterbox=bool(p.get("letterbox", d.letterbox)),
-        pad_value=int(p.get("pad_value", d.pad_value)),
-        color=str(p.get("color", d.color)),
-        scale=d.scale,
+        mean=tuple(float(v) for v in p["mean"]),  # type: ignore[arg-type]
+        std=tuple(float(v) for v in p["std"]),  # type: ignore[arg-type]
+        letterbox=bool(p["letterbox"]),
+        pad_value=int(p["pad_value"]),
+        color=str(p["color"]),
     )
 
 
@@ -118,9 +129,9 @@ def make_sidecar(
     h, w = facts.imgsz
     return Sidecar.for_artifact(
         artifact,
-        input=InputInfo(INPUT_NAME, (-1, h, w, 3), "uint8", "NHWC")
+        input=InputInfo(INPUT_NAME, "uint8", "NHWC", shape=(-1, h, w, 3))
         if facts.input_dtype == "uint8"
-        else InputInfo(INPUT_NAME, (-1, 3, h, w), "float32", "NCHW"),
+        else InputInfo(INPUT_NAME, "float32", "NCHW", shape=(-1, 3, h, w)),
         batch=facts.batch,
         outputs=outputs_for(spec, facts),
         preprocess=preprocess_for(loaded, facts.imgsz),

@@ -10,7 +10,8 @@ from pathlib import Path
 from torch import nn
 
 from compressor.checkpoint import load_checkpoint
-from compressor.models.spec import ModelSpec, spec_of
+from compressor.models.registry import spec_of
+from compressor.models.spec import ModelSpec
 
 
 @dataclass

@@ -18,7 +18,7 @@ from compressor.flops import count_cost
 from export.checks.inputs import probe_cases
 from export.checks.ort import OrtModel
 from export.checks.parity import check_parity, require_parity
-from export.checks.readback import check_with_runtime, runtime_runner
+from export.checks.readback import RuntimeRunner, check_with_runtime
 from export.errors import ExportError, LintError, TensorRTUnavailableError
 from export.fp16.agreement import fp16_agreement, require_fp16_agreement
 from export.fp16.convert import Fp16OnnxFromOnnx
@@ -284,12 +284,11 @@ def engine(run: ExportRun) -> None:
     except TensorRTUnavailableError as e:
         eng.finish(EngineStatus.NOT_BUILT, str(e))
         finish(run)
-        err = TensorRTUnavailableError(
+        raise TensorRTUnavailableError(
             f"{e}. The ONNX artifacts, sidecars and a ready build are in {run.out_dir}: "
-            f"run {eng.trtexec_script} or {eng.build_script} on the target"
-        )
-        err.result = run.result
-        raise err from None
+            f"run {eng.trtexec_script} or {eng.build_script} on the target",
+            result=run.result,
+        ) from None
     except ExportError as e:
         eng.finish(EngineStatus.FAILED, str(e))
         finish(run)
@@ -335,16 +334,13 @@ def _stage_engine(run: ExportRun, built: BuiltEngine) -> None:
         )
         if int8 is not None:
             return _stage_int8_engine(run, built, staging, path, int8)
-        engine_run = runtime_runner(path)
-        try:
+        with RuntimeRunner(path) as engine_run:
             ref: Any = OrtModel(onnx.load(str(run.onnx_path())))
             spec = run.plan.spec
             if built.nms is not None:  # compare with the runtime's numpy NMS on the ONNX's rows
                 ref = numpy_nms_outputs(ref, built.nms, built.nms_rows)
                 spec = replace(spec, nms_in_graph=True)
             report = fp16_agreement(ref, engine_run, run.cases, spec, run.cfg.checks.fp16)
-        finally:
-            engine_run.close()  # type: ignore[attr-defined]
         require_fp16_agreement(report)
         _engine_summary(run).mark_built(built, report)
         _commit(run, staging)
@@ -354,12 +350,9 @@ def _stage_int8_engine(
     run: ExportRun, built: BuiltEngine, staging: Staging, path: Path, int8: Int8Artifacts
 ) -> None:
     """The INT8 engine against the INT8 ONNX in ONNX Runtime (same scales on both sides)."""
-    engine_run = runtime_runner(path)
-    try:
+    with RuntimeRunner(path) as engine_run:
         cfg = run.cfg.checks.fp16
         report = int8_engine_agreement(engine_run, int8.onnx, run.cases, run.plan.spec, cfg)
-    finally:
-        engine_run.close()  # type: ignore[attr-defined]
     require_int8_engine_agreement(report, int8.onnx)
     summary = _engine_summary(run)
     summary.mark_built(built, report)

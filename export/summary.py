@@ -7,12 +7,13 @@ shape are the file's contract (the demo, the tests and users read it)."""
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, is_dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
 from export.checks.parity import ParityReport
+from export.config import ExportConfig
 from export.fp16.agreement import Fp16Report
 from export.fp16.convert import Fp16Info
 from export.onnx.simplify import SimplifierInfo
@@ -22,6 +23,53 @@ from runtime.fileio import atomic_write_text, file_sha256
 from runtime.sidecar import sidecar_path
 
 SUMMARY_FILE = "export_summary.json"
+# The "config" block: one flat key per option -> (ExportConfig section, field); "" = top level.
+# The keys are the file's contract (they predate the sections), so they are listed, not derived.
+CONFIG_KEYS: tuple[tuple[str, str, str], ...] = (
+    ("output_dir", "output", "dir"),
+    ("name", "output", "name"),
+    ("overwrite", "output", "overwrite"),
+    ("imgsz", "input", "imgsz"),
+    ("batch", "input", "batch"),
+    ("min_batch", "input", "min_batch"),
+    ("max_batch", "input", "max_batch"),
+    ("input_dtype", "input", "dtype"),
+    ("opset", "onnx", "opset"),
+    ("nms_in_graph", "onnx", "nms_in_graph"),
+    ("seg_output", "onnx", "seg_output"),
+    ("conf_thres", "onnx", "conf_thres"),
+    ("iou_thres", "onnx", "iou_thres"),
+    ("max_det", "onnx", "max_det"),
+    ("simplifier", "onnx", "simplifier"),
+    ("fp16_onnx", "half", "enabled"),
+    ("fp16_keep_resize_fp32", "half", "keep_resize_fp32"),
+    ("engine", "tensorrt", "engine"),
+    ("workspace_mib", "tensorrt", "workspace_mib"),
+    ("opt_level", "tensorrt", "opt_level"),
+    ("timing_cache_dir", "tensorrt", "timing_cache_dir"),
+    ("dla_core", "tensorrt", "dla_core"),
+    ("trt_target", "tensorrt", "target"),
+    ("trt_nms", "tensorrt", "nms"),
+    ("dry_run", "tensorrt", "dry_run"),
+    ("allow_lint_fail", "tensorrt", "allow_lint_fail"),
+    ("parity_batch_cap", "checks", "parity_batch_cap"),
+    ("seed", "", "seed"),
+    ("progress", "output", "progress"),
+    ("parity", "checks", "parity"),
+    ("fp16", "checks", "fp16"),
+    ("int8", "", "int8"),
+)
+
+
+def config_block(cfg: ExportConfig) -> dict[str, Any]:
+    """export_summary.json's "config" block of an ExportConfig (see CONFIG_KEYS)."""
+    out = {}
+    for key, section, name in CONFIG_KEYS:
+        value = getattr(getattr(cfg, section) if section else cfg, name)
+        out[key] = asdict(value) if is_dataclass(value) and not isinstance(value, type) else value
+    return out
+
+
 _KINDS = (
     ("_fp16.onnx", "onnx_fp16"),
     ("_int8.onnx", "onnx_int8"),
@@ -138,7 +186,7 @@ class EngineSummary:
 class ExportSummary:
     """Filled stage by stage; a field is None until its stage ran."""
 
-    config: dict[str, Any]  # ExportConfig.to_flat()
+    config: dict[str, Any]  # config_block(ExportConfig)
     timings_s: dict[str, float] = field(default_factory=dict)
     name: str | None = None
     imgsz: tuple[int, int] | None = None

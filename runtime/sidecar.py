@@ -31,14 +31,10 @@ from runtime.io_names import (
     SEG_LOGITS,
 )
 from runtime.spec import (
-    DEFAULT_INPUT_HW,
     DEPLOY_CONF,
     DEPLOY_IOU,
     DEPLOY_MAX_DET,
     DEPLOY_TOPK,
-    DET_CLASSES,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     NMS_CONF,
     NMS_IOU,
     NMS_MAX_DET,
@@ -79,8 +75,10 @@ class SidecarDefaultsWarning(UserWarning):
 
 
 # Field metadata: a key added after schema 1 was frozen. A sidecar without it still loads, with
-# the field's default, and one warning names what was assumed.
+# the field's default (or READ_DEFAULT, for a field that has none when constructing), and one
+# warning names what was assumed.
 ADDED_LATER = "added_later"
+READ_DEFAULT = "read_default"
 
 
 @dataclass(frozen=True)
@@ -93,7 +91,7 @@ class TensorInfo:
 @dataclass(frozen=True)
 class InputInfo:
     name: str = INPUT_NAME
-    shape: tuple[int, ...] = (-1, 3, *DEFAULT_INPUT_HW)
+    shape: tuple[int, ...] = field(kw_only=True)  # the model's input size: no default
     dtype: str = "float32"
     layout: str = "NCHW"
 
@@ -110,12 +108,13 @@ class BatchRange:
 
 @dataclass(frozen=True)
 class PreprocessInfo:
-    """input = ((rgb_uint8 * scale) - mean) / std after letterboxing to input_hw."""
+    """input = ((rgb_uint8 * scale) - mean) / std after resizing to input_hw (letterboxed
+    when `letterbox`). Size, normalisation and letterbox come from the model: no defaults."""
 
-    input_hw: tuple[int, int] = DEFAULT_INPUT_HW
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-    letterbox: bool = True
+    input_hw: tuple[int, int]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    letterbox: bool
     pad_value: int = PAD_VALUE
     color: str = "RGB"
     scale: float = 1.0 / 255.0
@@ -144,16 +143,19 @@ class DetInfo:
     max_det: int = NMS_MAX_DET
     anchors: tuple[tuple[tuple[float, float], ...], ...] = ()
     strides: tuple[int, ...] = ()
-    class_names: tuple[str, ...] = DET_CLASSES
+    class_names: tuple[str, ...] = field(kw_only=True)
     layout: str = DET_LAYOUT_XYXY
     deploy: DeployThresholds = field(
         default_factory=DeployThresholds,
         metadata={ADDED_LATER: "deploy defaults conf 0.25, iou 0.45, max_det 100, topk 1000"},
     )
     # The detection decoder (runtime.decoders) and its bins; with decoded_in_graph false the
-    # runtime decodes the raw output with it. Sidecars written before decoders were named all
-    # came from the anchor-based head.
-    decoder: str = field(default="yolop_anchor", metadata={ADDED_LATER: "decoder 'yolop_anchor'"})
+    # runtime decodes the raw output with it. No default: the model spec names it. Sidecars
+    # written before decoders were named all came from the anchor-based head.
+    decoder: str = field(
+        kw_only=True,
+        metadata={ADDED_LATER: "decoder 'yolop_anchor'", READ_DEFAULT: "yolop_anchor"},
+    )
     reg_max: int = field(default=0, metadata={ADDED_LATER: "reg_max 0"})
     # Which NMS is in the graph (NMS_KINDS); null without. Older sidecars: null, and an
     # nms_in_graph one had ONNX NonMaxSuppression (the only kind there was).
@@ -347,8 +349,11 @@ def _build(cls: type, data: Any, where: str, assumed: list[str]) -> Any:
     kwargs = {}
     for name in fields:
         key = _join(where, name)
-        if name not in data and ADDED_LATER in fields[name].metadata:
-            assumed.append(f"'{key}' ({fields[name].metadata[ADDED_LATER]})")
+        meta = fields[name].metadata
+        if name not in data and ADDED_LATER in meta:
+            assumed.append(f"'{key}' ({meta[ADDED_LATER]})")
+            if READ_DEFAULT in meta:
+                kwargs[name] = meta[READ_DEFAULT]
             continue
         if name not in data:  # the writer writes every key, defaults are for constructing only
             raise SidecarError(

@@ -20,6 +20,7 @@ import numpy as np
 
 from runtime.errors import MtcError
 from runtime.image_read import ImageDecodeError, read_image
+from runtime.registry import Registry
 
 FrameId = int | str
 Frame = tuple[FrameId, np.ndarray]
@@ -120,29 +121,28 @@ _TO_BGR: dict[int, tuple[str, int | None]] = {
 }
 
 _S = TypeVar("_S", bound=Source)
-_SOURCES: dict[str, type[Source]] = {}
+# Registration order is the order `open_source` asks the kinds to claim a spec in.
+SOURCES: Registry[type[Source]] = Registry("source kind", SourceError)
 
 
 def register_source(kind: str) -> Callable[[type[_S]], type[_S]]:
     def deco(cls: type[_S]) -> type[_S]:
-        if kind in _SOURCES:
-            raise SourceError(f"source kind {kind!r} is already registered")
+        SOURCES.register(kind, cls)
         cls.kind = kind
-        _SOURCES[kind] = cls
         return cls
 
     return deco
 
 
 def list_sources() -> list[str]:
-    return list(_SOURCES)
+    return list(SOURCES)
 
 
 def open_source(spec: SourceSpec) -> Source:
     """Pick the kind that claims `spec` and open it (errors surface here, not mid-run)."""
     if isinstance(spec, Source):
         return spec.open()
-    for cls in _SOURCES.values():
+    for cls in SOURCES.values():
         if cls.claims(spec):
             return cls(spec).open()
     raise SourceError(

@@ -31,7 +31,7 @@ from runtime.sidecar import (
     TensorInfo,
     sidecar_path,
 )
-from runtime.spec import TASK_DRIVABLE, TASK_LANE
+from runtime.spec import DET_CLASSES, IMAGENET_MEAN, IMAGENET_STD, TASK_DRIVABLE, TASK_LANE
 
 OPSET = 17
 
@@ -120,6 +120,8 @@ def standin_sidecar(artifact: str | os.PathLike[str], cfg: StandinConfig | None 
         iou_thres=cfg.iou_thres,
         max_det=cfg.max_det,
         nms_kind="onnx" if cfg.nms_in_graph else None,
+        class_names=DET_CLASSES,
+        decoder="yolop_anchor",
     )
     outputs = tuple(
         TensorInfo(n, tuple(-1 if isinstance(d, str) else d for d in s), _NP[t])
@@ -130,7 +132,7 @@ def standin_sidecar(artifact: str | os.PathLike[str], cfg: StandinConfig | None 
         input=InputInfo(shape=(b, 3, h, w)),
         batch=batch,
         outputs=outputs,
-        preprocess=PreprocessInfo(input_hw=(h, w)),
+        preprocess=PreprocessInfo((h, w), IMAGENET_MEAN, IMAGENET_STD, letterbox=True),
         det=det,
         seg=SegInfo(output=cfg.seg_output),
         precision="fp32",

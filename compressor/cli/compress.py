@@ -3,7 +3,7 @@ checkpoint; writes the student checkpoint and a teacher-vs-student report. Every
 CompressConfig / PruneConfig / DistillConfig field; --help shows those dataclasses' defaults.
 
     mtc-compress --teacher out/teacher/best.pt --data data/synth --ratio 0.4 \\
-        --importance tci+gcp --kd --epochs 10 --calib-batches 8 --imgsz 192 320 -o out/compress
+        --importance tci_gcp --kd --epochs 10 --calib-batches 8 --imgsz 192 320 -o out/compress
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from compressor.pruning.config import (
     ROUND_TO_AUTO,
     TARGETS,
 )
-from compressor.pruning.importance import importance_aliases, list_importances
+from compressor.pruning.importance import list_importances
 from runtime.cli_kernel import check_input_path, check_output_dir, default_help
 from runtime.errors import MtcError
 
@@ -191,8 +191,7 @@ def _field_default(dest: str) -> object:
 def _importance_help() -> str:
     """The registered importances, read when the parser is built (a criterion registered with
     register_importance before that is listed and accepted; PruneConfig validates the name)."""
-    aliases = ", ".join(f"{a} = {n}" for a, n in sorted(importance_aliases().items()))
-    return " | ".join(list_importances()) + (f" (aliases: {aliases})" if aliases else "")
+    return " | ".join(list_importances())
 
 
 def build_parser() -> argparse.ArgumentParser:

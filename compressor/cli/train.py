@@ -1,5 +1,7 @@
 """`mtc-train`: train a multi-task model (alone or under torchrun). Every flag is a TrainConfig
-(or LossConfig) field; the defaults shown by --help come from those dataclasses.
+field, or a loss option of the trained model (a field of its spec's loss config, e.g.
+--lane-weight for yolop and twinlitenet, --box-gain for yolop only: an option the model's loss
+does not have is an error). The defaults shown by --help come from those dataclasses.
 
     mtc-train --data DIR --model yolop --width 0.25 --depth 0.33 --imgsz 192 320 --epochs 20 \\
         --batch 8 -o out/teacher
@@ -12,10 +14,12 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from dataclasses import fields
 from pathlib import Path
 
 from compressor.cli.common import CliInterrupted, Parser, run_cli
 from compressor.cli.label_flags import LABEL_FLAGS
+from compressor.models.registry import get_spec, list_models
 from compressor.train import TrainConfig, resume_config, train
 from compressor.train.config import (
     BEST_METRICS,
@@ -30,7 +34,7 @@ from runtime.cli_kernel import check_input_path, check_output_dir, default_help
 
 S = argparse.SUPPRESS  # only flags the user gave reach the config: defaults stay in one place
 
-# (flag, config field, argparse options); loss.* fields go to the nested LossConfig.
+# (flag, config field, argparse options); the loss options (`_loss_flags`) follow.
 FLAGS: list[tuple[str, str, dict]] = [
     ("--data", "data", {"help": "data set root (YOLOP or BDD100K layout)"}),
     ("-o", "out", {"help": "output folder (last.pt, best.pt, metrics.json/md)"}),
@@ -89,39 +93,39 @@ FLAGS: list[tuple[str, str, dict]] = [
     ("--seed", "seed", {"type": int}),
     ("--device", "device", {"help": "auto, cpu, cuda, cuda:N"}),
     ("--progress", "progress", {"action": argparse.BooleanOptionalAction}),
-    ("--det-weight", "loss.det_weight", {"type": float}),
-    ("--drivable-weight", "loss.drivable_weight", {"type": float}),
-    ("--lane-weight", "loss.lane_weight", {"type": float}),
-    ("--box-gain", "loss.box_gain", {"type": float}),
-    ("--obj-gain", "loss.obj_gain", {"type": float}),
-    ("--cls-gain", "loss.cls_gain", {"type": float}),
-    ("--level-balance", "loss.level_balance", {"nargs": "+", "type": float}),
-    ("--anchor-threshold", "loss.anchor_threshold", {"type": float}),
-    ("--drivable-gain", "loss.drivable_gain", {"type": float}),
-    ("--lane-bce-gain", "loss.lane_bce_gain", {"type": float}),
-    ("--lane-tversky-gain", "loss.lane_tversky_gain", {"type": float}),
-    ("--lane-pos-weight", "loss.lane_pos_weight", {"type": float}),
-    ("--tversky-alpha", "loss.tversky_alpha", {"type": float}),
-    ("--tversky-beta", "loss.tversky_beta", {"type": float}),
 ]
 
 
-def _field_default(dest: str) -> object:
-    fields = TrainConfig.__dataclass_fields__
-    if dest.startswith("loss."):
-        loss = fields["loss"].default_factory()  # type: ignore[misc]
-        return getattr(loss, dest.split(".", 1)[1])
-    return fields[dest].default
+def _loss_flags() -> list[tuple[str, str, dict]]:
+    """One flag per loss option of the registered models; its help names the models whose loss
+    has it, with their defaults."""
+    owners: dict[str, list[tuple[str, object]]] = {}
+    for name in list_models():
+        for f in fields(get_spec(name).loss_config):
+            owners.setdefault(f.name, []).append((name, f.default))
+    out = []
+    for option, models in owners.items():
+        kind = {"nargs": "+"} if isinstance(models[0][1], tuple) else {}
+        shown = ", ".join(f"{m} {default_help('', d).strip(' ()')}" for m, d in models)
+        help_text = f"loss option ({shown})"
+        out.append((f"--{option.replace('_', '-')}", f"loss.{option}", {**kind, "help": help_text}))
+    return out
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="mtc-train", description=__doc__.split("\n\n")[0])
+    fields_ = TrainConfig.__dataclass_fields__
     for flag, dest, opts in FLAGS:
         names = [flag, "--out"] if flag == "-o" else [flag]
         if "type" in opts and "metavar" not in opts:
-            opts = {**opts, "metavar": dest.split(".")[-1].upper()}
-        opts = {**opts, "help": default_help(opts.get("help"), _field_default(dest))}
-        p.add_argument(*names, dest=dest.replace(".", "__"), default=S, **opts)
+            opts = {**opts, "metavar": dest.upper()}
+        opts = {**opts, "help": default_help(opts.get("help"), fields_[dest].default)}
+        p.add_argument(*names, dest=dest, default=S, **opts)
+    for flag, dest, opts in _loss_flags():
+        metavar = dest.split(".")[-1].upper()
+        p.add_argument(
+            flag, dest=dest.replace(".", "__"), default=S, type=float, metavar=metavar, **opts
+        )
     return p
 
 
@@ -133,9 +137,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         if loss:
             top["loss"] = loss  # refused by for_resume with a message naming the field
         return resume_config(top.pop("resume"), **top)
-    base = TrainConfig.__dataclass_fields__["loss"].default_factory()
     if loss:
-        top["loss"] = {**{f: getattr(base, f) for f in base.__dataclass_fields__}, **loss}
+        top["loss"] = loss  # checked against the trained model's loss options
     return TrainConfig(**top)
 
 

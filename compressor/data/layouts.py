@@ -7,7 +7,6 @@ the same image loads to the same batch from either layout.
 
 from __future__ import annotations
 
-import difflib
 import json
 import math
 from abc import ABC, abstractmethod
@@ -19,6 +18,7 @@ import numpy as np
 
 from compressor.data.errors import DataConfigError, DatasetNotFoundError, LabelError
 from compressor.data.labels import LabelTally, check_box, count_category
+from runtime.registry import Registry
 from runtime.spec import DET_CLASSES
 
 IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png")
@@ -141,24 +141,16 @@ class LayoutReader(ABC):
     def decode_lane(raw: np.ndarray) -> np.ndarray: ...
 
 
-LAYOUTS: dict[str, type[LayoutReader]] = {}
+# Registration order is the order `auto` tries the layouts in.
+LAYOUTS: Registry[type[LayoutReader]] = Registry("data layout", DataConfigError, also=("auto",))
 
 
 def register_layout(cls: type[LayoutReader]) -> type[LayoutReader]:
-    if cls.name in LAYOUTS:
-        raise DataConfigError(f"layout {cls.name!r} is already registered by {LAYOUTS[cls.name]}")
-    LAYOUTS[cls.name] = cls
-    return cls
+    return LAYOUTS.register(cls.name, cls)
 
 
 def get_layout(name: str) -> type[LayoutReader]:
-    if name not in LAYOUTS:
-        close = difflib.get_close_matches(name, list(LAYOUTS), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise DataConfigError(
-            f"unknown data layout {name!r}; expected 'auto' or one of {', '.join(LAYOUTS)}{hint}"
-        )
-    return LAYOUTS[name]
+    return LAYOUTS.get(name)
 
 
 def resolve_layout(root: Path, name: str) -> type[LayoutReader]:

@@ -15,13 +15,13 @@ the two bins around each target distance, weighted by closeness (Generalized Foc
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from compressor.losses.detection import ciou
-from compressor.losses.yolop import LossConfigError, LossInputError
+from compressor.losses.errors import LossConfigError, LossInputError, check_non_negative
 from compressor.models.heads.anchor_free import flatten_levels, level_points, side_distances
 
 
@@ -35,11 +35,7 @@ class AnchorFreeLossConfig:
     radius: float = 2.5
 
     def __post_init__(self) -> None:
-        for name, value in asdict(self).items():
-            if not isinstance(value, int | float) or value < 0:
-                raise LossConfigError(
-                    f"anchor-free loss option {name}={value!r} must be a non-negative number"
-                )
+        check_non_negative(self, "anchor-free loss option")
         if self.radius <= 0.5:
             raise LossConfigError(
                 f"radius={self.radius} cells must be > 0.5 (the centre cell's own reach)"

@@ -11,12 +11,13 @@ a model that predicts a subset of the configured tasks.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
 
-from compressor.losses.yolop import LossConfigError, LossInputError, tversky_loss
+from compressor.losses.errors import LossConfigError, LossInputError, check_non_negative
+from compressor.losses.yolop import tversky_loss
 from runtime.spec import TASK_DRIVABLE, TASK_LANE
 
 
@@ -35,12 +36,7 @@ class SegTaskLoss:
     tversky_gamma: float = 1.0
 
     def __post_init__(self) -> None:
-        for name, value in asdict(self).items():
-            if not isinstance(value, int | float) or value < 0:
-                raise LossConfigError(
-                    f"segmentation loss option {name}={value!r} must be a non-negative number; "
-                    "use 0 to switch a term off"
-                )
+        check_non_negative(self, "segmentation loss option")
         if self.focal_alpha > 1:
             raise LossConfigError(f"focal_alpha={self.focal_alpha} must be in [0, 1]")
 
@@ -52,6 +48,23 @@ TWINLITE_LOSS: Mapping[str, SegTaskLoss] = {
     TASK_DRIVABLE: SegTaskLoss(tversky_alpha=0.7, tversky_beta=0.3, tversky_gamma=4.0 / 3.0),
     TASK_LANE: SegTaskLoss(tversky_alpha=0.9, tversky_beta=0.1, tversky_gamma=4.0 / 3.0),
 }
+
+
+@dataclass(frozen=True)
+class TwinLiteLossConfig:
+    """TwinLiteNet's loss options (its model spec's): the weight of each task's focal +
+    Tversky loss (the official training weighs both 1)."""
+
+    drivable_weight: float = 1.0
+    lane_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        check_non_negative(self)
+
+    def tasks(self) -> dict[str, SegTaskLoss]:
+        """TWINLITE_LOSS with these task weights."""
+        weights = {TASK_DRIVABLE: self.drivable_weight, TASK_LANE: self.lane_weight}
+        return {t: replace(cfg, weight=weights[t]) for t, cfg in TWINLITE_LOSS.items()}
 
 
 def focal_loss(logits: torch.Tensor, onehot: torch.Tensor, alpha: float, gamma: float):

@@ -8,28 +8,21 @@ model trains with the same object.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from compressor.losses.detection import assign_targets, level_losses
-from runtime.errors import MtcError
+from compressor.losses.errors import LossConfigError, LossInputError, check_non_negative
 from runtime.spec import TASK_DET, TASK_DRIVABLE, TASK_LANE
 
 
-class LossConfigError(MtcError):
-    """A loss weight or option outside its valid range."""
-
-
-class LossInputError(MtcError):
-    """Model outputs or batch do not have the shapes the loss expects."""
-
-
 @dataclass(frozen=True)
-class LossConfig:
-    """Every weight of the multi-task loss. Defaults follow YOLOP's gains (box 0.05, obj 1.0,
-    cls 0.5, seg 0.2) with level balance 4/1/0.4 (small objects live on the fine level)."""
+class YolopLossConfig:
+    """Every weight of YOLOP's multi-task loss (its model spec's loss options). Defaults follow
+    YOLOP's gains (box 0.05, obj 1.0, cls 0.5, seg 0.2) with level balance 4/1/0.4 (small
+    objects live on the fine level)."""
 
     det_weight: float = 1.0
     drivable_weight: float = 1.0
@@ -48,13 +41,7 @@ class LossConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "level_balance", tuple(float(b) for b in self.level_balance))
-        for name, value in asdict(self).items():
-            values = value if isinstance(value, tuple) else (value,)
-            if any(not isinstance(v, int | float) or v < 0 for v in values):
-                raise LossConfigError(
-                    f"loss option {name}={value!r} must be a non-negative number; use 0 to "
-                    "switch a term off"
-                )
+        check_non_negative(self)
         if self.anchor_threshold <= 1.0:
             raise LossConfigError(
                 f"anchor_threshold={self.anchor_threshold} must be > 1 (a max side ratio); "
@@ -92,7 +79,7 @@ class YolopLoss:
         self,
         anchors_px: torch.Tensor,
         strides: tuple[int, ...],
-        cfg: LossConfig = LossConfig(),
+        cfg: YolopLossConfig = YolopLossConfig(),
     ) -> None:
         anchors_px = torch.as_tensor(anchors_px, dtype=torch.float32)
         if anchors_px.ndim != 3 or anchors_px.shape[-1] != 2 or anchors_px.shape[0] != len(strides):
@@ -115,7 +102,9 @@ class YolopLoss:
         return {k: float(v) for k, v in self._parts.items()}
 
     @classmethod
-    def for_model(cls, model: torch.nn.Module, cfg: LossConfig = LossConfig()) -> YolopLoss:
+    def for_model(
+        cls, model: torch.nn.Module, cfg: YolopLossConfig = YolopLossConfig()
+    ) -> YolopLoss:
         """Build from a model exposing `det_anchors`/`det_strides` (built-in or pruned YOLOP)."""
         return cls(model.det_anchors.detach().cpu(), tuple(model.det_strides), cfg)
 

@@ -1,15 +1,19 @@
-"""Strict model registry: a model is a builder function registered under one name."""
+"""The model registry: one entry per model name, holding its builder and its spec (what the
+pipeline reads about it). Strict: a second claim on a name raises, an unknown name lists the
+registered ones with a close match."""
 
 from __future__ import annotations
 
-import difflib
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from torch import nn
 
-from compressor.models.spec import ModelSpec, ModelSpecError, register_spec
+from compressor.models.spec import ModelSpec, ModelSpecError
 from runtime.errors import MtcError
+from runtime.registry import Registry
 
 
 class UnknownModelError(MtcError):
@@ -20,39 +24,68 @@ class DuplicateModelError(MtcError):
     """Two builders claimed the same name."""
 
 
-_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+@dataclass(frozen=True)
+class ModelEntry:
+    """A registered model: `builder(**config) -> nn.Module` and its spec."""
+
+    builder: Callable[..., nn.Module]
+    spec: ModelSpec
+
+    def __str__(self) -> str:
+        return f"{self.builder.__module__}.{self.builder.__qualname__}"
+
+
+MODELS: Registry[ModelEntry] = Registry(
+    "model", UnknownModelError, DuplicateModelError, listed="registered models"
+)
 
 
 def register_model(
-    name: str, spec: ModelSpec | None = None
+    name: str, spec: ModelSpec
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Register a builder under `name` with its spec (what the pipeline reads about it)."""
-    if spec is not None and spec.name != name:
+    """Register a builder under `name` with its spec (the decorated builder is returned)."""
+    if spec.name != name:
         raise ModelSpecError(f"model {name!r} registered with the spec of {spec.name!r}")
 
     def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        if name in _REGISTRY:
-            raise DuplicateModelError(f"model {name!r} is already registered by {_REGISTRY[name]}")
-        _REGISTRY[name] = fn
-        if spec is not None:
-            register_spec(spec)
+        MODELS.register(name, ModelEntry(fn, spec))
         return fn
 
     return deco
 
 
 def list_models() -> list[str]:
-    return sorted(_REGISTRY)
+    return MODELS.names()
 
 
 def get_builder(name: str) -> Callable[..., nn.Module]:
-    if name not in _REGISTRY:
-        close = difflib.get_close_matches(name, list(_REGISTRY), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise UnknownModelError(
-            f"unknown model {name!r}; registered models: {', '.join(list_models())}{hint}"
+    return MODELS.get(name).builder
+
+
+def get_spec(name: str) -> ModelSpec:
+    if name not in MODELS:
+        raise ModelSpecError(
+            MODELS.unknown_message(name, lead="no spec for model {name}")
+            + "; a model that is not registered passes spec= explicitly"
         )
-    return _REGISTRY[name]
+    return MODELS.get(name).spec
+
+
+def spec_of(model: nn.Module, spec: ModelSpec | None = None) -> ModelSpec:
+    """The spec of `model`: the one given, else `model.model_spec`, else the registered spec
+    of `model.model_name`."""
+    if spec is not None:
+        return spec
+    own = getattr(model, "model_spec", None)
+    if isinstance(own, ModelSpec):
+        return own
+    name = getattr(model, "model_name", None)
+    if isinstance(name, str) and name in MODELS:
+        return MODELS.get(name).spec
+    raise ModelSpecError(
+        f"{type(model).__name__} has no model spec: build it with compressor.build_model, set "
+        "model.model_spec, or pass spec= (a compressor.models.ModelSpec)"
+    )
 
 
 def builder_params(name: str) -> tuple[str, ...] | None:
@@ -71,3 +104,28 @@ def build_model(name: str, **config) -> nn.Module:
     if not hasattr(model, "config"):
         model.config = dict(config)  # type: ignore[assignment]
     return model
+
+
+def import_official(state_dict: Mapping[str, Any]) -> tuple[str, dict, dict] | None:
+    """(model name, config, state dict) when a registered importer recognises the keys."""
+    for name, entry in MODELS.items():
+        got = entry.spec.importer(state_dict)
+        if got is not None:
+            return (name, *got)
+    return None
+
+
+def closest_model(keys: Sequence[str]) -> str | None:
+    """The registered model whose official keys overlap `keys` most (for error messages):
+    scored by how many of the keys each importer's model would produce at default config."""
+    best, best_score = None, 0.0
+    want = {k.removeprefix("module.") for k in keys}
+    for name in MODELS:
+        try:
+            have = set(build_model(name).state_dict())
+        except Exception:  # a builder that needs arguments cannot be scored
+            continue
+        score = len(want & have) / max(1, len(want | have))
+        if score > best_score:
+            best, best_score = name, score
+    return best

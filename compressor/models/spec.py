@@ -1,5 +1,6 @@
 """The model spec: everything downstream needs to know about a multi-task model, declared once in
-the model's own file and registered with it (`register_model(name, spec=SPEC)`).
+the model's own file and registered with it (`register_model(name, spec=SPEC)`; the lookups
+by name, `get_spec` / `spec_of`, live in compressor.models.registry).
 
 Training, compression, checkpoints, export (wrapper, output names, sidecar), the runtime's
 postprocess, metrics, overlays and the demo read the spec; nothing outside a model's file names a
@@ -12,17 +13,17 @@ a model declares which of them it predicts and of what kind.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 from typing import Any
 
 from torch import nn
 
+from compressor.losses.errors import LossConfigError
 from runtime.decoders import check_decoder_name
 from runtime.errors import MtcError
 from runtime.input_size import MAX_SIDE, memory_estimate, nearest_valid
-from runtime.spec import DEFAULT_INPUT_HW, IMAGENET_MEAN, IMAGENET_STD, PAD_VALUE
+from runtime.spec import PAD_VALUE
 
 KIND_DETECTION = "detection"
 KIND_SEGMENTATION = "segmentation"
@@ -71,13 +72,14 @@ class TaskSpec:
 @dataclass(frozen=True)
 class PreprocessSpec:
     """input = ((pixels in `color` order) * scale - mean) / std after resizing to input_hw
-    (letterboxed with `pad_value` when `letterbox`); mean/std None = no normalisation."""
+    (letterboxed with `pad_value` when `letterbox`); mean/std None = no normalisation. Size,
+    normalisation and letterbox have no defaults: each model declares its own."""
 
-    input_hw: tuple[int, int] = DEFAULT_INPUT_HW
-    mean: tuple[float, float, float] | None = IMAGENET_MEAN
-    std: tuple[float, float, float] | None = IMAGENET_STD
+    input_hw: tuple[int, int]
+    mean: tuple[float, float, float] | None
+    std: tuple[float, float, float] | None
+    letterbox: bool
     color: str = "RGB"
-    letterbox: bool = True
     pad_value: int = PAD_VALUE
 
     def __post_init__(self) -> None:
@@ -105,12 +107,19 @@ def _no_importer(state_dict: Mapping[str, Any]) -> dict | None:
 
 
 @dataclass(frozen=True)
+class NoLossOptions:
+    """The loss config of a model whose loss takes no options."""
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """A multi-task model as the pipeline sees it.
 
-    loss: `loss(model, config=None) -> (outputs, batch) -> dict[task, scalar]` (built from the
-        live, maybe pruned, model; `config` is the training run's `LossConfig`: per-task
-        weights and head gains, None = defaults). taps: default distillation taps (names in `model.feature_info`).
+    loss: `loss(model, config) -> (outputs, batch) -> dict[task, scalar]`, built from the live
+        (maybe pruned) model; `config` is an instance of `loss_config`.
+    loss_config: the frozen dataclass of the model's loss options (task weights, gains) with
+        their defaults; a training run overrides fields of it by name (`loss_options`).
+    taps: default distillation taps (names in `model.feature_info`).
     protected: modules pruning never touches (prediction convs whose channels are a layout).
     importer: `importer(state_dict) -> (model_config, state_dict) | None`, recognising the
         model's official checkpoint by its keys. decoder_params: `fn(model) -> dict` the
@@ -121,8 +130,9 @@ class ModelSpec:
     name: str
     tasks: tuple[TaskSpec, ...]
     loss: Callable[..., LossFn]
+    preprocess: PreprocessSpec
+    loss_config: type = NoLossOptions
     stride: int = 32
-    preprocess: PreprocessSpec = field(default_factory=PreprocessSpec)
     taps: tuple[str, ...] = ()
     protected: tuple[str, ...] = ()
     importer: Callable[[Mapping[str, Any]], tuple[dict, dict] | None] = _no_importer
@@ -227,78 +237,24 @@ class ModelSpec:
                     f"{list(shape)}, its spec expects {text} for a {batch}x3x{h}x{w} input"
                 )
 
-    def make_loss(self, model: nn.Module, config: Any = None) -> LossFn:
-        """The task-loss callable for the live `model` (see `loss`)."""
-        return self.loss(model, config) if config is not None else self.loss(model)
+    def loss_options(self, overrides: Mapping[str, Any] | None = None) -> Any:
+        """The model's loss config: its defaults with `overrides` (field -> value). A field the
+        model's loss config does not have is an error naming the model and the fields it has."""
+        allowed = [f.name for f in fields(self.loss_config)]
+        unknown = sorted(set(overrides or {}) - set(allowed))
+        if unknown:
+            raise LossConfigError(
+                f"model {self.name!r} has no loss option {', '.join(unknown)}; its loss options: "
+                f"{', '.join(allowed) or 'none'}"
+            )
+        return self.loss_config(**(overrides or {}))
+
+    def make_loss(self, model: nn.Module, overrides: Mapping[str, Any] | None = None) -> LossFn:
+        """The task-loss callable for the live `model`, with the loss options `overrides`."""
+        return self.loss(model, self.loss_options(overrides))
 
     def decoder_info(self, model: nn.Module) -> dict:
         """The detection decoder's parameters for the sidecar (empty without detection)."""
         if self.det is None or self.decoder_params is None:
             return {}
         return dict(self.decoder_params(model))
-
-
-_SPECS: dict[str, ModelSpec] = {}
-
-
-def register_spec(spec: ModelSpec) -> None:
-    _SPECS[spec.name] = spec
-
-
-def registered_specs() -> dict[str, ModelSpec]:
-    return dict(_SPECS)
-
-
-def get_spec(name: str) -> ModelSpec:
-    if name not in _SPECS:
-        close = difflib.get_close_matches(name, list(_SPECS), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ModelSpecError(
-            f"no spec for model {name!r}; registered: {', '.join(sorted(_SPECS))}{hint}; "
-            "a model that is not registered passes spec= explicitly"
-        )
-    return _SPECS[name]
-
-
-def spec_of(model: nn.Module, spec: ModelSpec | None = None) -> ModelSpec:
-    """The spec of `model`: the one given, else `model.model_spec`, else the registered spec
-    of `model.model_name`."""
-    if spec is not None:
-        return spec
-    own = getattr(model, "model_spec", None)
-    if isinstance(own, ModelSpec):
-        return own
-    name = getattr(model, "model_name", None)
-    if isinstance(name, str) and name in _SPECS:
-        return _SPECS[name]
-    raise ModelSpecError(
-        f"{type(model).__name__} has no model spec: build it with compressor.build_model, set "
-        "model.model_spec, or pass spec= (a compressor.models.ModelSpec)"
-    )
-
-
-def import_official(state_dict: Mapping[str, Any]) -> tuple[str, dict, dict] | None:
-    """(model name, config, state dict) when a registered importer recognises the keys."""
-    for spec in _SPECS.values():
-        got = spec.importer(state_dict)
-        if got is not None:
-            return (spec.name, *got)
-    return None
-
-
-def closest_model(keys: Sequence[str]) -> str | None:
-    """The registered model whose official keys overlap `keys` most (for error messages):
-    scored by how many of the keys each importer's model would produce at default config."""
-    from compressor.models.registry import build_model  # registry imports this module
-
-    best, best_score = None, 0.0
-    want = {k.removeprefix("module.") for k in keys}
-    for name in _SPECS:
-        try:
-            have = set(build_model(name).state_dict())
-        except Exception:  # a builder that needs arguments cannot be scored
-            continue
-        score = len(want & have) / max(1, len(want | have))
-        if score > best_score:
-            best, best_score = name, score
-    return best

@@ -13,6 +13,7 @@ import re
 import torch
 from torch import nn
 
+from compressor.losses.segmentation import SegmentationLoss, TwinLiteLossConfig
 from compressor.models.common import FeatureInfo
 from compressor.models.registry import register_model
 from compressor.models.spec import KIND_SEGMENTATION, ModelSpec, PreprocessSpec, TaskSpec
@@ -263,12 +264,9 @@ class TwinLiteNet(nn.Module):
         return {TASK_DRIVABLE: drivable, TASK_LANE: lane}
 
 
-def _loss(model: nn.Module, config=None):
-    """Focal + Tversky as the official training; `config` (the run's LossConfig) scales the
-    tasks by its drivable/lane weights when given."""
-    from compressor.losses.segmentation import TWINLITE_LOSS, SegmentationLoss
-
-    return SegmentationLoss(TWINLITE_LOSS)
+def _loss(model: nn.Module, config: TwinLiteLossConfig = TwinLiteLossConfig()) -> SegmentationLoss:
+    """Focal + Tversky as the official training, each task's loss weighted by `config`."""
+    return SegmentationLoss(config.tasks())
 
 
 _BLOCK_KEY = re.compile(r"^encoder\.level([23])\.(\d+)\.c1\.conv\.weight$")
@@ -300,6 +298,7 @@ SPEC = ModelSpec(
         TaskSpec(TASK_LANE, KIND_SEGMENTATION, _SEG_CLASSES),
     ),
     loss=_loss,
+    loss_config=TwinLiteLossConfig,
     stride=STRIDE,
     # The official test_image.py / test_video.py: cv2.resize to 640x360 (a plain resize, no
     # letterbox), BGR -> RGB, /255, no mean/std. BDD100K frames are 16:9, so the resize keeps

@@ -9,6 +9,7 @@ import math
 import torch
 from torch import nn
 
+from compressor.losses.yolop import YolopLoss, YolopLossConfig
 from compressor.models.common import (
     SPP,
     BottleneckCSP,
@@ -28,7 +29,15 @@ from compressor.models.spec import (
     TaskSpec,
 )
 from runtime.errors import MtcError
-from runtime.spec import DET_CLASSES, TASK_DET, TASK_DRIVABLE, TASK_LANE
+from runtime.spec import (
+    DEFAULT_INPUT_HW,
+    DET_CLASSES,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    TASK_DET,
+    TASK_DRIVABLE,
+    TASK_LANE,
+)
 
 # YOLOP anchors in pixels, per level (strides 8, 16, 32).
 YOLOP_STRIDES: tuple[int, ...] = (8, 16, 32)
@@ -217,10 +226,8 @@ class YOLOP(nn.Module):
         }
 
 
-def _loss(model: nn.Module, config=None):
-    from compressor.losses.yolop import LossConfig, YolopLoss  # imports the model package
-
-    return YolopLoss.for_model(model, config or LossConfig())
+def _loss(model: nn.Module, config: YolopLossConfig = YolopLossConfig()) -> YolopLoss:
+    return YolopLoss.for_model(model, config)
 
 
 def _decoder_params(model: nn.Module) -> dict:
@@ -247,8 +254,12 @@ SPEC = ModelSpec(
         TaskSpec(TASK_LANE, KIND_SEGMENTATION, _SEG_CLASSES),
     ),
     loss=_loss,
+    loss_config=YolopLossConfig,
     stride=32,
-    preprocess=PreprocessSpec(),  # RGB, letterbox to 640x384, ImageNet mean/std
+    # RGB, letterboxed to 640x384 with gray 114, ImageNet mean/std (hustvl/YOLOP's demo)
+    preprocess=PreprocessSpec(
+        input_hw=DEFAULT_INPUT_HW, mean=IMAGENET_MEAN, std=IMAGENET_STD, letterbox=True
+    ),
     # Backbone stages and the encoder output: in the synthetic ablation, also distilling the
     # neck outputs that feed the detect head cost 10-16 mAP50 points after the same fine-tune,
     # while backbone + encoder taps kept detection within noise of the teacher.

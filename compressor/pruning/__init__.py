@@ -36,10 +36,3 @@ __all__ = [
     "register_importance",
     "unregister_importance",
 ]
-
-
-def __getattr__(name: str) -> tuple[str, ...]:
-    # IMPORTANCES, kept for old imports: a live view of the registry; prefer list_importances().
-    if name == "IMPORTANCES":
-        return tuple(list_importances())
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

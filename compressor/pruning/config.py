@@ -26,13 +26,6 @@ def _registry():
     return importance
 
 
-def __getattr__(name: str) -> tuple[str, ...]:
-    # IMPORTANCES, kept for old imports: a live view of the registry (list_importances()).
-    if name == "IMPORTANCES":
-        return tuple(_registry().list_importances())
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 def _choice(value: str, valid: tuple[str, ...], field: str) -> None:
     if value not in valid:
         close = difflib.get_close_matches(str(value), valid, n=1)
@@ -47,7 +40,7 @@ class PruneConfig:
     ratio: fraction of the target quantity to remove, in (0, 1): params, FLOPs, or the latency
         the latency table predicts for the unpruned model (target="latency").
     importance: a registered importance (list_importances(): random | l1 | taylor_sum | tci |
-        tci_gcp built in, "tci+gcp" accepted, plus any added with register_importance).
+        tci_gcp built in, plus any added with register_importance).
     normalize: per-task normalisation within a group (mean | max | l2).
     aggregate: how per-task importances combine (max | mean | sum | weighted with task_weights).
     conflict_lambda / conflict_mode: S = I * (1 - lambda C) (multiplicative) or I - lambda C.
@@ -100,8 +93,7 @@ class PruneConfig:
         object.__setattr__(self, "protected", tuple(self.protected))
         object.__setattr__(self, "task_weights", tuple(tuple(p) for p in self.task_weights))
         self._validate_numbers()
-        entry = _registry().importance_entry(self.importance)  # unknown: lists the registered
-        object.__setattr__(self, "importance", entry.name)
+        _registry().importance_entry(self.importance)  # unknown: lists the registered
         _choice(self.normalize, NORMALIZERS, "normalize")
         _choice(self.aggregate, AGGREGATES, "aggregate")
         _choice(self.conflict_mode, CONFLICT_MODES, "conflict_mode")

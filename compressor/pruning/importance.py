@@ -8,7 +8,6 @@ groups meaningful."""
 
 from __future__ import annotations
 
-import difflib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from compressor.pruning.calibrate import CalibrationStats
 from compressor.pruning.config import PruneConfig
 from compressor.pruning.errors import PruneConfigError
 from compressor.pruning.group import ELEM, ChannelGroup, channel_sums
+from runtime.registry import Registry
 
 
 def _safe_div(x: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
@@ -63,73 +63,50 @@ class ImportanceEntry:
     conflict: bool = False
     task_aware: bool = False
 
+    def __str__(self) -> str:
+        return f"{self.factory.__module__}.{self.factory.__qualname__}"
 
-_REGISTRY: dict[str, ImportanceEntry] = {}
-_ALIASES: dict[str, str] = {}
+
+IMPORTANCES: Registry[ImportanceEntry] = Registry(
+    "importance",
+    PruneConfigError,
+    listed="registered",
+    unknown="{kind} {name} is not registered",
+    fix=" (register a new one with compressor.pruning.register_importance)",
+)
 
 
 def register_importance(
     name: str,
     *,
-    aliases: tuple[str, ...] = (),
     needs_gradients: bool = False,
     conflict: bool = False,
     task_aware: bool = False,
 ):
-    """Decorator: register `factory(ctx) -> Importance` under `name` (and `aliases`). The
-    registry is what PruneConfig, `mtc-compress --importance` and `list_importances()` read, so
-    a registered name is usable everywhere at once. A name or alias taken already raises."""
+    """Decorator: register `factory(ctx) -> Importance` under `name`. The registry is what
+    PruneConfig, `mtc-compress --importance` and `list_importances()` read, so a registered name
+    is usable everywhere at once. A name taken already raises."""
 
     def deco(factory: Callable[[ImportanceContext], Importance]):
-        for n in (name, *aliases):
-            if n in _REGISTRY or n in _ALIASES:
-                raise PruneConfigError(f"importance {n!r} is already registered")
-        _REGISTRY[name] = ImportanceEntry(
-            name, factory, needs_gradients or conflict, conflict, task_aware
-        )
-        _ALIASES.update(dict.fromkeys(aliases, name))
+        entry = ImportanceEntry(name, factory, needs_gradients or conflict, conflict, task_aware)
+        IMPORTANCES.register(name, entry)
         return factory
 
     return deco
 
 
 def unregister_importance(name: str) -> None:
-    """Remove `name` and its aliases (tests, or a plugin that replaces its own criterion)."""
-    if name not in _REGISTRY:
-        raise PruneConfigError(
-            f"importance {name!r} is not registered; registered: {', '.join(list_importances())}"
-        )
-    del _REGISTRY[name]
-    for alias in [a for a, n in _ALIASES.items() if n == name]:
-        del _ALIASES[alias]
+    """Remove `name` (tests, or a plugin that replaces its own criterion)."""
+    IMPORTANCES.unregister(name)
 
 
 def list_importances() -> list[str]:
-    return sorted(_REGISTRY)
-
-
-def importance_aliases() -> dict[str, str]:
-    return dict(_ALIASES)
-
-
-def canonical_importance(name: str) -> str:
-    """The registered name `name` stands for (an alias maps to its importance)."""
-    return _ALIASES.get(name, name)
+    return IMPORTANCES.names()
 
 
 def importance_entry(name: str) -> ImportanceEntry:
-    """The entry for `name` (or its alias); an unknown name lists the registered ones and the
-    closest match."""
-    entry = _REGISTRY.get(canonical_importance(name))
-    if entry is None:
-        valid = list_importances()
-        close = difflib.get_close_matches(str(name), valid + list(_ALIASES), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise PruneConfigError(
-            f"importance {name!r} is not registered; registered: {', '.join(valid)}{hint} "
-            "(register a new one with compressor.pruning.register_importance)"
-        )
-    return entry
+    """The entry for `name`; an unknown name lists the registered ones and the closest match."""
+    return IMPORTANCES.get(name)
 
 
 def build_importance(ctx: ImportanceContext) -> Importance:
@@ -160,7 +137,7 @@ def random_importance(ctx: ImportanceContext) -> Importance:
     return score
 
 
-@register_importance("l1", aliases=("magnitude",))
+@register_importance("l1")
 def l1_importance(ctx: ImportanceContext) -> Importance:
     """Magnitude baseline: L1 norm of each channel's conv/linear weights across the group."""
 
@@ -188,7 +165,7 @@ def _taylor_terms(stats: CalibrationStats, group: ChannelGroup) -> torch.Tensor:
     return group.gather(lambda s: stats.taylor.get((s.module, s.kind)))
 
 
-@register_importance("taylor_sum", aliases=("taylor",), needs_gradients=True)
+@register_importance("taylor_sum", needs_gradients=True)
 def taylor_sum_importance(ctx: ImportanceContext) -> Importance:
     """Baseline: Taylor importance of the summed loss (tasks not told apart)."""
     stats = _need_stats(ctx)
@@ -296,7 +273,7 @@ def tci_importance(ctx: ImportanceContext) -> Importance:
     return _task_aware(ctx, with_conflict=False)
 
 
-@register_importance("tci_gcp", aliases=("tci+gcp",), conflict=True, task_aware=True)
+@register_importance("tci_gcp", conflict=True, task_aware=True)
 def tci_gcp_importance(ctx: ImportanceContext) -> Importance:
     """TCI with the gradient-conflict penalty."""
     return _task_aware(ctx, with_conflict=True)

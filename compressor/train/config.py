@@ -6,10 +6,12 @@ with (only the fields in `RESUME_OVERRIDABLE` may change on resume).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
 
 from compressor.data.labels import checked_mask_map
-from compressor.losses import LossConfig
+from compressor.models.spec import ModelSpec
 from runtime.errors import MtcError
 from runtime.spec import DEFAULT_INPUT_HW
 
@@ -86,7 +88,9 @@ class TrainConfig:
     # AMX (measured on the demo's model), emulated and slower elsewhere; losses stay float32
     cpu_bf16: bool = False
     grad_clip: float = 10.0
-    loss: LossConfig = field(default_factory=LossConfig)
+    # loss options of the trained model's spec (its loss_config fields) -> value; the rest keep
+    # the model's defaults. Checked against the model once it is known (`loss_config_for`).
+    loss: Mapping[str, Any] = field(default_factory=dict)
     # data
     augment: bool = True
     train_lane_labels: str = "wide"
@@ -115,8 +119,15 @@ class TrainConfig:
         hw = tuple(int(v) for v in self.imgsz)
         object.__setattr__(self, "imgsz", hw)
         object.__setattr__(self, "mask_map", checked_mask_map(self.mask_map, TrainConfigError))
-        if isinstance(self.loss, dict):
-            object.__setattr__(self, "loss", LossConfig(**self.loss))
+        if not isinstance(self.loss, Mapping):
+            raise TrainConfigError(
+                f"loss must map loss option names to values, e.g. {{'lane_weight': 2.0}}; got "
+                f"{type(self.loss).__name__}"
+            )
+        loss = {
+            str(k): tuple(v) if isinstance(v, list | tuple) else v for k, v in self.loss.items()
+        }
+        object.__setattr__(self, "loss", loss)
         problems = [p for p in _problems(self) if p]
         if problems:
             raise TrainConfigError("bad training config: " + "; ".join(problems))
@@ -126,7 +137,7 @@ class TrainConfig:
         d = asdict(self)
         d["imgsz"] = list(self.imgsz)
         d["mask_map"] = list(self.mask_map)
-        d["loss"]["level_balance"] = list(self.loss.level_balance)
+        d["loss"] = {k: list(v) if isinstance(v, tuple) else v for k, v in self.loss.items()}
         return d
 
     @classmethod
@@ -142,6 +153,38 @@ class TrainConfig:
                 f"settings it started with); changeable: {', '.join(RESUME_OVERRIDABLE)}"
             )
         return replace(self, **overrides)
+
+
+# Checkpoints written before each model owned its loss config hold, as `loss`, every field of
+# YOLOP's loss config whatever the model; a model whose config lacks them ignored them then.
+_LEGACY_LOSS_KEYS = frozenset(
+    (
+        "det_weight",
+        "drivable_weight",
+        "lane_weight",
+        "box_gain",
+        "obj_gain",
+        "cls_gain",
+        "level_balance",
+        "anchor_threshold",
+        "drivable_gain",
+        "lane_bce_gain",
+        "lane_tversky_gain",
+        "lane_pos_weight",
+        "tversky_alpha",
+        "tversky_beta",
+    )
+)
+
+
+def loss_config_for(spec: ModelSpec, loss: Mapping[str, Any]) -> Any:
+    """The trained model's loss config: `spec`'s defaults with the run's overrides `loss`
+    (an older checkpoint's full YOLOP-form block, for a model without those options, was
+    ignored when it was written, and still is)."""
+    allowed = {f.name for f in fields(spec.loss_config)}
+    if set(loss) == _LEGACY_LOSS_KEYS and not set(loss) <= allowed:
+        loss = {}
+    return spec.loss_options(loss)
 
 
 def _choice(name: str, value: str, options: tuple[str, ...]) -> str | None:

@@ -10,7 +10,8 @@ import torch
 from compressor.checkpoint import load_checkpoint
 from compressor.data import BddDataset, DataConfig, make_loader
 from compressor.data.labels import checked_mask_map
-from compressor.models.spec import ModelSpecError, spec_of
+from compressor.models.registry import spec_of
+from compressor.models.spec import ModelSpecError
 from compressor.train.ddp import resolve_device
 from compressor.train.evaluate import EvalConfig, EvalConfigError, evaluate
 from compressor.train.report import eval_markdown, write_json

@@ -18,7 +18,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from compressor.models.spec import ModelSpec, ModelSpecError, spec_of
+from compressor.models.registry import spec_of
+from compressor.models.spec import ModelSpec, ModelSpecError
 from runtime.boxes import postprocess_detections
 from runtime.decoders import get_decoder
 from runtime.errors import MtcError

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from compressor.checkpoint import save_checkpoint
 from compressor.losses import total_loss
-from compressor.models.spec import spec_of
+from compressor.models.registry import spec_of
 from compressor.train.config import TrainConfig
 from compressor.train.ddp import (
     DistContext,
@@ -40,6 +40,7 @@ from compressor.train.setup import (
     check_batch_before_loading,
     check_out_dir,
     load_model,
+    run_loss_config,
 )
 from compressor.train.state import (
     Progress,
@@ -82,8 +83,9 @@ def train(
     init_checkpoint_fields: dict | None = None,
 ) -> TrainResult:
     """Train `model` (default: built from cfg, or cfg.init / cfg.resume) with `loss_fn`
-    (default: the model spec's loss with cfg.loss). `init_checkpoint_fields` (e.g. the pruning record) go
-    into every checkpoint written, so `load_checkpoint` rebuilds a pruned model."""
+    (default: the model spec's loss, its options overridden by cfg.loss). `init_checkpoint_fields`
+    (e.g. the pruning record) go into every checkpoint written, so `load_checkpoint` rebuilds a
+    pruned model."""
     ctx = init_distributed(cfg.device)
     existed = Path(cfg.out).exists()
     try:
@@ -128,6 +130,7 @@ class Trainer:
         check_out_dir(cfg)
         check_batch_before_loading(cfg, ctx)
         src = load_model(cfg, model, extra_fields)
+        loss_config = run_loss_config(cfg, src.model, loss_fn)  # before any data is read
         self.data = build_data(cfg, ctx, src.fields.get("preprocess"))
         self.fields = src.fields
         self.model = src.model.to(ctx.device).train()
@@ -139,7 +142,7 @@ class Trainer:
             extension.attach(self.model)
             self._attached = True
             extension.to(ctx.device)
-        self.loss_fn = loss_fn or spec_of(self.model).make_loss(self.model, cfg.loss)
+        self.loss_fn = loss_fn or spec_of(self.model).loss(self.model, loss_config)
         self.module = wrap(TrainModule(self.model, extension), ctx)
         self.steps_per_epoch = len(self.data.loader)
         trained = [self.model] + ([extension] if extension is not None else [])

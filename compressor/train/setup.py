@@ -3,8 +3,10 @@ init checkpoint, or from the checkpoint being resumed) and the checkpoint fields
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -14,12 +16,18 @@ from compressor.checkpoint import Checkpoint, CheckpointError, default_preproces
 from compressor.data import BddDataset, DataConfig, make_loader
 from compressor.data.layouts import count_image_files
 from compressor.models import build_model
-from compressor.models.registry import builder_params
-from compressor.models.spec import ModelSpecError, spec_of
-from compressor.train.config import RESUME_OVERRIDABLE, TrainConfig, TrainConfigError
+from compressor.models.registry import builder_params, spec_of
+from compressor.models.spec import ModelSpecError
+from compressor.train.config import (
+    RESUME_OVERRIDABLE,
+    TrainConfig,
+    TrainConfigError,
+    loss_config_for,
+)
 from compressor.train.ddp import DistContext
 from compressor.train.sampler import EpochSampler
 from compressor.train.state import read_train_state
+from runtime.errors import MtcError
 
 
 @dataclass
@@ -40,15 +48,44 @@ def resume_config(path: str | Path, **overrides: object) -> TrainConfig:
     return saved.for_resume(resume=str(path), **overrides)
 
 
-def _check_resume_config(cfg: TrainConfig, saved: dict, path: str) -> None:
+def _check_resume_config(cfg: TrainConfig, saved: dict, path: str, model: nn.Module) -> None:
     now = cfg.to_dict()
-    diff = [k for k in now if k not in RESUME_OVERRIDABLE and k in saved and saved[k] != now[k]]
+    diff = [
+        k
+        for k in now
+        if k not in RESUME_OVERRIDABLE and k in saved and not _same(k, saved[k], now[k], model)
+    ]
     if diff:
         shown = ", ".join(f"{k}: {saved[k]!r} -> {now[k]!r}" for k in diff[:4])
         raise TrainConfigError(
             f"resuming {path} with different settings ({shown}); a resumed run keeps the settings "
             f"it started with — drop those flags (only {', '.join(RESUME_OVERRIDABLE)} may change)"
         )
+
+
+def _same(key: str, saved: Any, now: Any, model: nn.Module) -> bool:
+    """Loss options are the same when they give the same loss config (an older checkpoint
+    stores the full block, a new run only what it overrides)."""
+    if saved == now or key != "loss":
+        return saved == now
+    try:
+        spec = spec_of(model)
+        return loss_config_for(spec, saved) == loss_config_for(spec, now)
+    except MtcError:
+        return False
+
+
+def run_loss_config(cfg: TrainConfig, model: nn.Module, loss_fn: Callable | None) -> Any:
+    """The model's loss config with cfg.loss applied (None with a given loss_fn, which the
+    options cannot reach)."""
+    if loss_fn is None:
+        return loss_config_for(spec_of(model), cfg.loss)
+    if cfg.loss:
+        raise TrainConfigError(
+            f"loss options {', '.join(sorted(cfg.loss))} set the model spec's loss, but a "
+            "loss_fn was given: configure that loss itself, or drop loss_fn"
+        )
+    return None
 
 
 def _check_init_architecture(cfg: TrainConfig, ckpt: Checkpoint, path: str) -> None:
@@ -103,7 +140,7 @@ def load_model(cfg: TrainConfig, model: nn.Module | None, extra: dict | None) ->
         src = ModelSource(loaded, _carried_fields(ckpt))
         if cfg.resume:
             state = read_train_state(ckpt, cfg.resume)
-            _check_resume_config(cfg, state.get("config", {}), cfg.resume)
+            _check_resume_config(cfg, state.get("config", {}), cfg.resume, loaded)
             src.resume_state = state
             src.fields["provenance"] = ckpt.provenance
     if src is None:

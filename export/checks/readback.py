@@ -4,7 +4,6 @@ before the files leave the export."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -39,14 +38,23 @@ def check_with_runtime(
     return {"loaded_by": "runtime.load_artifact", "max_abs_vs_ort": worst}
 
 
-def runtime_runner(path: Path) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
-    """A callable over an artifact opened by the runtime (engines on GPU machines)."""
-    from runtime import load_artifact
+class RuntimeRunner:
+    """An artifact opened by the runtime (engines on GPU machines), called like the other
+    runners: `runner(images) -> outputs`. Close it (or use it as a context manager)."""
 
-    backend = load_artifact(path)
+    def __init__(self, path: Path) -> None:
+        from runtime import load_artifact
 
-    def run(images: np.ndarray) -> dict[str, np.ndarray]:
-        return backend.infer(np.ascontiguousarray(images, np.float32))
+        self._backend = load_artifact(path)
 
-    run.close = backend.close  # type: ignore[attr-defined]
-    return run
+    def __call__(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        return self._backend.infer(np.ascontiguousarray(images, np.float32))
+
+    def close(self) -> None:
+        self._backend.close()
+
+    def __enter__(self) -> RuntimeRunner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -82,7 +82,9 @@ def check_calibration_source(
             "is used) or a .npy file of preprocessed images"
         )
     if path.suffix == ".npy":
-        n = len(_from_npy(path, PreprocessInfo(input_hw=input_hw), mmap=True))
+        # already preprocessed: only the size is checked
+        size_only = PreprocessInfo(input_hw, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), letterbox=False)
+        n = len(_from_npy(path, size_only, mmap=True))
     else:
         n = count_split_images(path, split, "--calib-data")
     if n < batch:

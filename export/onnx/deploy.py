@@ -22,16 +22,17 @@ from runtime.spec import NMS_CONF, NMS_IOU, NMS_MAX_DET, SEG_TASKS, TASK_DET
 
 @dataclass(frozen=True)
 class DeploySpec:
-    """What the graph outputs, from the model spec and the export options. `det_decoder`:
-    None = no detection task; with `det_raw` the model's raw detection output goes out as it is
-    and the runtime decodes it with that decoder (`decoder_params`, at `input_hw`)."""
+    """What the graph outputs, from the model spec and the export options. `det_decoder` (no
+    default: the model spec names it): None = no detection task; with `det_raw` the model's raw
+    detection output goes out as it is and the runtime decodes it with that decoder
+    (`decoder_params`, at `input_hw`)."""
 
     nms_in_graph: bool = False
     seg_argmax: bool = True
     conf_thres: float = NMS_CONF
     iou_thres: float = NMS_IOU
     max_det: int = NMS_MAX_DET
-    det_decoder: str | None = "yolop_anchor"
+    det_decoder: str | None = field(kw_only=True)
     det_raw: bool = False
     seg_tasks: tuple[str, ...] = SEG_TASKS
     input_hw: tuple[int, int] = (0, 0)

@@ -20,7 +20,8 @@ import onnx
 import torch
 from torch import nn
 
-from compressor.models.spec import ModelSpec, ModelSpecError, spec_of
+from compressor.models.registry import spec_of
+from compressor.models.spec import ModelSpec, ModelSpecError
 from export.errors import ExportConfigError, OnnxExportError
 from export.onnx.deploy import DeploySpec, DeployWrapper
 from export.source import ModelFromCheckpoint

@@ -7,7 +7,6 @@ once, for every backend (an engine profile or an ONNX with a fixed batch of 4 bo
 
 from __future__ import annotations
 
-import difflib
 import os
 import time
 from abc import ABC, abstractmethod
@@ -19,6 +18,7 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 
 from runtime.errors import MtcError
+from runtime.registry import Registry
 from runtime.sidecar import Sidecar
 
 
@@ -207,8 +207,17 @@ class Backend(ABC):
 
 
 # -- registry ------------------------------------------------------------------------------------
-_BACKENDS: dict[str, type[Backend]] = {}
-_FORMAT_DEFAULTS: dict[str, str] = {}
+BACKENDS: Registry[type[Backend]] = Registry(
+    "backend", UnknownBackendError, DuplicateBackendError, also=("auto",)
+)
+# artifact format -> the backend `backend="auto"` picks for it
+FORMAT_DEFAULTS: Registry[str] = Registry(
+    "artifact format",
+    UnknownBackendError,
+    DuplicateBackendError,
+    listed="formats with a backend",
+    unknown="no backend runs {name} artifacts",
+)
 
 
 def register_backend(
@@ -218,45 +227,27 @@ def register_backend(
     which `backend="auto"` picks it."""
 
     def deco(cls: type[_B]) -> type[_B]:
-        if name in _BACKENDS:
-            raise DuplicateBackendError(
-                f"backend {name!r} is already registered by {_BACKENDS[name]}"
-            )
-        taken = [f for f in default_for if f in _FORMAT_DEFAULTS]
-        if taken:
-            raise DuplicateBackendError(
-                f"backend {name!r} claims default for {taken[0]!r}, already "
-                f"{_FORMAT_DEFAULTS[taken[0]]!r}"
-            )
+        for fmt in default_for:  # all claims checked before any is made
+            FORMAT_DEFAULTS.check_free(fmt, f"backend {name!r}")
+        BACKENDS.register(name, cls)
+        for fmt in default_for:
+            FORMAT_DEFAULTS.register(fmt, name)
         cls.name, cls.formats = name, formats
-        _BACKENDS[name] = cls
-        _FORMAT_DEFAULTS.update(dict.fromkeys(default_for, name))
         return cls
 
     return deco
 
 
 def list_backends() -> list[str]:
-    return sorted(_BACKENDS)
+    return BACKENDS.names()
 
 
 def get_backend(name: str) -> type[Backend]:
-    if name not in _BACKENDS:
-        close = difflib.get_close_matches(name, list(_BACKENDS), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise UnknownBackendError(
-            f"unknown backend {name!r}; valid: auto, {', '.join(list_backends())}{hint}"
-        )
-    return _BACKENDS[name]
+    return BACKENDS.get(name)
 
 
 def default_backend(fmt: str) -> str:
-    if fmt not in _FORMAT_DEFAULTS:
-        raise UnknownBackendError(
-            f"no backend runs {fmt!r} artifacts; formats with a backend: "
-            f"{', '.join(sorted(_FORMAT_DEFAULTS))}"
-        )
-    return _FORMAT_DEFAULTS[fmt]
+    return FORMAT_DEFAULTS.get(fmt)
 
 
 def _fmt_shape(shape: tuple[int, ...]) -> str:

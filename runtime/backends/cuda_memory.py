@@ -8,7 +8,6 @@ us. Jetson images often ship pycuda, desktop installs get cuda-python from pip, 
 from __future__ import annotations
 
 import ctypes
-import difflib
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
@@ -17,6 +16,7 @@ import numpy as np
 
 from runtime.backends.base import BackendError, BackendUnavailableError
 from runtime.errors import MtcError
+from runtime.registry import Registry
 
 INSTALL_HINT = 'pip install "mtc[tensorrt]" (cuda-python; on JetPack 6: "cuda-python>=12.6,<13")'
 # Error names users hit most, with what to do about them.
@@ -94,40 +94,32 @@ class DeviceMemory(ABC):
 
 
 _M = TypeVar("_M", bound=DeviceMemory)
-_ADAPTERS: dict[str, type[DeviceMemory]] = {}
+MEMORY: Registry[type[DeviceMemory]] = Registry("memory adapter", BackendError, also=("auto",))
 AUTO_ORDER = ("cuda-python", "pycuda")
 
 
 def register_memory(name: str) -> Callable[[type[_M]], type[_M]]:
     def deco(cls: type[_M]) -> type[_M]:
-        if name in _ADAPTERS:
-            raise BackendError(f"memory adapter {name!r} is already registered")
+        MEMORY.register(name, cls)
         cls.name = name
-        _ADAPTERS[name] = cls
         return cls
 
     return deco
 
 
 def list_memory_adapters() -> list[str]:
-    return sorted(_ADAPTERS)
+    return MEMORY.names()
 
 
 def create_memory(name: str = "auto") -> DeviceMemory:
     """'auto' tries cuda-python, then pycuda. A missing package moves on; a present package that
     fails (no driver) raises, since the next one would fail the same way."""
     if name != "auto":
-        if name not in _ADAPTERS:
-            close = difflib.get_close_matches(name, list(_ADAPTERS), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise BackendError(
-                f"unknown memory adapter {name!r}; valid: auto, {', '.join(_ADAPTERS)}{hint}"
-            )
-        return _ADAPTERS[name]()
+        return MEMORY.get(name)()
     for candidate in AUTO_ORDER:
-        if candidate in _ADAPTERS:
+        if candidate in MEMORY:
             try:
-                return _ADAPTERS[candidate]()
+                return MEMORY.get(candidate)()
             except BackendUnavailableError:
                 continue
     raise BackendUnavailableError(

@@ -8,13 +8,13 @@ numpy only: the runtime uses it on the vehicle, the torch side imports it for ev
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping
 from typing import Any, Protocol
 
 import numpy as np
 
 from runtime.errors import MtcError
+from runtime.registry import Registry
 
 
 class DecoderError(MtcError):
@@ -36,33 +36,23 @@ class Decoder(Protocol):
         """raw [B, N, C] -> rows [B, N, 5 + nc] (cx, cy, w, h, obj, scores) in input pixels."""
 
 
-_DECODERS: dict[str, Decoder] = {}
+DECODERS: Registry[Decoder] = Registry("detection decoder", DecoderError, listed="valid decoders")
 
 
 def register_decoder(decoder: Decoder) -> Decoder:
-    if decoder.name in _DECODERS and _DECODERS[decoder.name] is not decoder:
-        raise DecoderError(f"detection decoder {decoder.name!r} is already registered")
-    _DECODERS[decoder.name] = decoder
-    return decoder
+    return DECODERS.register(decoder.name, decoder)
 
 
 def list_decoders() -> list[str]:
-    return sorted(_DECODERS)
+    return DECODERS.names()
 
 
 def get_decoder(name: str) -> Decoder:
-    check_decoder_name(name)
-    return _DECODERS[name]
+    return DECODERS.get(name)
 
 
 def check_decoder_name(name: str) -> None:
-    if name not in _DECODERS:
-        close = difflib.get_close_matches(str(name), list(_DECODERS), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise DecoderError(
-            f"unknown detection decoder {name!r}; valid decoders: {', '.join(list_decoders())}"
-            f"{hint}"
-        )
+    DECODERS.get(name)
 
 
 # Built-in decoders register on import (one file each).

@@ -4,7 +4,6 @@ key the table. The repetition policy (warm-up, runs, median) is shared, here."""
 
 from __future__ import annotations
 
-import difflib
 import statistics
 import time
 from abc import ABC, abstractmethod
@@ -15,6 +14,7 @@ from typing import ClassVar
 import numpy as np
 
 from runtime.errors import MtcError
+from runtime.registry import Registry
 
 
 class TimerError(MtcError):
@@ -95,15 +95,13 @@ class ProbeTimer(ABC):
         """Release device resources."""
 
 
-_TIMERS: dict[str, type[ProbeTimer]] = {}
+TIMERS: Registry[type[ProbeTimer]] = Registry("latency backend", TimerError)
 
 
 def register_timer(name: str) -> Callable[[type[ProbeTimer]], type[ProbeTimer]]:
     def deco(cls: type[ProbeTimer]) -> type[ProbeTimer]:
-        if name in _TIMERS:
-            raise TimerError(f"probe timer {name!r} is already registered")
+        TIMERS.register(name, cls)
         cls.name = name
-        _TIMERS[name] = cls
         return cls
 
     return deco
@@ -115,18 +113,12 @@ def _load_builtin() -> None:
 
 def list_timers() -> list[str]:
     _load_builtin()
-    return sorted(_TIMERS)
+    return TIMERS.names()
 
 
 def get_timer(name: str) -> type[ProbeTimer]:
     _load_builtin()
-    if name not in _TIMERS:
-        close = difflib.get_close_matches(name, list(_TIMERS), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise TimerError(
-            f"unknown latency backend {name!r}; valid: {', '.join(sorted(_TIMERS))}{hint}"
-        )
-    return _TIMERS[name]
+    return TIMERS.get(name)
 
 
 def random_input(shape: tuple[int, ...], dtype: str = "float32", seed: int = 0) -> np.ndarray:

@@ -22,7 +22,7 @@ from compressor.losses.anchor_free import AnchorFreeLoss, assign, dfl_loss  # no
 from compressor.losses.yolop import LossInputError, total_loss  # noqa: E402
 from compressor.models.heads import AnchorFreeHead, decode_torch  # noqa: E402
 from compressor.models.heads.anchor_free import AnchorFreeHeadError, level_points  # noqa: E402
-from compressor.models.spec import spec_of  # noqa: E402
+from compressor.models.registry import spec_of  # noqa: E402
 from compressor.pruning import PruneConfig, prune  # noqa: E402
 from runtime.boxes import postprocess_detections  # noqa: E402
 from runtime.decoders import get_decoder  # noqa: E402

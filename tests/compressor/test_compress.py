@@ -66,7 +66,7 @@ def test_compress_cli_end_to_end(teacher_ckpt, synth_dataset, tmp_path, capsys):
             "--ratio",
             "0.4",
             "--importance",
-            "tci+gcp",
+            "tci_gcp",
             "--kd",
             "--epochs",
             "1",
@@ -180,7 +180,7 @@ def test_every_flag_lands_in_its_config_field():
         "--target",
         "flops",
         "--importance",
-        "tci+gcp",
+        "tci_gcp",
         "--calib-batches",
         "4",
         "--calib-batch",
@@ -338,7 +338,7 @@ def test_default_taps_per_model_and_all():
 
     from compressor.compress import resolve_distill
     from compressor.distill import DistillConfig
-    from compressor.models.spec import get_spec
+    from compressor.models.registry import get_spec
 
     yolop = get_spec("yolop")
     assert resolve_distill(DistillConfig(), yolop).taps == yolop.taps

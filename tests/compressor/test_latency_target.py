@@ -20,7 +20,7 @@ from compressor import build_model, save_checkpoint
 from compressor.checkpoint import default_preprocess
 from compressor.latency import export_probe_bundle
 from compressor.latency.onnx_io import export_onnx
-from compressor.models.spec import get_spec
+from compressor.models.registry import get_spec
 from compressor.pruning import ImpossibleTargetError, PruneConfig, PruneConfigError, prune
 from runtime.latency_model.bundle import load_bundle
 from runtime.latency_model.measure import (

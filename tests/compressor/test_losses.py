@@ -8,7 +8,13 @@ import pytest
 import torch
 
 from compressor import build_model
-from compressor.losses import LossConfig, LossConfigError, LossInputError, YolopLoss, total_loss
+from compressor.losses import (
+    LossConfigError,
+    LossInputError,
+    YolopLoss,
+    YolopLossConfig,
+    total_loss,
+)
 from compressor.losses.detection import assign_targets, ciou
 from compressor.models.yolop import YOLOP_ANCHORS, YOLOP_STRIDES
 
@@ -95,7 +101,9 @@ def test_task_weights_scale_only_their_task(tiny):
     batch = _batch()
     outputs = tiny(batch["images"])
     base = YolopLoss.for_model(tiny)(outputs, batch)
-    heavy = YolopLoss.for_model(tiny, LossConfig(det_weight=3.0, lane_weight=0.0))(outputs, batch)
+    heavy = YolopLoss.for_model(tiny, YolopLossConfig(det_weight=3.0, lane_weight=0.0))(
+        outputs, batch
+    )
     assert torch.isclose(heavy["det"], 3 * base["det"])
     assert torch.isclose(heavy["drivable"], base["drivable"])
     assert heavy["lane"].item() == 0.0
@@ -146,8 +154,8 @@ def test_bad_inputs_raise_named_errors(tiny):
     with pytest.raises(LossInputError, match="do not match"):
         loss({"lane": torch.zeros(2, 2, 32, 32)}, batch)
     with pytest.raises(LossConfigError, match="non-negative"):
-        LossConfig(box_gain=-1)
+        YolopLossConfig(box_gain=-1)
     with pytest.raises(LossConfigError, match="level_balance"):
-        YolopLoss(ANCHORS, YOLOP_STRIDES, LossConfig(level_balance=(1.0, 1.0)))
+        YolopLoss(ANCHORS, YOLOP_STRIDES, YolopLossConfig(level_balance=(1.0, 1.0)))
     with pytest.raises(LossInputError, match="anchors_px"):
         YolopLoss(ANCHORS[:2], YOLOP_STRIDES)

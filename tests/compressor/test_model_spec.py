@@ -11,15 +11,13 @@ from torch import nn
 
 from compressor.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from compressor.models import build_model
+from compressor.models.registry import get_spec, import_official, spec_of
 from compressor.models.spec import (
     KIND_SEGMENTATION,
     ModelSpec,
     ModelSpecError,
     PreprocessSpec,
     TaskSpec,
-    get_spec,
-    import_official,
-    spec_of,
 )
 from runtime.decoders import DecoderError
 
@@ -109,7 +107,7 @@ def _two_heads_spec() -> ModelSpec:
         ),
         loss=lambda model, cfg=None: None,
         stride=1,
-        preprocess=PreprocessSpec(input_hw=(36, 64), mean=None, std=None),
+        preprocess=PreprocessSpec(input_hw=(36, 64), mean=None, std=None, letterbox=True),
         protected=("a", "b"),
     )
 
@@ -148,10 +146,13 @@ def test_official_yolop_keys_are_recognised_with_or_without_module_prefix():
     assert import_official({"encoder.weight": torch.zeros(1)}) is None
 
 
+PRE = PreprocessSpec(input_hw=(64, 64), mean=None, std=None, letterbox=False)
+
+
 def test_spec_rejects_two_detection_tasks_and_duplicate_names():
     det = TaskSpec("det", "detection", ("car",), decoder="yolop_anchor")
     with pytest.raises(ModelSpecError, match="at most one detection task"):
-        ModelSpec("x", (det, replace(det, name="det2")), loss=lambda m: None)
+        ModelSpec("x", (det, replace(det, name="det2")), loss=lambda m: None, preprocess=PRE)
     seg = TaskSpec("lane", KIND_SEGMENTATION, ("bg", "lane"))
     with pytest.raises(ModelSpecError, match="unique"):
-        ModelSpec("x", (seg, seg), loss=lambda m: None)
+        ModelSpec("x", (seg, seg), loss=lambda m: None, preprocess=PRE)

@@ -11,6 +11,7 @@ import torch
 from compressor import build_model, list_models, load_checkpoint, save_checkpoint
 from compressor.checkpoint import CheckpointError
 from compressor.models import DuplicateModelError, UnknownModelError, register_model
+from compressor.models.registry import get_spec
 from runtime.spec import TASKS
 
 MANIFEST = Path(__file__).parents[1] / "data" / "yolop_state_dict_shapes.json"
@@ -92,7 +93,7 @@ def test_registry_is_strict():
     ):
         build_model("yolp")
     with pytest.raises(DuplicateModelError, match="already registered"):
-        register_model("yolop")(lambda: None)
+        register_model("yolop", get_spec("yolop"))(lambda: None)
 
 
 def test_checkpoint_roundtrip_and_errors(tmp_path):

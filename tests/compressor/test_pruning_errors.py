@@ -69,8 +69,9 @@ def test_bad_config_values(kw, match):
         PruneConfig(**kw)
 
 
-def test_alias_tci_plus_gcp():
-    assert PruneConfig(importance="tci+gcp").importance == "tci_gcp"
+def test_former_alias_tci_plus_gcp_is_an_unknown_name():
+    with pytest.raises(PruneConfigError, match="'tci\\+gcp' is not registered.*did you mean"):
+        PruneConfig(importance="tci+gcp")
 
 
 def test_unknown_protected_layer_lists_close_names_before_any_work(model):

@@ -17,7 +17,8 @@ from compressor.data.bdd import BddDataset, collate
 from compressor.data.config import DataConfig
 from compressor.flops import count_params
 from compressor.losses import TWINLITE_LOSS, SegmentationLoss, total_loss
-from compressor.models.spec import ModelSpecError, get_spec, import_official
+from compressor.models.registry import get_spec, import_official
+from compressor.models.spec import ModelSpecError
 from compressor.models.twinlitenet import _import_official
 from compressor.pruning import PruneConfig, prune
 from compressor.pruning.graph import PruneGraph
@@ -306,3 +307,65 @@ def test_onnx_export_matches_torch_at_another_batch(tmp_path):
         ref = model(x)
     for task in ("drivable", "lane"):
         torch.testing.assert_close(torch.from_numpy(got[task]), ref[task], rtol=1e-3, atol=1e-4)
+
+
+# -- loss options (the model spec's TwinLiteLossConfig) -------------------------------------------
+def _trainer_losses(data: Path, out: Path, **loss: float) -> dict[str, float]:
+    """The per-task losses the trainer's own loss_fn computes on the first training batch of a
+    TwinLiteNet run with the loss options `loss`."""
+    from compressor.train import TrainConfig
+    from compressor.train.ddp import cleanup, init_distributed
+    from compressor.train.loop import Trainer
+
+    cfg = TrainConfig(
+        data=str(data), out=str(out), model="twinlitenet", imgsz=HW, batch=2, workers=0,
+        augment=False, ema=False, progress=False, device="cpu", loss=loss,
+    )  # fmt: skip
+    ctx = init_distributed(cfg.device)
+    try:
+        trainer = Trainer(cfg, ctx, None, None, None, None)
+        try:
+            torch.manual_seed(0)
+            batch = next(iter(trainer.data.loader))
+            with torch.no_grad():
+                losses = trainer.loss_fn(trainer.model(batch["images"]), batch)
+        finally:
+            trainer.close()
+    finally:
+        cleanup(ctx)
+    return {k: float(v) for k, v in losses.items()}
+
+
+def test_loss_weights_change_the_loss_the_trainer_computes(synth_dataset, tmp_path):
+    base = _trainer_losses(synth_dataset, tmp_path / "a")
+    heavy = _trainer_losses(synth_dataset, tmp_path / "b", lane_weight=3.0, drivable_weight=0.5)
+    assert base["lane"] > 0 and base["drivable"] > 0
+    assert heavy["lane"] == pytest.approx(3.0 * base["lane"], rel=1e-5)
+    assert heavy["drivable"] == pytest.approx(0.5 * base["drivable"], rel=1e-5)
+
+
+def test_a_yolop_only_loss_option_is_a_clear_error(synth_dataset, tmp_path):
+    from compressor.losses import LossConfigError
+
+    with pytest.raises(LossConfigError) as e:
+        _trainer_losses(synth_dataset, tmp_path / "c", box_gain=0.1)
+    assert str(e.value) == (
+        "model 'twinlitenet' has no loss option box_gain; its loss options: drivable_weight, "
+        "lane_weight"
+    )
+    assert not (tmp_path / "c").exists()  # refused before the run wrote anything
+
+
+def test_checkpoints_from_before_per_model_loss_options_still_resume():
+    """They stored YOLOP's full loss block for every model; TwinLiteNet ignored it then."""
+    from dataclasses import asdict
+
+    from compressor.losses import TwinLiteLossConfig, YolopLossConfig
+    from compressor.train import TrainConfig
+    from compressor.train.config import loss_config_for
+
+    old = {"data": "d", "model": "twinlitenet", "loss": asdict(YolopLossConfig(lane_weight=2.0))}
+    cfg = TrainConfig.from_dict(old)
+    assert loss_config_for(get_spec("twinlitenet"), cfg.loss) == TwinLiteLossConfig()
+    yolop = loss_config_for(get_spec("yolop"), cfg.loss)
+    assert yolop == YolopLossConfig(lane_weight=2.0)

@@ -12,7 +12,16 @@ import torch
 
 from compressor import build_model, save_checkpoint
 from compressor.checkpoint import default_preprocess
-from export.config import ExportConfig, Fp16Thresholds
+from export.config import (
+    CheckOptions,
+    ExportConfig,
+    Fp16Thresholds,
+    HalfOptions,
+    InputOptions,
+    OnnxOptions,
+    OutputOptions,
+    TensorRTOptions,
+)
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parents[1] / "fakes"))  # the TensorRT fake
@@ -47,16 +56,29 @@ def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def small_config(out: Path, **kw) -> ExportConfig:
-    base = dict(
-        output_dir=str(out),
-        max_batch=2,
-        progress=False,
-        fp16=RANDOM_MODEL_FP16,
-        timing_cache_dir=str(out.parent / "timing"),
+SECTIONS = {
+    "output": OutputOptions,
+    "input": InputOptions,
+    "onnx": OnnxOptions,
+    "half": HalfOptions,
+    "tensorrt": TensorRTOptions,
+    "checks": CheckOptions,
+}
+
+
+def small_config(out: Path, **sections: dict) -> ExportConfig:
+    """Batch up to 2, no progress bar, FP16 thresholds for a random model; `sections` override
+    fields per section: small_config(out, tensorrt={"engine": "none"})."""
+    base: dict[str, dict] = {
+        "output": {"dir": str(out), "progress": False},
+        "input": {"max_batch": 2},
+        "tensorrt": {"timing_cache_dir": str(out.parent / "timing")},
+        "checks": {"fp16": RANDOM_MODEL_FP16},
+    }
+    assert set(sections) <= set(SECTIONS), f"unknown sections {set(sections) - set(SECTIONS)}"
+    return ExportConfig(
+        **{n: cls(**{**base.get(n, {}), **sections.get(n, {})}) for n, cls in SECTIONS.items()}
     )
-    base.update(kw)
-    return ExportConfig(**base)
 
 
 def synth_data(root: Path) -> Path:

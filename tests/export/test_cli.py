@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 from export.cli import build_parser, config_from_args, main
-from export.config import ExportConfig
+from export.config import (
+    CheckOptions,
+    ExportConfig,
+    HalfOptions,
+    InputOptions,
+    OnnxOptions,
+    OutputOptions,
+    TensorRTOptions,
+)
 
 
 def test_flags_map_to_config_fields():
@@ -65,39 +73,37 @@ def test_flags_map_to_config_fields():
     )
     cfg = config_from_args(args)
     assert cfg == ExportConfig(
-        output_dir="o",
-        name="s",
-        imgsz=(384, 640),
-        batch=2,
-        min_batch=1,
-        max_batch=8,
-        opset=16,
-        nms_in_graph=True,
-        seg_output="logits",
-        conf_thres=0.25,
-        iou_thres=0.5,
-        max_det=100,
-        simplifier="none",
-        fp16_onnx=False,
-        fp16_keep_resize_fp32=True,
-        engine="fp32",
-        workspace_mib=2048,
-        opt_level=5,
-        timing_cache_dir="tc",
-        dla_core=1,
-        trt_target="10.3",
-        dry_run=True,
-        allow_lint_fail=True,
+        output=OutputOptions(dir="o", name="s", progress=False),
+        input=InputOptions(imgsz=(384, 640), batch=2, min_batch=1, max_batch=8),
+        onnx=OnnxOptions(
+            opset=16,
+            nms_in_graph=True,
+            seg_output="logits",
+            conf_thres=0.25,
+            iou_thres=0.5,
+            max_det=100,
+            simplifier="none",
+        ),
+        half=HalfOptions(enabled=False, keep_resize_fp32=True),
+        tensorrt=TensorRTOptions(
+            engine="fp32",
+            workspace_mib=2048,
+            opt_level=5,
+            timing_cache_dir="tc",
+            dla_core=1,
+            target="10.3",
+            dry_run=True,
+            allow_lint_fail=True,
+        ),
         seed=3,
-        progress=False,
-        fp16=type(cfg.fp16)(98.0, 0.9, 0.1),
+        checks=CheckOptions(fp16=type(cfg.checks.fp16)(98.0, 0.9, 0.1)),
     )
 
 
 def test_defaults_are_the_config_defaults():
     cfg = config_from_args(build_parser().parse_args(["ck.pt"]))
     assert cfg == ExportConfig()
-    assert (cfg.engine, cfg.simplifier, cfg.opset, cfg.seg_output) == (
+    assert (cfg.tensorrt.engine, cfg.onnx.simplifier, cfg.onnx.opset, cfg.onnx.seg_output) == (
         "fp16",
         "onnxslim",
         17,

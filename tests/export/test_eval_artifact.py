@@ -18,7 +18,7 @@ from export import export_model
 def exported(tiny_ckpt: Path, tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("evalart")
     data = synth_data(root / "data")
-    result = export_model(tiny_ckpt, small_config(root / "out", engine="none"))
+    result = export_model(tiny_ckpt, small_config(root / "out", tensorrt={"engine": "none"}))
     return data, result
 
 

@@ -18,8 +18,15 @@ from runtime.fileio import file_sha256
 from runtime.sidecar import read_sidecar
 
 
-def _cfg(out, **kw):
-    return small_config(out, imgsz=(64, 64), name="tiny", fp16=Fp16Thresholds(), **kw)
+def _cfg(out, tensorrt: dict | None = None, half: dict | None = None):
+    return small_config(
+        out,
+        input={"imgsz": (64, 64)},
+        output={"name": "tiny"},
+        checks={"fp16": Fp16Thresholds()},
+        tensorrt=tensorrt or {},
+        half=half or {},
+    )
 
 
 def test_engine_with_fake_trt11_writes_engine_and_sidecar(monkeypatch, tmp_path):
@@ -64,7 +71,7 @@ def test_parse_failure_keeps_verified_onnx_and_writes_no_engine(monkeypatch, tmp
 def test_lint_failure_names_the_op_and_writes_only_the_report(tmp_path):
     out = tmp_path / "out"
     with pytest.raises(LintError) as info:
-        export_model(TinyMultiTask(unsupported_op=True), _cfg(out, engine="none"))
+        export_model(TinyMultiTask(unsupported_op=True), _cfg(out, tensorrt={"engine": "none"}))
     msg = str(info.value)
     assert "tiny.onnx would not build in TensorRT 10.3: Det" in msg
     assert "not supported by the onnx-tensorrt parser" in msg and "--allow-lint-fail" in msg
@@ -77,7 +84,7 @@ def test_allow_lint_fail_with_engine_none_keeps_the_onnx(tmp_path):
     out = tmp_path / "out"
     result = export_model(
         TinyMultiTask(unsupported_op=True),
-        _cfg(out, engine="none", allow_lint_fail=True, fp16_onnx=False),
+        _cfg(out, tensorrt={"engine": "none", "allow_lint_fail": True}, half={"enabled": False}),
     )
     assert result.artifact("onnx") == out / "tiny.onnx"
     assert not result.summary["lint"]["fp32"]["ok"]
@@ -87,5 +94,7 @@ def test_fp16_past_threshold_fails_and_writes_nothing(tmp_path):
     out = tmp_path / "out"
     strict = Fp16Thresholds(max_score_delta=0.0)  # any FP16 rounding of a score fails
     with pytest.raises(Fp16Error, match=r"FP16 ONNX \(onnxruntime\) disagrees with FP32: score"):
-        export_model(TinyMultiTask(), small_config(out, imgsz=(64, 64), fp16=strict))
+        export_model(
+            TinyMultiTask(), small_config(out, input={"imgsz": (64, 64)}, checks={"fp16": strict})
+        )
     assert not out.exists()  # the folder it created is removed again

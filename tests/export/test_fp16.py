@@ -87,7 +87,9 @@ def test_agreement_numbers_and_loud_failure():
     mask16[0, 0] = 1  # 1 of 16 pixels flips
     b = _outs(boxes + np.array([[0, 0, 0, 1], [0, 0, 0, 0]], np.float32), scores - 0.01, mask16)
     cases = [("c", np.zeros((1, 3, 4, 4), np.float32))]
-    rep = fp16_agreement(lambda x: a, lambda x: b, cases, DeploySpec(), Fp16Thresholds())
+    rep = fp16_agreement(
+        lambda x: a, lambda x: b, cases, DeploySpec(det_decoder="yolop_anchor"), Fp16Thresholds()
+    )
     assert rep.mask_agreement_pct == {"drivable": 93.75, "lane": 93.75}
     assert rep.mean_iou == pytest.approx((100 / 110 + 1) / 2) and rep.min_iou == pytest.approx(
         100 / 110
@@ -99,5 +101,7 @@ def test_agreement_numbers_and_loud_failure():
     ]
     with pytest.raises(Fp16Error, match="FP16 ONNX disagrees with FP32: drivable mask agreement"):
         require_fp16_agreement(rep)
-    ok = fp16_agreement(lambda x: a, lambda x: a, cases, DeploySpec(), Fp16Thresholds())
+    ok = fp16_agreement(
+        lambda x: a, lambda x: a, cases, DeploySpec(det_decoder="yolop_anchor"), Fp16Thresholds()
+    )
     assert ok.ok and ok.mean_iou == 1.0 and ok.score_max_delta == 0.0

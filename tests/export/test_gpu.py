@@ -32,7 +32,9 @@ def test_real_engine_agrees_with_onnxruntime(trt, tiny_ckpt, tmp_path, precision
     from runtime.sidecar import read_sidecar
 
     out = tmp_path / "out"
-    result = export_model(tiny_ckpt, small_config(out, engine=precision, max_batch=4))
+    result = export_model(
+        tiny_ckpt, small_config(out, tensorrt={"engine": precision}, input={"max_batch": 4})
+    )
     engine = out / f"student_{precision}.engine"
     sc = read_sidecar(engine)
     major = int(trt.__version__.split(".")[0])
@@ -66,7 +68,7 @@ def int8_folder(tiny_ckpt, tmp_path_factory):
     from runtime.testing import quantize_like_int8
 
     out = tmp_path_factory.mktemp("int8_gpu") / "out"
-    export_model(tiny_ckpt, small_config(out, engine="none", max_batch=4))
+    export_model(tiny_ckpt, small_config(out, tensorrt={"engine": "none"}, input={"max_batch": 4}))
     images = [structured_input(1, IMGSZ) for _ in range(8)]
     int8, amax = quantize_like_int8(out / "student.onnx", images)
     side = read_sidecar(out / "student.onnx")
@@ -125,7 +127,7 @@ def test_real_int8_engine_agrees_with_the_int8_onnx_and_is_timed_against_fp16(
     assert sc.precision == "int8" and sc.int8.calib_cache == "student_int8.calib"
     assert sc.tensorrt.int8_path == ("qdq_int8_fp16_flags" if major == 10 else "qdq_strongly_typed")
     cases = [("structured", structured_input(4, IMGSZ))]
-    spec = DeploySpec(input_hw=IMGSZ, det_raw=False)
+    spec = DeploySpec(input_hw=IMGSZ, det_raw=False, det_decoder="yolop_anchor")
     x = structured_input(4, IMGSZ)
     with load_artifact(engines["int8"]) as int8, load_artifact(engines["fp16"]) as fp16:
         rep = int8_engine_agreement(

@@ -49,7 +49,7 @@ def planted_model() -> torch.nn.Module:
 
 
 def int8_config(out: Path, data: Path, **int8) -> ExportConfig:
-    cfg = small_config(out, engine="none")
+    cfg = small_config(out, tensorrt={"engine": "none"})
     opts = dict(enabled=True, calib_data=str(data), calib_images=6, calib_batch=2)
     opts.update(int8)
     return ExportConfig(

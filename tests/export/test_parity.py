@@ -40,7 +40,7 @@ def _dense_case(shift_px=0.0, flip_tie=False, flip_clear=False):
 
 
 def test_dense_boxes_within_scaled_tolerance_pass_and_a_pixel_fails():
-    spec = DeploySpec()
+    spec = DeploySpec(det_decoder="yolop_anchor")
     r = _by_name(compare_case(*_dense_case(shift_px=0.05), spec, TOL))
     assert r["det.boxes"].ok and abs(r["det.boxes"].value - 0.05) < 1e-5
     assert r["det.boxes"].tol == pytest.approx(1e-4 + 5e-4 * 140)  # scaled by the largest box
@@ -49,7 +49,7 @@ def test_dense_boxes_within_scaled_tolerance_pass_and_a_pixel_fails():
 
 
 def test_mask_tie_flip_is_excused_a_clear_flip_is_not():
-    spec = DeploySpec()
+    spec = DeploySpec(det_decoder="yolop_anchor")
     r = _by_name(compare_case(*_dense_case(flip_tie=True), spec, TOL))
     assert r["drivable"].ok and r["drivable"].detail == "(1 tie pixels excused)"
     r = _by_name(compare_case(*_dense_case(flip_clear=True), spec, TOL))
@@ -73,13 +73,13 @@ def _nms_case(ref_rows, got_rows):
 
 def test_nms_rows_are_paired_regardless_of_order():
     a, b = [10, 10, 50, 60, 0.9, 0], [100, 20, 140, 90, 0.5, 0]
-    spec = DeploySpec(nms_in_graph=True, conf_thres=0.25)
+    spec = DeploySpec(nms_in_graph=True, conf_thres=0.25, det_decoder="yolop_anchor")
     r = _by_name(compare_case(*_nms_case([a, b], [b, a]), spec, TOL))
     assert r["det_count"].ok and r["det_count"].value == 0 and r["det.boxes"].value == 0
 
 
 def test_nms_near_ties_are_excused_real_differences_are_not():
-    spec = DeploySpec(nms_in_graph=True, conf_thres=0.25, iou_thres=0.6)
+    spec = DeploySpec(nms_in_graph=True, conf_thres=0.25, iou_thres=0.6, det_decoder="yolop_anchor")
     keep = [100, 20, 140, 90, 0.5, 0]
     a = [10, 10, 50, 60, 0.7, 0]
     a_twin = [11, 10, 51, 60, 0.7005, 0]  # IoU 0.95 with a, score within 2e-3: NMS coin flip
@@ -95,7 +95,7 @@ def test_nms_near_ties_are_excused_real_differences_are_not():
 
 
 def test_nms_rows_at_the_max_det_cut_are_excused():
-    spec = DeploySpec(nms_in_graph=True, conf_thres=0.25, max_det=2)
+    spec = DeploySpec(nms_in_graph=True, conf_thres=0.25, max_det=2, det_decoder="yolop_anchor")
     a, b = [10, 10, 50, 60, 0.9, 0], [100, 20, 140, 90, 0.5, 0]
     b_rival = [200, 20, 240, 90, 0.5001, 0]  # ties with b for the last of K=2 slots
     ref, logits, got = _nms_case([a, b], [a, b_rival])

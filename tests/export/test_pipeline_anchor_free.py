@@ -63,7 +63,7 @@ def test_export_and_runtime_decode_the_raw_head(student_ckpt, data, tmp_path):
     out = tmp_path / "export"
     res = export_model(
         str(student_ckpt),
-        small_config(out, name="af", engine="none"),
+        small_config(out, output={"name": "af"}, tensorrt={"engine": "none"}),
         spec=SPEC,
         model=build(width=8),
     )

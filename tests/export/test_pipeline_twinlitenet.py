@@ -133,7 +133,9 @@ def test_small_twinlitenet_trains_prunes_distills_exports_runs(data, tmp_path):
     assert rep["tasks"] == ["drivable", "lane"] and "det_map50" not in rep["summary"]
 
     out = tmp_path / "export"
-    exp = export_model(str(res.checkpoint), small_config(out, name="s", engine="none"))
+    exp = export_model(
+        str(res.checkpoint), small_config(out, output={"name": "s"}, tensorrt={"engine": "none"})
+    )
     assert exp.summary["parity"]["ok"] and exp.summary["lint"]["fp32"]["ok"]
     assert exp.summary["fp16"]["onnxruntime"]["ok"]
     frame = cv2.imread(str(sorted((data / "images" / "val").iterdir())[0]))

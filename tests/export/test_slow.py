@@ -9,6 +9,7 @@ import torch
 
 from compressor import build_model, save_checkpoint
 from export import ExportConfig, Fp16Thresholds, export_model
+from export.config import CheckOptions, InputOptions, OnnxOptions, OutputOptions, TensorRTOptions
 
 pytestmark = pytest.mark.slow
 
@@ -31,13 +32,13 @@ def yolop_ckpt(tmp_path_factory):
 
 @pytest.mark.parametrize("nms", [False, True])
 def test_full_yolop_export_dry_run(yolop_ckpt, tmp_path, nms):
+    fp16 = Fp16Thresholds(min_mask_agreement_pct=90.0, min_mean_iou=0.3, max_score_delta=1.0)
     cfg = ExportConfig(
-        output_dir=str(tmp_path / "out"),
-        max_batch=2,
-        nms_in_graph=nms,
-        dry_run=True,
-        progress=False,
-        fp16=Fp16Thresholds(min_mask_agreement_pct=90.0, min_mean_iou=0.3, max_score_delta=1.0),
+        output=OutputOptions(str(tmp_path / "out"), progress=False),
+        input=InputOptions(max_batch=2),
+        onnx=OnnxOptions(nms_in_graph=nms),
+        tensorrt=TensorRTOptions(dry_run=True),
+        checks=CheckOptions(fp16=fp16),
     )
     result = export_model(yolop_ckpt, cfg)
     s = result.summary

@@ -26,7 +26,7 @@ from test_tensorrt_engine_path import _fresh_env
 from export import export_model
 from export.checks.inputs import structured_input
 from export.cli import main as export_main
-from export.config import ExportConfig, Fp16Thresholds
+from export.config import ExportConfig, Fp16Thresholds, InputOptions, TensorRTOptions
 from export.errors import EngineBuildError, ExportConfigError
 from export.onnx.deploy import DeploySpec
 from export.summary import EngineSummary
@@ -56,7 +56,7 @@ def int8_export(tiny_ckpt, tmp_path_factory):
     """The tiny YOLOP exported (no engine), plus student_int8.onnx + sidecar + calib, as the
     export folder of `mtc-export --int8` will hold them."""
     out = tmp_path_factory.mktemp("int8exp") / "out"
-    export_model(tiny_ckpt, small_config(out, engine="none"))
+    export_model(tiny_ckpt, small_config(out, tensorrt={"engine": "none"}))
     int8, amax = quantize_like_int8(
         out / "student.onnx", [structured_input(1, IMGSZ) for _ in range(4)]
     )
@@ -81,7 +81,7 @@ def _cfg(tmp_path: Path, dla: int | None = None, batch=(1, 1, 2)) -> EngineBuild
 # -- config ----------------------------------------------------------------------------------------
 def test_engine_int8_without_int8_is_refused_in_one_line(tiny_ckpt, tmp_path):
     with pytest.raises(ExportConfigError, match="--engine int8 builds the INT8 .* only --int8"):
-        ExportConfig(engine="int8")
+        ExportConfig(tensorrt=TensorRTOptions(engine="int8"))
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
         rc = export_main([str(tiny_ckpt), "-o", str(tmp_path / "o"), "--engine", "int8"])
@@ -94,13 +94,17 @@ def test_dla_needs_one_batch_size_unless_no_engine_is_built():
         ExportConfigError,
         match="DLA runs static shapes only, but the batch range is 1..8; use one batch size",
     ):
-        ExportConfig(dla_core=0, max_batch=8)
-    for ok in (dict(min_batch=2, batch=2, max_batch=2), dict(dry_run=True), dict(engine="none")):
-        ExportConfig(dla_core=0, **ok)
+        ExportConfig(tensorrt=TensorRTOptions(dla_core=0), input=InputOptions(max_batch=8))
+    one_batch = InputOptions(min_batch=2, batch=2, max_batch=2)
+    ExportConfig(tensorrt=TensorRTOptions(dla_core=0), input=one_batch)
+    ExportConfig(tensorrt=TensorRTOptions(dla_core=0, dry_run=True))
+    ExportConfig(tensorrt=TensorRTOptions(dla_core=0, engine="none"))
 
 
 def test_dla_int8_on_tensorrt_11_and_int8_with_trt_nms_are_refused():
-    cfg = ExportConfig(dla_core=0, min_batch=1, max_batch=1)
+    cfg = ExportConfig(
+        tensorrt=TensorRTOptions(dla_core=0), input=InputOptions(min_batch=1, max_batch=1)
+    )
     object.__setattr__(cfg, "int8", types.SimpleNamespace(enabled=True))  # the --int8 section
     object.__setattr__(cfg, "tensorrt", dataclasses.replace(cfg.tensorrt, engine="int8"))
     cfg._check_int8_and_dla("10.3")  # implicit INT8 exists there
@@ -177,7 +181,7 @@ def test_engine_from_onnx_picks_the_qdq_onnx_or_the_fp32_onnx_and_cache(
 
 
 def _spec() -> DeploySpec:
-    return DeploySpec(input_hw=IMGSZ, det_raw=False)
+    return DeploySpec(input_hw=IMGSZ, det_raw=False, det_decoder="yolop_anchor")
 
 
 def test_int8_engine_is_checked_against_the_int8_onnx(int8_export, monkeypatch, tmp_path):
@@ -270,7 +274,7 @@ def test_mtc_export_engine_int8_stage_builds_checks_and_keeps_the_engine(
 
     data = synth_data(tmp_path / "data")
     out = tmp_path / "out"
-    cfg = small_config(out, engine="none")
+    cfg = small_config(out, tensorrt={"engine": "none"})
     budgets = dict(det_recall=100.0, det_map50=100.0, drivable_miou=100.0, lane_iou=100.0)
     int8 = Int8Options(
         enabled=True,

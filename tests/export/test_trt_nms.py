@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from cuda_memory_fake import install_fake_tensorrt
 
-from export.config import ExportConfig
+from export.config import ExportConfig, OnnxOptions, TensorRTOptions
 from export.errors import ExportConfigError
 from runtime import run
 from runtime.io_names import DET_COUNT, DET_OUTPUT, INPUT_NAME
@@ -34,6 +34,7 @@ from runtime.sidecar import (
     read_sidecar,
     sidecar_path,
 )
+from runtime.spec import IMAGENET_MEAN, IMAGENET_STD
 from runtime.tensorrt.cli import main as trt_build_main
 from runtime.tensorrt.nms import resolve_nms_kind
 
@@ -87,8 +88,8 @@ def crowded_onnx(folder: Path, n: int = 400, seed: int = 0) -> Path:
         input=InputInfo(shape=(-1, 3, h, w)),
         batch=BatchRange(1, 1, 4),
         outputs=(TensorInfo(DET_OUTPUT, (-1, n, 6), "float32"),),
-        preprocess=PreprocessInfo(input_hw=HW),
-        det=DetInfo(class_names=CLASSES),
+        preprocess=PreprocessInfo(HW, IMAGENET_MEAN, IMAGENET_STD, letterbox=True),
+        det=DetInfo(class_names=CLASSES, decoder="yolop_anchor"),
         seg=None,
         precision="fp32",
         model=ModelInfo("crowd"),
@@ -208,10 +209,11 @@ def test_auto_follows_the_target_table_and_the_deprecation():
 
 def test_export_config_refuses_what_the_target_cannot_do():
     with pytest.raises(ExportConfigError, match=r"target 11 supports inms"):
-        ExportConfig(trt_nms="efficient", trt_target="11")
+        ExportConfig(tensorrt=TensorRTOptions(nms="efficient", target="11"))
     with pytest.raises(ExportConfigError, match="pick one"):
-        ExportConfig(trt_nms="inms", nms_in_graph=True)
-    assert ExportConfig(trt_nms="efficient", trt_target="10.3").trt_nms == "efficient"
+        ExportConfig(tensorrt=TensorRTOptions(nms="inms"), onnx=OnnxOptions(nms_in_graph=True))
+    cfg = ExportConfig(tensorrt=TensorRTOptions(nms="efficient", target="10.3"))
+    assert cfg.tensorrt.nms == "efficient"
 
 
 def test_cli_flag_and_device_build_script_carry_the_option(tmp_path):
@@ -225,7 +227,7 @@ def test_cli_flag_and_device_build_script_carry_the_option(tmp_path):
     )
 
     cfg = config_from_args(build_parser().parse_args(["ck.pt", "--trt-nms", "auto"]))
-    assert cfg.trt_nms == "auto"
+    assert cfg.tensorrt.nms == "auto"
     build = EngineBuildConfig("fp16", "images", (3, 64, 128), 1, 1, 4, 256, 3, tmp_path, None)
     plan = plan_for_target("student", "fp16", "10.3", True, None, "efficient")
     assert build_script_args(plan, build)[-2:] == ["--trt-nms", "efficient"]

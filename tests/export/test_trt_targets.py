@@ -14,7 +14,13 @@ import pytest
 from onnx import TensorProto, helper
 
 from export.cli import build_parser, main
-from export.config import ExportConfig, resolve_trt_target
+from export.config import (
+    ExportConfig,
+    HalfOptions,
+    OnnxOptions,
+    TensorRTOptions,
+    resolve_trt_target,
+)
 from export.errors import ExportConfigError
 from export.tensorrt.build import EngineBuildConfig
 from export.tensorrt.lint import DATA_DIR, lint_onnx
@@ -100,14 +106,16 @@ def test_a_fake_target_is_accepted_everywhere(fake_target, tmp_path, capsys):
     # CLI choices and config
     parser = build_parser()
     assert FAKE in _trt_target_action(parser).choices
-    cfg = ExportConfig(trt_target=FAKE)
-    assert resolve_trt_target(cfg.trt_target, None) == FAKE
+    cfg = ExportConfig(tensorrt=TensorRTOptions(target=FAKE))
+    assert resolve_trt_target(cfg.tensorrt.target, None) == FAKE
     assert resolve_trt_target(None, "99.2.0") == FAKE  # detected from tensorrt.__version__
     # the table's opset range, not 10.3's
     with pytest.raises(ExportConfigError, match=r"outside 9\.\.17, the range TensorRT 99"):
-        ExportConfig(trt_target=FAKE, opset=18)
+        ExportConfig(tensorrt=TensorRTOptions(target=FAKE), onnx=OnnxOptions(opset=18))
     with pytest.raises(ExportConfigError, match="TensorRT 99 builds from the FP16 ONNX"):
-        ExportConfig(trt_target=FAKE, engine="fp16", fp16_onnx=False)
+        ExportConfig(
+            tensorrt=TensorRTOptions(target=FAKE, engine="fp16"), half=HalfOptions(enabled=False)
+        )
     # lint reads its op table, opset range and constant-axes rule
     rep = lint_onnx(_unique_model(), FAKE)
     assert rep.target == FAKE and not [i for i in rep.errors if i.check == "op-support"]
@@ -143,6 +151,6 @@ def test_a_fake_target_is_accepted_everywhere(fake_target, tmp_path, capsys):
 
 def test_unknown_target_is_refused_with_the_table(fake_target):
     with pytest.raises(ExportConfigError, match=f"not one of 10.3, 11, {FAKE}"):
-        ExportConfig(trt_target="12")
+        ExportConfig(tensorrt=TensorRTOptions(target="12"))
     with pytest.raises(ExportConfigError, match="no op table for TensorRT '12'"):
         lint_onnx(_unique_model(), "12")

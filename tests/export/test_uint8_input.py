@@ -20,9 +20,17 @@ from runtime.sidecar import read_sidecar, sidecar_path
 @pytest.fixture(scope="module")
 def pair(tiny_ckpt, tmp_path_factory):
     out = tmp_path_factory.mktemp("u8")
-    f = export_model(tiny_ckpt, small_config(out / "f", engine="none", fp16_onnx=False))
+    f = export_model(
+        tiny_ckpt, small_config(out / "f", tensorrt={"engine": "none"}, half={"enabled": False})
+    )
     u = export_model(
-        tiny_ckpt, small_config(out / "u", engine="none", fp16_onnx=False, input_dtype="uint8")
+        tiny_ckpt,
+        small_config(
+            out / "u",
+            tensorrt={"engine": "none"},
+            half={"enabled": False},
+            input={"dtype": "uint8"},
+        ),
     )
     del f, u
     return out / "f" / "student.onnx", out / "u" / "student.onnx"
@@ -75,7 +83,7 @@ def test_run_results_equal_and_preprocess_is_only_the_letterbox(pair, tmp_path):
 
 def test_uint8_input_with_an_engine_is_refused_in_one_line(tmp_path):
     with pytest.raises(ExportConfigError, match="--input uint8 with --engine fp16"):
-        small_config(tmp_path, input_dtype="uint8")
+        small_config(tmp_path, input={"dtype": "uint8"})
 
 
 def test_cli_flag_writes_the_uint8_sidecar(tiny_ckpt, tmp_path):

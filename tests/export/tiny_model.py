@@ -8,7 +8,14 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from compressor.models.spec import KIND_DETECTION, KIND_SEGMENTATION, ModelSpec, TaskSpec
+from compressor.models.spec import (
+    KIND_DETECTION,
+    KIND_SEGMENTATION,
+    ModelSpec,
+    PreprocessSpec,
+    TaskSpec,
+)
+from runtime.spec import IMAGENET_MEAN, IMAGENET_STD
 
 _SEG = ("background", "foreground")
 # Its spec, carried on the model (`model.model_spec`): how an unregistered model tells the
@@ -21,6 +28,10 @@ SPEC = ModelSpec(
         TaskSpec("lane", KIND_SEGMENTATION, _SEG),
     ),
     loss=lambda model, cfg=None: None,
+    # ImageNet-normalised, letterboxed to 384x640 (what the export tests' checkpoints declare)
+    preprocess=PreprocessSpec(
+        input_hw=(384, 640), mean=IMAGENET_MEAN, std=IMAGENET_STD, letterbox=True
+    ),
     stride=8,
     protected=("det_head", "seg_head"),
 )

@@ -107,6 +107,6 @@ def install_fake_tensorrt(
 
     Memory.gpu = gpu
     monkeypatch.setitem(sys.modules, "tensorrt", inst.trt)
-    monkeypatch.setitem(cuda_memory._ADAPTERS, "fake", Memory)
+    monkeypatch.setitem(cuda_memory.MEMORY._entries, "fake", Memory)  # gone after the test
     monkeypatch.setattr(cuda_memory, "AUTO_ORDER", ("fake",))
     return inst

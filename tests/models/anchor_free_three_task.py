@@ -25,7 +25,14 @@ from compressor.models.spec import (
     PreprocessSpec,
     TaskSpec,
 )
-from runtime.spec import DET_CLASSES, TASK_DET, TASK_DRIVABLE, TASK_LANE
+from runtime.spec import (
+    DET_CLASSES,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    TASK_DET,
+    TASK_DRIVABLE,
+    TASK_LANE,
+)
 
 NAME = "anchor_free_three_task"
 STRIDES = (8, 16, 32)
@@ -95,7 +102,7 @@ class ThreeTaskLoss:
     (Dice at 0.5/0.5) for the thin lanes, as YOLOP's loss does."""
 
     def __init__(self, model: AnchorFreeThreeTask, config: object = None) -> None:
-        head = model.det_head  # `config`: the run's LossConfig, not used by this loss
+        head = model.det_head  # `config`: NoLossOptions (this loss has none)
         self.det = AnchorFreeLoss(head.strides, head.nc, head.reg_max)
 
     def __call__(self, outputs: dict, batch: dict) -> dict[str, torch.Tensor]:
@@ -133,7 +140,9 @@ SPEC = ModelSpec(
     ),
     loss=ThreeTaskLoss,
     stride=32,
-    preprocess=PreprocessSpec(input_hw=INPUT_HW),
+    preprocess=PreprocessSpec(
+        input_hw=INPUT_HW, mean=IMAGENET_MEAN, std=IMAGENET_STD, letterbox=True
+    ),
     taps=("backbone_s8", "backbone_s16", "backbone_s32"),
     protected=PROTECTED,
     decoder_params=_decoder_params,

@@ -26,6 +26,7 @@ from runtime.sidecar import (
     SegInfo,
     Sidecar,
 )
+from runtime.spec import DET_CLASSES, IMAGENET_MEAN, IMAGENET_STD
 from runtime.testing import yolop_count
 
 
@@ -96,8 +97,8 @@ def _sidecar() -> Sidecar:
         input=InputInfo(shape=(-1, 3, 32, 64)),
         batch=BatchRange(),
         outputs=(),
-        preprocess=PreprocessInfo(input_hw=(32, 64)),
-        det=DetInfo(),
+        preprocess=PreprocessInfo((32, 64), IMAGENET_MEAN, IMAGENET_STD, letterbox=True),
+        det=DetInfo(class_names=DET_CLASSES, decoder="yolop_anchor"),
         seg=SegInfo(),
         precision="fp32",
         model=ModelInfo("t"),

@@ -18,8 +18,10 @@ from runtime.sidecar import (
     Sidecar,
     SidecarError,
 )
+from runtime.spec import DET_CLASSES, IMAGENET_MEAN, IMAGENET_STD
 
 HW = (32, 64)
+DET_DEFAULTS = {"class_names": DET_CLASSES, "decoder": "yolop_anchor"}
 
 
 def sidecar(**det_kw) -> Sidecar:
@@ -31,8 +33,10 @@ def sidecar(**det_kw) -> Sidecar:
         input=InputInfo(shape=(-1, 3, *HW)),
         batch=BatchRange(),
         outputs=(),
-        preprocess=PreprocessInfo(input_hw=HW),
-        det=DetInfo(**{"conf_thres": 0.25, "iou_thres": 0.45, "max_det": 10, **det_kw}),
+        preprocess=PreprocessInfo(HW, IMAGENET_MEAN, IMAGENET_STD, letterbox=True),
+        det=DetInfo(
+            **{"conf_thres": 0.25, "iou_thres": 0.45, "max_det": 10, **DET_DEFAULTS, **det_kw}
+        ),
         seg=SegInfo(output=seg_output),
         precision="fp32",
         model=ModelInfo("t"),

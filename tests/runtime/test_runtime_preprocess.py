@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from dataclasses import replace
+
 import cv2
 import numpy as np
 import pytest
@@ -9,7 +11,7 @@ from runtime.preprocess import PreprocessError, Preprocessor
 from runtime.sidecar import PreprocessInfo
 from runtime.spec import IMAGENET_MEAN, IMAGENET_STD
 
-INFO = PreprocessInfo(input_hw=(48, 80))
+INFO = PreprocessInfo(input_hw=(48, 80), mean=IMAGENET_MEAN, std=IMAGENET_STD, letterbox=True)
 
 
 def reference(img: np.ndarray, out_hw=(48, 80), color="RGB") -> np.ndarray:
@@ -55,9 +57,9 @@ def test_frame_size_changes_inside_one_batch():
 
 def test_bgr_models_and_stretch_resize():
     img = np.random.default_rng(2).integers(0, 256, (60, 60, 3), dtype=np.uint8)
-    bgr = Preprocessor(PreprocessInfo(input_hw=(48, 80), color="BGR"), 1)([img])[0][0]
+    bgr = Preprocessor(replace(INFO, color="BGR"), 1)([img])[0][0]
     np.testing.assert_allclose(bgr, reference(img, color="BGR"), atol=1e-5)
-    stretched, (lb,) = Preprocessor(PreprocessInfo(input_hw=(48, 80), letterbox=False), 1)([img])
+    stretched, (lb,) = Preprocessor(replace(INFO, letterbox=False), 1)([img])
     assert (lb.new_h, lb.new_w, lb.pad_top, lb.pad_left) == (48, 80, 0, 0)
     expect = cv2.resize(img, (80, 48), interpolation=cv2.INTER_AREA)[..., ::-1] / 255.0
     expect = ((expect - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1)
