@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--target", choices=("latency", "params", "flops"), help="what --ratio removes (latency)"
     )
-    p.add_argument("--ratio", type=float, help="fraction of the target to remove (default 0.42)")
+    p.add_argument("--ratio", type=float, help="fraction of the target to remove (default 0.36)")
     p.add_argument(
         "--max-group-ratio",
         type=float,
