@@ -168,12 +168,13 @@ def _choose_calibration(
     ref: dict,
     budgets: dict[str, float],
 ) -> tuple[int, list[dict[str, Any]]]:
-    """`--calibration auto`: quantise everything with each candidate's ranges and keep the one
-    whose outputs disagree least with the FP32 export's. Each guarded metric's disagreement (its
+    """`--calibration auto`: quantise everything with each candidate's ranges; among those whose
+    all-INT8 model already meets every budget (then nothing needs to fall back), or among all
+    when none does, keep the one whose outputs disagree least with the FP32 export's. Each guarded metric's disagreement (its
     task's) is divided by its mean over the candidates, so every metric weighs the same whatever
     its task's scale; the task
-    metrics of each candidate are reported beside it, not used (a few dozen frames' mAP moves
-    by points between near-equal candidates)."""
+    metrics decide only whether a candidate needs no search at all (a few dozen frames' mAP
+    moves by points between near-equal candidates, too much to rank them by)."""
     rows = []
     for cand, amax in zip(candidates, ranges):
         model = insert_qdq(fp32, amax, exclude)[0]
@@ -181,12 +182,14 @@ def _choose_calibration(
     keys = sorted({k for _, d, _ in rows for k in d})
     mean = {k: sum(d.get(k, 0.0) for _, d, _ in rows) / len(rows) for k in keys}
     rel = [sum(d.get(k, 0.0) / mean[k] for k in keys if mean[k] > 0) for _, d, _ in rows]
-    chosen = min(range(len(rows)), key=lambda i: rel[i])
+    within = [i for i, (_, _, dl) in enumerate(rows) if not over_budget(dl, budgets)]
+    chosen = min(within or range(len(rows)), key=lambda i: rel[i])
     trials = [
         {
             "calibration": str(cand),
             "disagreement": {k: round(v, 5) for k, v in d.items()},
             "relative": round(rel[i], 4),
+            "within_budget": i in within,
             "all_int8_deltas": {k: round(v, 3) for k, v in dl.items()},
             "chosen": i == chosen,
         }

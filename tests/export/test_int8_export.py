@@ -81,7 +81,8 @@ def test_auto_calibration_tries_every_candidate_and_keeps_the_closest(data, tmp_
         )
         assert set(t["all_int8_deltas"]) == set(keys)
     (best,) = [t for t in trials if t["chosen"]]
-    assert best["relative"] == min(t["relative"] for t in trials)
+    pool = [t for t in trials if t["within_budget"]] or trials  # no search needed wins
+    assert best["relative"] == min(t["relative"] for t in pool)
     assert best["calibration"].split()[0] == q["calibration"] and q["calibration_asked"] == "auto"
 
 

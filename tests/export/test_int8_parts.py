@@ -4,6 +4,8 @@ distributions, layer groups, and the guard's search on a scorer whose answer is 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import onnx
 import pytest
@@ -297,3 +299,35 @@ def test_mse_calibration_picks_the_range_with_the_least_quantisation_error():
     hist = np.zeros(HIST_BINS)
     _hist_into(hist, 4.0, flat)
     assert _mse_amax(hist, 4.0) > 3.8  # nothing to gain by clipping a uniform range
+
+
+def test_auto_calibration_prefers_a_candidate_that_needs_no_search():
+    """Candidate A disagrees least with FP32 but is over budget all-INT8; B is within budget:
+    B is kept. With no candidate within budget, the least disagreement (A) is kept."""
+    from export.int8.calibrate import Candidate
+    from export.int8.stage import _choose_calibration
+
+    model = _two_conv_model(np.random.default_rng(8))
+    ranges = [{"images": 1.0, "r1": 1.0}, {"images": 2.0, "r1": 2.0}]  # A, B by their scale
+
+    def which(m: onnx.ModelProto) -> str:
+        scale = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}["images_act_scale"]
+        return "A" if np.isclose(scale, 1.0 / 127) else "B"
+
+    def proxy(m: onnx.ModelProto) -> dict:
+        return {"lane_iou": {"A": 0.1, "B": 0.3}[which(m)]}
+
+    def scorer_with(lane: dict) -> Callable[[onnx.ModelProto], dict]:
+        return lambda m: {"lane_iou": lane[which(m)]}
+
+    cands = (Candidate("max"), Candidate("percentile", 99.9))
+    ref, budgets = {"lane_iou": 0.5}, {"lane_iou": 1.0}
+    scorer = scorer_with({"A": 0.48, "B": 0.495})  # A -2 points, B -0.5 points
+    chosen, trials = _choose_calibration(model, cands, ranges, [], proxy, scorer, ref, budgets)
+    assert chosen == 1 and [t["within_budget"] for t in trials] == [False, True]
+    assert trials[0]["relative"] == pytest.approx(0.5) and trials[1]["relative"] == pytest.approx(
+        1.5
+    )
+    scorer = scorer_with({"A": 0.48, "B": 0.47})  # both over budget
+    chosen, _ = _choose_calibration(model, cands, ranges, [], proxy, scorer, ref, budgets)
+    assert chosen == 0
