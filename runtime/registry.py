@@ -1,6 +1,6 @@
 """One strict name -> entry registry, used by every table a user can extend (models,
 importances, data layouts, detection decoders, runtime backends, memory adapters, frame sources,
-latency timers).
+latency timers, TensorRT targets).
 
 Strict means: a name registered twice raises (naming both claimants), and an unknown name
 raises listing the valid names and the closest match. Each registry raises its own named error
@@ -36,7 +36,8 @@ class Registry(Generic[T]):
 
     Message parts: `listed` labels the list of names ("valid", "registered models"), `also`
     lists accepted words that are not entries (e.g. "auto"), `unknown` is the lead of the
-    unknown-name message (`{kind}` and `{name}` filled in) and `fix` is appended to it."""
+    unknown-name message (`{kind}` and `{name}` filled in; with `{names}` in it, the names go
+    there instead of after a `listed` label) and `fix` is appended to it."""
 
     def __init__(
         self,
@@ -94,14 +95,21 @@ class Registry(Generic[T]):
 
     def unknown_message(self, name: object, lead: str | None = None) -> str:
         """What `get` says about an unknown `name` (`lead` replaces the message's opening)."""
-        opening = (lead or self._unknown).format(kind=self.kind, name=repr(name))
+        template = lead or self._unknown
+        names = ", ".join([*self._also, *self.names()])
+        if "{names}" in template:
+            opening = template.format(kind=self.kind, name=repr(name), names=names)
+            return f"{opening}{self._hint(name)}{self._fix}"
+        opening = template.format(kind=self.kind, name=repr(name))
         return f"{opening}{self.choices(name)}{self._fix}"
 
     def choices(self, name: object) -> str:
         """ "; valid: a, b; did you mean 'a'?" for an unknown `name`."""
+        return f"; {self._listed}: {', '.join([*self._also, *self.names()])}{self._hint(name)}"
+
+    def _hint(self, name: object) -> str:
         close = difflib.get_close_matches(str(name), list(self._entries), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        return f"; {self._listed}: {', '.join([*self._also, *self.names()])}{hint}"
+        return f"; did you mean {close[0]!r}?" if close else ""
 
     def names(self) -> list[str]:
         """Registered names, sorted."""

@@ -125,7 +125,9 @@ def check_fp16_path(trt: Any, fp16_path: str) -> None:
             f"TensorRT {trt.__version__} has no FP16 builder flag: re-export with {fix}"
         )
     if fp16_path == FP16_STRONGLY_TYPED and target is None:
-        known = ", ".join(f"{t.name} (from {t.min_version[0]}.{t.min_version[1]})" for t in TARGETS)
+        known = ", ".join(
+            f"{t.name} (from {t.min_version[0]}.{t.min_version[1]})" for t in TARGETS.values()
+        )
         raise EngineBuildError(
             f"TensorRT {trt.__version__} is too old for this export (targets: {known})"
         )

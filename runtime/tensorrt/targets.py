@@ -1,18 +1,19 @@
 """The TensorRT releases mtc exports for, and the words that differ by release: one entry per
 target, read by everything that differs by TensorRT version (ExportConfig and `mtc-export
 --trt-target`, the GPU-free lint, the trtexec script, the engine builder, the sidecar schema).
-Adding a TensorRT release is adding one `TrtTarget` here plus its operator table
-`export/tensorrt/data/trt_ops_<name>.json`.
+Adding a TensorRT release is adding one `register_target(TrtTarget(...))` here plus its
+operator table `export/tensorrt/data/trt_ops_<name>.json` (docs/EXTENDING.md).
 
-Standard library only (and `runtime.errors`): the sidecar schema reads its vocabulary from here
-without importing the builder, and the device build script carries this file as it is."""
+Standard library only (and `runtime.errors`, `runtime.registry`): the sidecar schema reads its
+vocabulary from here without importing the builder, and the device build script carries this
+file as it is."""
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 
 from runtime.errors import MtcError
+from runtime.registry import Registry
 
 # How FP16 is built (`TrtTarget.fp16_path`, the sidecar's `tensorrt.fp16_path`).
 FP16_BUILDER_FLAG = "builder_flag"  # 10.x: weakly typed network + BuilderFlag.FP16
@@ -77,7 +78,21 @@ class TrtTarget:
         return self.fp16_path == FP16_STRONGLY_TYPED
 
 
-TARGETS: tuple[TrtTarget, ...] = (
+# Every target by name, in release order (`target_for_version` picks among them by min_version).
+TARGETS: Registry[TrtTarget] = Registry(
+    "TensorRT target",
+    TrtTargetError,
+    unknown="{kind} {name} is not one of {names}",
+    fix=" (each target is an entry in runtime/tensorrt/targets.py)",
+)
+
+
+def register_target(target: TrtTarget) -> TrtTarget:
+    """Add a TensorRT release line under `target.name`; a name taken already raises."""
+    return TARGETS.register(target.name, target)
+
+
+register_target(
     TrtTarget(
         name="10.3",
         min_version=(10, 0),
@@ -94,7 +109,9 @@ TARGETS: tuple[TrtTarget, ...] = (
         # Q/DQ ONNX, weakly typed: INT8 where the Q/DQ pairs are, FP16 allowed elsewhere
         trtexec_int8=("--int8", "--fp16"),
         dla_int8=True,
-    ),
+    )
+)
+register_target(
     TrtTarget(
         name="11",
         min_version=(11, 0),
@@ -110,28 +127,21 @@ TARGETS: tuple[TrtTarget, ...] = (
         trt_nms=(NMS_INMS,),
         # 11.x removed --int8/--fp16/--calib: the Q/DQ ONNX's own types decide (strongly typed)
         trtexec_int8=("--stronglyTyped",),
-    ),
+    )
 )
+
 # Where no TensorRT is installed to follow: JetPack 6, the oldest platform users run.
 DEFAULT_TARGET = "10.3"
 
 
 def target_names() -> tuple[str, ...]:
-    return tuple(t.name for t in TARGETS)
+    """The targets' names in registration order (what `--trt-target` offers)."""
+    return tuple(TARGETS)
 
 
 def get_target(name: str) -> TrtTarget:
     """The entry called `name`; an unknown name lists the known ones and the closest match."""
-    for t in TARGETS:
-        if t.name == name:
-            return t
-    names = target_names()
-    close = difflib.get_close_matches(str(name), names, n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    raise TrtTargetError(
-        f"TensorRT target {name!r} is not one of {', '.join(names)}{hint} "
-        "(each target is an entry in runtime/tensorrt/targets.py)"
-    )
+    return TARGETS.get(name)
 
 
 def parse_version(version: str | None) -> tuple[int, int] | None:
@@ -149,7 +159,7 @@ def target_for_version(version: str | None) -> TrtTarget | None:
     v = parse_version(version)
     if v is None:
         return None
-    fits = [t for t in TARGETS if t.min_version <= v]
+    fits = [t for t in TARGETS.values() if t.min_version <= v]
     return max(fits, key=lambda t: t.min_version) if fits else None
 
 

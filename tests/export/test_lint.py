@@ -36,7 +36,9 @@ def test_tables_name_their_source_and_opset_range():
     assert not t10["ops"]["STFT"]["supported"] and t11["ops"]["STFT"]["supported"]
     assert t10["confidence"] == "derived" and t11["confidence"] == "unverified"
     # every target has its table, and no table is left without a target
-    assert sorted(p.name for p in DATA_DIR.iterdir()) == sorted(t.op_table for t in TARGETS)
+    assert sorted(p.name for p in DATA_DIR.iterdir()) == sorted(
+        t.op_table for t in TARGETS.values()
+    )
     assert sorted(p.name for p in DATA_DIR.iterdir()) == ["trt_ops_10.3.json", "trt_ops_11.json"]
     with pytest.raises(ExportConfigError, match="no op table for TensorRT '9'"):
         op_table("9")

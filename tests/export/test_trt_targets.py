@@ -26,12 +26,12 @@ from export.tensorrt.build import EngineBuildConfig
 from export.tensorrt.lint import DATA_DIR, lint_onnx
 from export.tensorrt.scripts import plan_for_target, trtexec_command
 from runtime.tensorrt import builder as trt_build
-from runtime.tensorrt import targets as trt_targets
 from runtime.tensorrt.targets import (
     DEFAULT_TARGET,
     TARGETS,
     TrtTargetError,
     get_target,
+    register_target,
     target_for_version,
     target_names,
 )
@@ -45,7 +45,7 @@ def _trt_target_action(parser: argparse.ArgumentParser) -> argparse.Action:
 
 
 @pytest.fixture
-def fake_target(monkeypatch, tmp_path):
+def fake_target(tmp_path):
     """A target "99": its own op table (the 11 one with Unique supported), opsets 9..17,
     constant axes required, strongly typed FP16 with an extra trtexec flag."""
     table = json.loads((DATA_DIR / get_target("11").op_table).read_text())
@@ -63,8 +63,9 @@ def fake_target(monkeypatch, tmp_path):
         const_axes=True,
         trtexec_fp16=("--stronglyTyped", "--fakeFlag"),
     )
-    monkeypatch.setattr(trt_targets, "TARGETS", (*TARGETS, entry))
-    return entry
+    register_target(entry)
+    yield entry
+    TARGETS.unregister(FAKE)
 
 
 def _model(nodes, inputs, outputs, opset=17):

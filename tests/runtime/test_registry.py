@@ -56,6 +56,17 @@ def test_unknown_lists_valid_names_and_a_close_match():
     )
 
 
+def test_names_can_sit_inside_the_message():
+    reg: Registry = Registry("thing", NoSuchThing, unknown="{kind} {name} is not one of {names}")
+    reg.register("alpha", first)
+    reg.register("beta", second)
+    assert (
+        reg.unknown_message("alpah")
+        == "thing 'alpah' is not one of alpha, beta; did you mean 'alpha'?"
+    )
+    assert reg.unknown_message("zzz") == "thing 'zzz' is not one of alpha, beta"
+
+
 def test_unregister_and_default_error():
     reg: Registry = Registry("thing")
     reg.register("x", first)
