@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from compressor.models import build_model
-from compressor.models.reshape import ShapeMismatchError, resize_to_state_dict
+from compressor.models.reshape import ShapeMismatchError, remove_blocks, resize_to_state_dict
 from compressor.models.spec import (
     ModelSpec,
     closest_model,
@@ -314,6 +314,7 @@ def load_checkpoint(
                 f"({' '.join(str(e).split())}); the file is damaged or from another mtc"
             ) from None
     try:
+        remove_blocks(model, (ckpt.pruning or {}).get("removed_blocks") or ())
         resize_to_state_dict(model, ckpt.state_dict)
     except ShapeMismatchError as e:
         raise CheckpointError(
