@@ -37,6 +37,7 @@ from compressor.latency import is_local, measure_models, obtain_table, plan_meas
 from compressor.latency.config import LatencyConfig
 from compressor.models.spec import ModelSpec, spec_of
 from compressor.pruning import PruneConfig, prune
+from compressor.pruning.depth import no_blocks_error
 from compressor.train import EvalConfig, TrainConfig, evaluate, train
 from compressor.train.report import HEADLINE, write_json
 from runtime.errors import MtcError
@@ -242,6 +243,8 @@ def _compress(
     if cfg.kd and cfg.epochs > 0:
         tap_modules(teacher, dcfg.taps)  # unknown tap names fail here, before any work
     protected = tuple(ms.protected)
+    if cfg.prune.depth and not ms.removable_blocks:
+        raise no_blocks_error(teacher)  # before the latency table is measured
     table = None if cfg.resume else _latency_table(cfg, teacher, hw, protected)
     student = copy.deepcopy(teacher)
     loss_fn = ms.make_loss(teacher)
@@ -260,6 +263,7 @@ def _compress(
         example_inputs=torch.zeros(1, 3, *hw),
         latency_table=table,
         measure=plan_measurer(teacher, table) if table is not None and is_local(table) else None,
+        blocks=ms.removable_blocks,
     )
     student = pruned.model  # pruned in place; on --resume rebuilt from train/last.pt
     _save_state(cfg, out, pruned)

@@ -122,8 +122,6 @@ class _Session:
         measure=None,
         blocks: Sequence[str] = (),
     ):
-        if cfg.depth and not blocks:
-            raise no_blocks_error(model)
         self.round_to_setting = cfg.round_to
         self.round_to, self.round_to_source = _round_to_of(cfg, table)
         cfg = replace(cfg, round_to=self.round_to)
@@ -383,6 +381,8 @@ def prune(
     """
     cfg = cfg or PruneConfig()
     t0 = time.perf_counter()
+    if cfg.depth and not blocks:
+        raise no_blocks_error(model)  # one line, before any tracing or calibration
     if cfg.needs_gradients and loss_fn is None:
         raise CalibrationError(f"importance {cfg.importance!r} needs a per-task loss_fn; got None")
     table = _resolve_table(cfg, latency_table)
