@@ -9,7 +9,7 @@ importance scores do, so this measures speed only; whether depth keeps more accu
 same speed needs trained teachers (the demo / ablation), not measured here.
 
     PYTHONPATH=. python benchmarks/bench_depth_prune.py                       # full-size YOLOP
-    PYTHONPATH=. python benchmarks/bench_depth_prune.py --width 0.75 --model-depth 0.33 \\
+    PYTHONPATH=. python benchmarks/bench_depth_prune.py --width 0.75 --depth 0.33 \\
         --imgsz 192 320 --ratio 0.36 --max-group-ratio 0.5 --latency-rounds 0   # the demo's
 """
 
@@ -17,17 +17,13 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
-import os
-import tempfile
 import time
 from pathlib import Path
 
 import torch
-from bench_prune_speed import random_batches
+from bench_latency_target import add_common_args, measure_table, run_facts, setup, write_result
 
-from compressor import build_model
-from compressor.latency import measure_models, obtain_table, plan_measurer
+from compressor.latency import measure_models, plan_measurer
 from compressor.losses import YolopLoss
 from compressor.models.spec import get_spec
 from compressor.pruning import PruneConfig, prune
@@ -38,17 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--imgsz", type=int, nargs=2, default=(384, 640), metavar=("H", "W"))
-    p.add_argument("--ratio", type=float, default=0.5)
-    p.add_argument("--importance", default="tci_gcp")
-    p.add_argument("--calib-batches", type=int, default=4)
-    p.add_argument("--rounds", type=int, default=7, help="interleaved measurement rounds")
-    p.add_argument("--width", type=float, default=1.0, help="teacher width (demo: 0.75)")
-    p.add_argument("--model-depth", type=float, default=1.0, help="teacher depth (demo: 0.33)")
-    p.add_argument("--max-group-ratio", type=float, default=1.0, help="demo: 0.5")
-    p.add_argument("--latency-rounds", type=int, default=2, help="plan checks (demo: 0)")
+    add_common_args(p)  # --depth there is the teacher's depth multiplier; both arms always run
     p.add_argument("--safe-top-q", type=float, default=0.1)
-    p.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads (1: CPU clock)")
     p.add_argument(
         "--json", type=Path, default=ROOT / "benchmarks" / "results" / "latency_target_depth.json"
     )
@@ -109,19 +96,8 @@ def prune_arm(args, teacher, table, batches, hw, depth: bool) -> tuple[torch.nn.
 
 def main() -> None:
     args = parse_args()
-    torch.set_num_threads(1)
-    hw = tuple(args.imgsz)
-    torch.manual_seed(0)
-    teacher = build_model("yolop", width=args.width, depth=args.model_depth).eval()
-    batches = random_batches(args.calib_batches, 2, hw)
-    load = os.getloadavg()
-    t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory() as cache:
-        table = obtain_table(
-            teacher, hw, 1, threads=args.threads, protected=get_spec("yolop").protected,
-            cache=Path(cache),
-        )  # fmt: skip
-    table_s = time.perf_counter() - t0
+    hw, teacher, batches, load = setup(args)
+    table, table_s = measure_table(teacher, hw, args.threads)
     students, info = {}, {}
     for name, depth in (("width", False), ("width+depth", True)):
         students[name], info[name] = prune_arm(args, teacher, table, batches, hw, depth)
@@ -147,19 +123,12 @@ def main() -> None:
             }
         )
     result = {
-        "model": f"yolop width {args.width} depth {args.model_depth} (random init)",
+        "model": f"yolop width {args.width} depth {args.depth} (random init)",
         "ratio": args.ratio,
         "max_group_ratio": args.max_group_ratio,
         "latency_rounds": args.latency_rounds,
         "safe_top_q": args.safe_top_q,
-        "input_hw": list(hw),
-        "batch": 1,
-        "backend": "onnxruntime CPU",
-        "threads": args.threads,
-        "clock": "thread CPU time" if args.threads == 1 else "wall time",
-        "cpu": cpu_name(),
-        "cpu_count": os.cpu_count(),
-        "load_avg_at_start": [round(x, 2) for x in load],
+        **run_facts(hw, args.threads, load),
         "importance": args.importance,
         "table_seconds": round(table_s, 1),
         "cell_model": table.cell_model.get("model"),
@@ -169,7 +138,7 @@ def main() -> None:
         "students": rows,
     }
     print(
-        f"YOLOP w{args.width} d{args.model_depth} at {hw[1]}x{hw[0]}, ratio {args.ratio}, ONNX "
+        f"YOLOP w{args.width} d{args.depth} at {hw[1]}x{hw[0]}, ratio {args.ratio}, ONNX "
         f"Runtime CPU ({cpu_name()}), batch 1, {args.threads} thread(s); load {load[0]:.1f}; "
         f"table {table_s:.0f} s; teacher {t_ms:.1f} ms"
     )
@@ -183,9 +152,7 @@ def main() -> None:
             f"{r['measured_ms']:8.1f} {r['prediction_error_drift_corrected']:+7.1%} "
             f"{', '.join(removed) or '-'}"
         )
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.json}")
+    write_result(args.json, result)
 
 
 if __name__ == "__main__":

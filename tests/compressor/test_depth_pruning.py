@@ -304,3 +304,28 @@ def test_cli_depth_on_a_model_without_blocks_is_one_line_before_pruning(
     assert code == 2 and err.count("\n") == 1, err
     assert "'twinlitenet' declares no removable blocks" in err and "drop --depth" in err
     assert not (out / "student.pt").exists()
+
+
+def test_iterative_depth_steps_compose_in_the_record(tmp_path):
+    """A block removed in step 1 stays removed (priced at width 0) while step 2 re-traces the
+    smaller model; the record of both steps rebuilds it."""
+    teacher = tiny_teacher()
+    table = toy_table(teacher, HW, heavy=BLOCKS, factor=30.0)
+    student = copy.deepcopy(teacher)
+    cfg = PruneConfig(
+        ratio=0.4, target="latency", depth=True, calib_batches=2, flops_input_hw=HW,
+        iterative_steps=2, safe_top_q=0.0,
+    )  # fmt: skip
+    res = prune(
+        student, YolopLoss.for_model(student), make_batches(), cfg, torch.zeros(1, 3, *HW),
+        SPEC.protected, progress=False, latency_table=table, blocks=SPEC.removable_blocks,
+    )  # fmt: skip
+    per_step = [st.blocks_removed for st in res.report.steps]
+    assert per_step[0] >= 1 and sum(per_step) == len(res.record["removed_blocks"])
+    path = tmp_path / "s.pt"
+    save_checkpoint(path, student, pruning=res.record)
+    loaded, _ = load_checkpoint(path)
+    x = torch.randn(1, 3, *HW)
+    with torch.no_grad():
+        a, b = student.eval()(x), loaded.eval()(x)
+    assert all(torch.equal(a[k], b[k]) for k in a)
