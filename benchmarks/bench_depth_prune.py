@@ -87,6 +87,7 @@ def prune_arm(args, teacher, table, batches, hw, depth: bool) -> tuple[torch.nn.
         "planned_over_teacher": round(lat["predicted_after_ms"] / lat["predicted_before_ms"], 4),
         "predicted_ms": round(own.predict(table_widths(student, own)), 3),
         "savings_scale": round(own.savings_scale, 4),
+        "importance_lost": rep.steps[-1].importance_lost,  # the plan's objective (same units)
         "calibration": lat.get("calibration"),
         "round_to": rep.round_to,
         "depth": rep.depth,
@@ -143,14 +144,15 @@ def main() -> None:
         f"table {table_s:.0f} s; teacher {t_ms:.1f} ms"
     )
     print(
-        f"{'student':12s} {'planned':>8s} {'measured':>9s} {'ms':>8s} {'error':>7s} blocks removed"
+        f"{'student':12s} {'planned':>8s} {'measured':>9s} {'ms':>8s} {'error':>7s} "
+        f"{'lost':>7s} blocks removed"
     )
     for r in rows:
         removed = [b["block"] for b in (r["depth"] or {}).get("removed", [])]
         print(
             f"{r['student']:12s} {r['planned_over_teacher']:8.3f} {r['measured_over_teacher']:9.3f} "
             f"{r['measured_ms']:8.1f} {r['prediction_error_drift_corrected']:+7.1%} "
-            f"{', '.join(removed) or '-'}"
+            f"{r['importance_lost']:7.1f} {', '.join(removed) or '-'}"
         )
     write_result(args.json, result)
 

@@ -154,6 +154,7 @@ class LatencyPlanner:
         self.blocks = list(blocks)
         self.block_inner = [[position[g] for g in b.inner if g in position] for b in self.blocks]
         self.removed_blocks: dict[str, float] = {}  # name -> predicted ms its removal saved
+        self.block_lost: dict[str, float] = {}  # name -> importance its removal cost
         self.disabled: set[int] = set()  # inner groups of removed blocks
         self.gone: set[str] = {n for n, w in self.widths.items() if w == [0, 0]}
         layers = [[s.layer for s in st.slices] for st in self.states]
@@ -244,10 +245,10 @@ class LatencyPlanner:
             options = [(c[0], c[1], i) for i, c in cache.items() if c is not None]
             if not options:
                 break
-            _, neg_saved, i = min(options)
+            per_ms, neg_saved, i = min(options)
             _, _, keep, changed = cache[i]  # type: ignore[misc]
             if i >= len(self.states):
-                self._remove_block(i - len(self.states), -neg_saved)
+                self._remove_block(i - len(self.states), -neg_saved, per_ms * -neg_saved)
             else:
                 self.states[i].keep = keep
             for name, w in changed.items():
@@ -260,9 +261,16 @@ class LatencyPlanner:
                 cache[j] = self._best_step(j)
         return {st.group.index: st.keep for st in self.states}
 
-    def _remove_block(self, j: int, saved: float) -> None:
+    def lost(self) -> float:
+        """The knapsack's objective so far: the scores of the channels it removed plus what the
+        removed blocks cost (comparable between plans of the same scores, e.g. with and
+        without depth)."""
+        return sum(self._lost(st) for st in self.states) + sum(self.block_lost.values())
+
+    def _remove_block(self, j: int, saved: float, lost: float) -> None:
         b = self.blocks[j]
         self.removed_blocks[b.name] = saved
+        self.block_lost[b.name] = lost
         self.gone.update(b.layers)
         self.disabled.update(self.block_inner[j])
 

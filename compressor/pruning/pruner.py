@@ -142,6 +142,7 @@ class _Session:
         self.graph, self.cost = self._build(cost0)
         self.lat0 = self.table.predict(_conv_widths(model, self.table)) if self.table else None
         self.steps: list[StepReport] = []
+        self.importance_lost: float | None = None  # the last latency plan's objective
 
     def _build(self, cost=None) -> tuple[PruneGraph, CostModel]:
         graph = PruneGraph(self.model, self.example, self.protected, self.cfg.protect_outputs)
@@ -215,6 +216,7 @@ class _Session:
             if measured <= target * (1 + LATENCY_TOLERANCE):
                 break
         params, macs = self.cost.evaluate(masks)
+        self.importance_lost = planner.lost()
         return Plan(masks, params, macs, -1, dict(blocks)), predicted
 
     def _candidate(self, masks: dict[int, torch.Tensor], blocks: list[str]) -> nn.Module:
@@ -267,7 +269,7 @@ class _Session:
         scores, stats = self.scores(k, timings)
         t1 = time.perf_counter()
         ratio = self.cfg.ratio * k / self.cfg.iterative_steps
-        predicted_ms = None
+        predicted_ms, self.importance_lost = None, None
         if self.table is not None:
             plan, predicted_ms = self._latency_plan(scores, ratio)
         else:
@@ -295,6 +297,7 @@ class _Session:
                 seconds=round(time.perf_counter() - t0, 3),
                 timings={key: round(v, 3) for key, v in timings.items()},
                 predicted_ms=None if predicted_ms is None else round(predicted_ms, 4),
+                importance_lost=_rounded(self.importance_lost),
             )
         )
 
@@ -339,6 +342,10 @@ class _Session:
             ) from None
         finally:
             self.model.train(was)
+
+
+def _rounded(x: float | None) -> float | None:
+    return None if x is None else round(x, 6)
 
 
 def _widths_table(model: nn.Module, before: dict[str, tuple[int, int]]) -> list[dict]:

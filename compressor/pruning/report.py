@@ -27,6 +27,7 @@ class StepReport:
     timings: dict[str, float] = field(default_factory=dict)
     predicted_ms: float | None = None
     blocks_removed: int = 0
+    importance_lost: float | None = None  # the latency plan's objective (sum of removed scores)
 
 
 @dataclass

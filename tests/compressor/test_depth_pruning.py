@@ -184,15 +184,17 @@ def test_the_knapsack_removes_a_block_when_it_costs_less_per_millisecond():
     assert planner.removed_blocks["blk"] == pytest.approx(0.512)
     assert [st.keep for st in planner.states] == [16, 16]
     assert planner.widths["blk.c1"] == [0, 0] and planner.predicted() == pytest.approx(1.256)
+    assert planner.lost() == pytest.approx(1.0)
     # at importance 100 (195 per ms) the channel steps are cheaper: the block stays
     planner = _planner_case(100.0, 0.3)
     assert not planner.removed_blocks
-    assert [st.keep for st in planner.states] == [8, 8]
+    assert [st.keep for st in planner.states] == [8, 8] and planner.lost() == pytest.approx(16)
     # what the inner channels already cost is paid: with both groups at their floor the
     # block costs 100 - 8, and it is the only step left to reach 0.5 ms
     planner = _planner_case(100.0, 0.5)
     assert set(planner.removed_blocks) == {"blk"}
     assert planner.removed_blocks["blk"] == pytest.approx(0.256)
+    assert planner.lost() == pytest.approx(8 + 100)  # a's 8 channels + the block in all
 
 
 @pytest.fixture(scope="module")
