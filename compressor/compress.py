@@ -230,6 +230,8 @@ def _compress(
 ) -> CompressResult:
     teacher, tckpt = load_checkpoint(cfg.teacher, model=model)
     ms = spec_of(teacher, spec)
+    if cfg.prune.depth and not ms.removable_blocks:
+        raise no_blocks_error(teacher)  # before the data is read or the latency table measured
     if spec is not None:
         teacher.model_spec = spec  # type: ignore[assignment]  (travels with the student copy)
     hw = cfg.imgsz or tuple(tckpt.preprocess.get("input_hw") or ms.preprocess.input_hw)
@@ -243,8 +245,6 @@ def _compress(
     if cfg.kd and cfg.epochs > 0:
         tap_modules(teacher, dcfg.taps)  # unknown tap names fail here, before any work
     protected = tuple(ms.protected)
-    if cfg.prune.depth and not ms.removable_blocks:
-        raise no_blocks_error(teacher)  # before the latency table is measured
     table = None if cfg.resume else _latency_table(cfg, teacher, hw, protected)
     student = copy.deepcopy(teacher)
     loss_fn = ms.make_loss(teacher)
