@@ -37,29 +37,70 @@ ROOT = Path(__file__).resolve().parents[1]
 TABLE_BUDGET_S = 180.0
 
 
-def parse_args() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_common_args(p: argparse.ArgumentParser) -> None:
+    """The teacher, the target and the timing (shared with bench_depth_prune)."""
     p.add_argument("--imgsz", type=int, nargs=2, default=(384, 640), metavar=("H", "W"))
     p.add_argument("--ratio", type=float, default=0.5)
     p.add_argument("--importance", default="tci_gcp")
     p.add_argument("--calib-batches", type=int, default=4)
+    p.add_argument("--rounds", type=int, default=7, help="interleaved measurement rounds")
+    p.add_argument("--width", type=float, default=1.0, help="teacher width (demo: 0.75)")
+    p.add_argument("--depth", type=float, default=1.0, help="teacher depth (demo: 0.33)")
+    p.add_argument("--max-group-ratio", type=float, default=1.0, help="demo: 0.5")
+    p.add_argument("--latency-rounds", type=int, default=2, help="plan checks (demo: 0)")
+    p.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads (1: CPU clock)")
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_common_args(p)
     p.add_argument(
         "--round-to",
         type=int,
         default=None,
         help="width step (default: PruneConfig's, the table's channel block: 16 on AVX-512)",
     )
-    p.add_argument("--rounds", type=int, default=7, help="interleaved measurement rounds")
-    p.add_argument("--width", type=float, default=1.0, help="teacher width (demo: 0.75)")
-    p.add_argument("--depth", type=float, default=1.0, help="teacher depth (demo: 0.33)")
-    p.add_argument("--max-group-ratio", type=float, default=1.0, help="demo: 0.5")
-    p.add_argument("--latency-rounds", type=int, default=2, help="plan checks (demo: 0)")
     p.add_argument("--compare", nargs="*", default=["params:0.4", "flops:0.4"])
-    p.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads (1: CPU clock)")
     p.add_argument(
         "--json", type=Path, default=ROOT / "benchmarks" / "results" / "latency_target.json"
     )
     return p.parse_args()
+
+
+def measure_table(teacher, hw, threads: int, round_to: int | None = None):
+    """(table, seconds): the latency table of `teacher` on ONNX Runtime CPU, measured afresh."""
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as cache:
+        table = obtain_table(
+            teacher,
+            hw,
+            1,
+            threads=threads,
+            protected=get_spec("yolop").protected,
+            round_to=round_to,
+            cache=Path(cache),
+        )
+    return table, time.perf_counter() - t0
+
+
+def run_facts(hw, threads: int, load) -> dict:
+    """Where and how the timings were taken (every results JSON of these benchmarks has them)."""
+    return {
+        "input_hw": list(hw),
+        "batch": 1,
+        "backend": "onnxruntime CPU",
+        "threads": threads,
+        "clock": "thread CPU time" if threads == 1 else "wall time",
+        "cpu": cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "load_avg_at_start": [round(x, 2) for x in load],
+    }
+
+
+def write_result(path: Path, result: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {path}")
 
 
 def widths(model: torch.nn.Module, table) -> dict:
@@ -67,29 +108,22 @@ def widths(model: torch.nn.Module, table) -> dict:
     return {n: (mods[n].in_channels, mods[n].out_channels) for n in table.layers}
 
 
-def main() -> None:
-    args = parse_args()
+def setup(args: argparse.Namespace):
+    """(input size, random-init teacher, calibration batches, load average now)."""
     torch.set_num_threads(1)
     hw = tuple(args.imgsz)
     torch.manual_seed(0)
     teacher = build_model("yolop", width=args.width, depth=args.depth).eval()
+    return hw, teacher, random_batches(args.calib_batches, 2, hw), os.getloadavg()
+
+
+def main() -> None:
+    args = parse_args()
+    hw, teacher, batches, load = setup(args)
     protected = get_spec("yolop").protected
     loss = YolopLoss.for_model(teacher)
-    batches = random_batches(args.calib_batches, 2, hw)
-    load = os.getloadavg()
 
-    t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory() as cache:
-        table = obtain_table(
-            teacher,
-            hw,
-            1,
-            threads=args.threads,
-            protected=protected,
-            round_to=args.round_to,
-            cache=Path(cache),
-        )
-    table_s = time.perf_counter() - t0
+    table, table_s = measure_table(teacher, hw, args.threads, args.round_to)
 
     students: dict[str, torch.nn.Module] = {}
     info: dict[str, dict] = {}
@@ -181,14 +215,7 @@ def main() -> None:
         "model": f"yolop width {args.width} depth {args.depth} (random init)",
         "max_group_ratio": args.max_group_ratio,
         "latency_rounds": args.latency_rounds,
-        "input_hw": list(hw),
-        "batch": 1,
-        "backend": "onnxruntime CPU",
-        "threads": args.threads,
-        "clock": "thread CPU time" if args.threads == 1 else "wall time",
-        "cpu": cpu_name(),
-        "cpu_count": os.cpu_count(),
-        "load_avg_at_start": [round(x, 2) for x in load],
+        **run_facts(hw, args.threads, load),
         "importance": args.importance,
         "round_to_flag": args.round_to,
         "cell_model": table.cell_model,
@@ -223,9 +250,7 @@ def main() -> None:
             f"{r['measured_ms']:8.1f} {r['student_over_teacher']:9.3f} {r['predicted_ms']:9.1f} "
             f"{r['prediction_error']:+7.1%} {r['prediction_error_drift_corrected']:+10.1%}"
         )
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.json}")
+    write_result(args.json, result)
 
 
 if __name__ == "__main__":

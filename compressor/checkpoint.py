@@ -23,7 +23,7 @@ from torch import nn
 
 from compressor.models import build_model
 from compressor.models.registry import closest_model, get_spec, import_official, spec_of
-from compressor.models.reshape import ShapeMismatchError, resize_to_state_dict
+from compressor.models.reshape import ShapeMismatchError, remove_blocks, resize_to_state_dict
 from compressor.models.spec import ModelSpec
 from runtime.errors import MtcError
 from runtime.fileio import normal_permissions, remove_stale_temps
@@ -309,6 +309,7 @@ def load_checkpoint(
                 f"({' '.join(str(e).split())}); the file is damaged or from another mtc"
             ) from None
     try:
+        remove_blocks(model, (ckpt.pruning or {}).get("removed_blocks") or ())
         resize_to_state_dict(model, ckpt.state_dict)
     except ShapeMismatchError as e:
         raise CheckpointError(

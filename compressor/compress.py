@@ -38,6 +38,7 @@ from compressor.latency.config import LatencyConfig
 from compressor.models.registry import spec_of
 from compressor.models.spec import ModelSpec
 from compressor.pruning import PruneConfig, prune
+from compressor.pruning.depth import no_blocks_error
 from compressor.train import EvalConfig, TrainConfig, evaluate, train
 from compressor.train.report import HEADLINE, write_json
 from runtime.errors import MtcError
@@ -230,6 +231,8 @@ def _compress(
 ) -> CompressResult:
     teacher, tckpt = load_checkpoint(cfg.teacher, model=model)
     ms = spec_of(teacher, spec)
+    if cfg.prune.depth and not ms.removable_blocks:
+        raise no_blocks_error(teacher)  # before the data is read or the latency table measured
     if spec is not None:
         teacher.model_spec = spec  # type: ignore[assignment]  (travels with the student copy)
     hw = cfg.imgsz or tuple(tckpt.preprocess.get("input_hw") or ms.preprocess.input_hw)
@@ -261,6 +264,7 @@ def _compress(
         example_inputs=torch.zeros(1, 3, *hw),
         latency_table=table,
         measure=plan_measurer(teacher, table) if table is not None and is_local(table) else None,
+        blocks=ms.removable_blocks,
     )
     student = pruned.model  # pruned in place; on --resume rebuilt from train/last.pt
     _save_state(cfg, out, pruned)

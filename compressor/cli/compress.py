@@ -96,6 +96,14 @@ FLAGS: list[tuple[str, str, dict]] = [
         "latency.measure",
         {"action": BOOL, "help": "time teacher and student side by side at the end"},
     ),
+    (
+        "--depth",
+        "prune.depth",
+        {
+            "action": BOOL,
+            "help": "also remove whole residual blocks the model spec declares (latency target)",
+        },
+    ),
     ("--importance", "prune.importance", {"help": "IMPORTANCES"}),  # filled from the registry
     ("--calib-batches", "prune.calib_batches", {"type": int}),
     ("--calib-batch", "calib_batch", {"type": int, "help": "images per calibration batch"}),

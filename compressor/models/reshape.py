@@ -4,7 +4,7 @@ touches; anything else with a shape mismatch is an error that names the key."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import torch
 from torch import nn
@@ -47,6 +47,23 @@ def _resize_module(m: nn.Module, params: dict[str, torch.Tensor]) -> None:
             setattr(m, name, nn.Parameter(torch.empty_like(t), requires_grad=current.requires_grad))
         else:
             m.register_buffer(name, torch.empty_like(t))
+
+
+def remove_blocks(model: nn.Module, names: Iterable[str]) -> nn.Module:
+    """Replace each named residual block (x + f(x)) by the identity, in place: what depth
+    pruning did, redone from the pruning record's `removed_blocks` before the weights load."""
+    for name in names:
+        parent_name, _, leaf = name.rpartition(".")
+        try:
+            parent = model.get_submodule(parent_name) if parent_name else model
+            parent.get_submodule(leaf)
+        except AttributeError:
+            raise ShapeMismatchError(
+                f"removed block {name!r} of the pruning record is not a module of "
+                f"{type(model).__name__}: the record belongs to another architecture"
+            ) from None
+        setattr(parent, leaf, nn.Identity())
+    return model
 
 
 def resize_to_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> nn.Module:

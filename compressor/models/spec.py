@@ -121,6 +121,11 @@ class ModelSpec:
         their defaults; a training run overrides fields of it by name (`loss_options`).
     taps: default distillation taps (names in `model.feature_info`).
     protected: modules pruning never touches (prediction convs whose channels are a layout).
+    removable_blocks: residual blocks depth pruning may remove (`mtc-compress --depth`): module
+        paths whose forward is `x + f(x)`, so the removed block is the identity; a `*` matches
+        one path segment (e.g. `model.4.m.*`, whatever the depth multiplier made of it). A
+        block whose sum is followed by more layers inside it is not removable to identity and
+        is not declared. Empty: the model offers no blocks and `--depth` is refused.
     importer: `importer(state_dict) -> (model_config, state_dict) | None`, recognising the
         model's official checkpoint by its keys. decoder_params: `fn(model) -> dict` the
         detection decoder's parameters (anchors, strides, reg_max ...) read from the live model.
@@ -135,6 +140,7 @@ class ModelSpec:
     stride: int = 32
     taps: tuple[str, ...] = ()
     protected: tuple[str, ...] = ()
+    removable_blocks: tuple[str, ...] = ()
     importer: Callable[[Mapping[str, Any]], tuple[dict, dict] | None] = _no_importer
     decoder_params: Callable[[nn.Module], dict] | None = None
     decoded_in_graph: bool = True

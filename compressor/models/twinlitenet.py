@@ -311,6 +311,10 @@ SPEC = ModelSpec(
     taps=("enc_s4", "enc_s8", "encoder"),
     # Final prediction layers: their output channels are the class maps.
     protected=("classifier_1", "classifier_2"),
+    # No removable blocks (yet): the ESP blocks' residual sum is followed by their own BN +
+    # PReLU (bn(x + f(x))), so removing f leaves bn(x), not the identity. The attention blocks
+    # (encoder.sa, encoder.sc: x + gamma * f(x)) would be, but their time is in matrix products
+    # the latency table does not probe, so the planner could not price them.
     importer=_import_official,
     official_source="chequanghuy/TwinLiteNet official checkpoint (pretrained/best.pth)",
 )

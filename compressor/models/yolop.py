@@ -266,6 +266,9 @@ SPEC = ModelSpec(
     taps=("backbone_s8", "backbone_s16", "backbone_s32", "encoder_s8"),
     # Final prediction convs (their output channels are the anchor layout / the class maps).
     protected=("model.24.m.0", "model.24.m.1", "model.24.m.2", "model.33", "model.42"),
+    # The backbone CSPs' inner bottlenecks (x + cv2(cv1(x))): removing one leaves the identity.
+    # The neck's and the seg heads' CSPs are built without the shortcut, so theirs are not.
+    removable_blocks=("model.2.m.*", "model.4.m.*", "model.6.m.*"),
     importer=_import_official,
     decoder_params=_decoder_params,
     decoded_in_graph=True,

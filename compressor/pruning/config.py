@@ -63,6 +63,10 @@ class PruneConfig:
     flops_input_hw: (H, W) FLOPs are counted at; None = the example input's size.
     latency_table: a table file from mtc-latency for target="latency" (None: the caller passes a
         LatencyTable to prune(), or mtc-compress measures one on ONNX Runtime CPU).
+    depth: also remove whole residual blocks (the model spec's `removable_blocks`): each block
+        is scored per task by the Taylor estimate of removing its residual branch (plus the
+        conflict penalty), priced from the latency table, and planned in the same knapsack as
+        the channel steps; needs target="latency" and a gradient importance.
     latency_rounds: with a measure callback (the backend is on this machine), how many proposed
         plans are built and measured to recalibrate the latency model before the final plan.
     """
@@ -87,6 +91,7 @@ class PruneConfig:
     flops_input_hw: tuple[int, int] | None = DEFAULT_INPUT_HW
     latency_table: str | None = None
     latency_rounds: int = 2
+    depth: bool = False
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -106,6 +111,22 @@ class PruneConfig:
             )
         if any(w < 0 for _, w in self.task_weights):
             raise PruneConfigError(f"task_weights must be >= 0, got {dict(self.task_weights)}")
+        if self.depth:
+            self._validate_depth()
+
+    def _validate_depth(self) -> None:
+        if self.target != "latency":
+            raise PruneConfigError(
+                f"depth pruning weighs blocks against channels by the latency each saves, so it "
+                f"needs target 'latency'; got target {self.target!r} (use --target latency, or "
+                "drop --depth)"
+            )
+        if not self.needs_gradients:
+            raise PruneConfigError(
+                f"depth pruning scores a block by the Taylor estimate of removing it, which needs "
+                f"gradients; importance {self.importance!r} computes none (use tci_gcp, tci or "
+                "taylor_sum, or drop --depth)"
+            )
 
     def _validate_numbers(self) -> None:
         if not 0.0 < self.ratio < 1.0:

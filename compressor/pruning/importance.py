@@ -234,11 +234,16 @@ def rescale(score: torch.Tensor, agg: torch.Tensor, cfg: PruneConfig) -> torch.T
     shared ones and lose more channels *(ours)*. 'aggregate' divides by the group norm of the
     aggregated importance (the conflict penalty still moves scores across groups); 'score'
     normalises the final score (it only reorders within a group); 'none' = METHOD.md literally."""
+    return _safe_div(score, rescale_divisor(score, agg, cfg))
+
+
+def rescale_divisor(score: torch.Tensor, agg: torch.Tensor, cfg: PruneConfig) -> torch.Tensor:
+    """What `rescale` divides a group's scores by (a block is divided by its channels')."""
     if cfg.group_rescale == "aggregate":
-        return _safe_div(score, _norm(agg, cfg.normalize))
+        return _norm(agg, cfg.normalize)
     if cfg.group_rescale == "score":
-        return _safe_div(score, _norm(score.clamp_min(0), cfg.normalize))
-    return score
+        return _norm(score.clamp_min(0), cfg.normalize)
+    return torch.ones(())
 
 
 def _norm(x: torch.Tensor, how: str) -> torch.Tensor:
@@ -247,6 +252,11 @@ def _norm(x: torch.Tensor, how: str) -> torch.Tensor:
     if how == "max":
         return x.amax()
     return x.norm()
+
+
+def _penalise(agg: torch.Tensor, c: torch.Tensor, cfg: PruneConfig) -> torch.Tensor:
+    lam = cfg.conflict_lambda
+    return agg * (1 - lam * c) if cfg.conflict_mode == "multiplicative" else agg - lam * c
 
 
 def _task_aware(ctx: ImportanceContext, with_conflict: bool) -> Importance:
@@ -259,12 +269,51 @@ def _task_aware(ctx: ImportanceContext, with_conflict: bool) -> Importance:
         imp, c = agg, None
         if with_conflict:
             c = conflict(group.gather(lambda s: stats.gram.get((s.module, s.kind))))
-            lam = cfg.conflict_lambda
-            imp = agg * (1 - lam * c) if cfg.conflict_mode == "multiplicative" else agg - lam * c
+            imp = _penalise(agg, c, cfg)
         imp = rescale(imp, agg, cfg)
         return GroupScores(imp, safe_mask(per_task, cfg.safe_top_q), per_task, c)
 
     return score
+
+
+def block_score(ctx: ImportanceContext, block: str, unit: list[ChannelGroup]) -> GroupScores:
+    """One removable block scored in the units of the channels of `unit` (the groups inside
+    it), by the rule that scores those channels: its per-task Taylor value |dL_t/dy . (y - x)|
+    (averaged over batches) is divided by the channels' per-task normalisation, aggregated
+    over tasks, penalised by the conflict of its parameters' task gradients and divided by what
+    the channels' scores were rescaled by. A block worth its channels' sum therefore costs the
+    knapsack as much as removing all of them. The safe rule across blocks is `block_safe`."""
+    stats, cfg = _need_stats(ctx), ctx.cfg
+    entry = importance_entry(cfg.importance)
+    terms = torch.cat([_taylor_terms(stats, g) for g in unit], -1)  # [T, B, n]
+    taylor = stats.block_taylor[block].to(terms.dtype)  # [T, B]
+    if not entry.task_aware:  # one Taylor value of the summed loss, as taylor_sum does
+        den = _norm(terms.sum(0).abs().mean(0), cfg.normalize)
+        raw = taylor.sum(0).abs().mean(0).view(1)
+        return GroupScores(_safe_div(raw, den), torch.zeros(1, dtype=torch.bool))
+    raw_c = terms.abs().mean(1)  # [T, n]
+    den = torch.stack([_norm(row, cfg.normalize) for row in raw_c])[:, None]  # [T, 1]
+    per_task_c = _safe_div(raw_c, den.expand_as(raw_c))
+    per_task = _safe_div(taylor.abs().mean(1)[:, None], den)  # [T, 1]
+    weights = task_weights(ctx, stats.tasks)
+    agg_c, agg = (aggregate(p, cfg.aggregate, weights) for p in (per_task_c, per_task))
+    imp_c, imp, c = agg_c, agg, None
+    if entry.conflict:
+        c = conflict(stats.block_gram[block][..., None])
+        c_c = conflict(
+            torch.cat([g.gather(lambda s: stats.gram.get((s.module, s.kind))) for g in unit], -1)
+        )
+        imp, imp_c = _penalise(agg, c, cfg), _penalise(agg_c, c_c, cfg)
+    score = _safe_div(imp, rescale_divisor(imp_c, agg_c, cfg))
+    return GroupScores(score, torch.zeros(1, dtype=torch.bool), per_task[:, 0], c)
+
+
+def block_safe(per_task: torch.Tensor, cfg: PruneConfig) -> torch.Tensor:
+    """The safe rule across the removable blocks ([T, n_blocks] per-task importances): a block
+    in the top safe_top_q of any task's blocks is never removed."""
+    if not importance_entry(cfg.importance).task_aware:
+        return torch.zeros(per_task.shape[-1], dtype=torch.bool)
+    return safe_mask(per_task, cfg.safe_top_q)
 
 
 @register_importance("tci", needs_gradients=True, task_aware=True)

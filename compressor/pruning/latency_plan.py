@@ -6,10 +6,17 @@ planner repeatedly takes the step — one group giving up 1..LOOKAHEAD blocks of
 — with the least importance lost per millisecond saved, as priced by the table, until the
 predicted latency reaches the target. The lookahead lets a group cross a latency plateau (a kernel
 that is as fast at 56 channels as at 64). A step only re-prices the groups that share a layer with
-the group it changed, so the whole plan takes well under a second for a full-size YOLOP."""
+the group it changed, so the whole plan takes well under a second for a full-size YOLOP.
+
+With depth pruning, removable residual blocks are candidates of the same knapsack: removing one
+saves the time of every layer inside it at its current widths and costs its importance, less
+what the channel steps inside it already cost (so a block costs the same whichever way the plan
+reaches it). A removed block's layers are gone (width 0 in the table's terms) and its inner
+groups take no further steps."""
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -41,15 +48,41 @@ class _GroupState:
     slices: list[_Slice] = field(default_factory=list)
 
 
-class LatencyPricer:
-    """Predicted latency of the model when each group keeps `keep[g]` channels."""
+@dataclass
+class BlockCandidate:
+    """A removable block for the planner: its score (in its inner channels' units), the table
+    layers inside it, the indices of the groups that live inside it, and the safe rule."""
 
-    def __init__(self, table: LatencyTable, model: nn.Module, groups: list[ChannelGroup]):
+    name: str
+    score: float
+    layers: list[str]
+    inner: list[int]
+    safe: bool = False
+
+
+def inside(module: str, block: str) -> bool:
+    return module == block or module.startswith(block + ".")
+
+
+class LatencyPricer:
+    """Predicted latency of the model when each group keeps `keep[g]` channels. `gone`: blocks
+    removed earlier (their layers are absent from the model and priced at width 0)."""
+
+    def __init__(
+        self,
+        table: LatencyTable,
+        model: nn.Module,
+        groups: list[ChannelGroup],
+        gone: Collection[str] = (),
+    ):
         self.table = table
         mods = dict(model.named_modules())
         self.base: dict[str, list[int]] = {}
         for name in table.layers:
             m = mods.get(name)
+            if m is None and any(inside(name, b) for b in gone):
+                self.base[name] = [0, 0]
+                continue
             if m is None:
                 raise LatencyTableMismatchError(
                     f"latency table layer {name!r} is not a module of this model: the table "
@@ -94,6 +127,7 @@ class LatencyPlanner:
         round_to: int,
         min_width: int,
         max_group_ratio: float = 1.0,
+        blocks: Sequence[BlockCandidate] = (),
     ):
         self.pricer, self.round_to = pricer, round_to
         self.states: list[_GroupState] = []
@@ -110,15 +144,29 @@ class LatencyPlanner:
             self.states.append(st)
         self.widths = {n: list(w) for n, w in pricer.base.items()}
         self.layer_ms = {n: pricer.layer_ms(self.widths, n) for n in self.widths}
-        self.neighbours: list[set[int]] = []
-        by_layer: dict[str, set[int]] = {}
-        for i, st in enumerate(self.states):
-            for s in st.slices:
-                by_layer.setdefault(s.layer, set()).add(i)
-        for st in self.states:
-            self.neighbours.append({j for s in st.slices for j in by_layer[s.layer]})
         self.per_volume = pricer.table.per_volume_ms
         self.pixels = {n: ly.out_pixels for n, ly in pricer.table.layers.items()}
+        self._init_blocks(blocks)
+
+    def _init_blocks(self, blocks: Sequence[BlockCandidate]) -> None:
+        """Blocks are items len(states) + j; neighbours = items that share a layer."""
+        position = {st.group.index: i for i, st in enumerate(self.states)}
+        self.blocks = list(blocks)
+        self.block_inner = [[position[g] for g in b.inner if g in position] for b in self.blocks]
+        self.removed_blocks: dict[str, float] = {}  # name -> predicted ms its removal saved
+        self.block_lost: dict[str, float] = {}  # name -> importance its removal cost
+        self.disabled: set[int] = set()  # inner groups of removed blocks
+        self.gone: set[str] = {n for n, w in self.widths.items() if w == [0, 0]}
+        layers = [[s.layer for s in st.slices] for st in self.states]
+        layers += [list(b.layers) for b in self.blocks]
+        by_layer: dict[str, set[int]] = {}
+        for i, names in enumerate(layers):
+            for name in names:
+                by_layer.setdefault(name, set()).add(i)
+        self.neighbours = [{j for n in names for j in by_layer[n]} for names in layers]
+        for j, inner in enumerate(self.block_inner):  # a block's cost reads its inner groups
+            for i in inner:
+                self.neighbours[i].add(len(self.states) + j)
 
     def predicted(self) -> float:
         return self.pricer.total(self.widths)
@@ -137,6 +185,8 @@ class LatencyPlanner:
         n_old, n_new = st.group.size - st.keep, st.group.size - keep
         changed: dict[str, list[int]] = {}
         for s in st.slices:
+            if s.layer in self.gone:
+                continue
             w = changed.setdefault(s.layer, list(self.widths[s.layer]))
             w[s.side] -= s.lost[n_new] - s.lost[n_old]
         return changed
@@ -149,7 +199,31 @@ class LatencyPlanner:
             saved += self.per_volume * (self.widths[name][1] - w[1]) * self.pixels[name]
         return saved * self.pricer.table.savings_scale, changed
 
+    def _block_step(self, j: int) -> tuple[float, float, int, dict[str, list[int]]] | None:
+        """(importance lost per ms saved, -saved, -1, widths) of removing block j, or None."""
+        b = self.blocks[j]
+        if b.safe or b.name in self.removed_blocks:
+            return None
+        live = [n for n in b.layers if n not in self.gone]
+        saved = sum(
+            self.layer_ms[n] + self.per_volume * self.widths[n][1] * self.pixels[n] for n in live
+        )
+        saved *= self.pricer.table.savings_scale
+        if saved <= 1e-9:
+            return None
+        paid = sum(self._lost(self.states[i]) for i in self.block_inner[j])
+        lost = max(0.0, b.score - paid)
+        return lost / saved, -saved, -1, {n: [0, 0] for n in live}
+
+    @staticmethod
+    def _lost(st: _GroupState) -> float:
+        return st.cum_score[st.group.size - st.keep]
+
     def _best_step(self, i: int) -> tuple[float, float, int, dict[str, list[int]]] | None:
+        if i >= len(self.states):
+            return self._block_step(i - len(self.states))
+        if i in self.disabled:
+            return None
         st = self.states[i]
         best = None
         n_old = st.group.size - st.keep
@@ -166,26 +240,46 @@ class LatencyPlanner:
     def run(self, target_ms: float) -> dict[int, int]:
         """Keep widths per group index that bring the prediction to <= target_ms, or raise."""
         current = self.predicted()
-        cache = {i: self._best_step(i) for i in range(len(self.states))}
+        cache = {i: self._best_step(i) for i in range(len(self.states) + len(self.blocks))}
         while current > target_ms:
             options = [(c[0], c[1], i) for i, c in cache.items() if c is not None]
             if not options:
                 break
-            _, neg_saved, i = min(options)
+            per_ms, neg_saved, i = min(options)
             _, _, keep, changed = cache[i]  # type: ignore[misc]
-            st = self.states[i]
-            st.keep = keep
+            if i >= len(self.states):
+                self._remove_block(i - len(self.states), -neg_saved, per_ms * -neg_saved)
+            else:
+                self.states[i].keep = keep
             for name, w in changed.items():
                 self.widths[name] = w
-                self.layer_ms[name] = self.pricer.layer_ms(self.widths, name)
+                self.layer_ms[name] = (
+                    0.0 if name in self.gone else self.pricer.layer_ms(self.widths, name)
+                )
             current = self.predicted()
             for j in self.neighbours[i]:
                 cache[j] = self._best_step(j)
         return {st.group.index: st.keep for st in self.states}
 
+    def lost(self) -> float:
+        """The knapsack's objective so far: the scores of the channels it removed plus what the
+        removed blocks cost (comparable between plans of the same scores, e.g. with and
+        without depth)."""
+        return sum(self._lost(st) for st in self.states) + sum(self.block_lost.values())
+
+    def _remove_block(self, j: int, saved: float, lost: float) -> None:
+        b = self.blocks[j]
+        self.removed_blocks[b.name] = saved
+        self.block_lost[b.name] = lost
+        self.gone.update(b.layers)
+        self.disabled.update(self.block_inner[j])
+
     def masks(self, keeps: dict[int, int]) -> dict[int, torch.Tensor]:
+        """Channels to remove per group; none from the inner groups of removed blocks."""
         masks = {}
-        for st in self.states:
+        for i, st in enumerate(self.states):
+            if i in self.disabled:
+                continue
             n = st.group.size - keeps[st.group.index]
             if n > 0:
                 mask = torch.zeros(st.group.size, dtype=torch.bool)

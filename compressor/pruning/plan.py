@@ -9,7 +9,7 @@ measured with the exact cost model (parameters, or MACs for a FLOPs target)."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -20,12 +20,14 @@ from compressor.pruning.importance import GroupScores
 
 @dataclass
 class Plan:
-    """Channels to remove per group index, and the exact totals they lead to."""
+    """Channels to remove per group index, and the exact totals they lead to (of the channel
+    cut; `blocks`: residual blocks the latency planner removes, with the ms each saves)."""
 
     masks: dict[int, torch.Tensor]
     params: int
     macs: int
     cut: int
+    blocks: dict[str, float] = field(default_factory=dict)
 
     def channels(self, group_index: int) -> list[int]:
         m = self.masks.get(group_index)

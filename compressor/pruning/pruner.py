@@ -17,9 +17,11 @@ import torch
 from torch import nn
 
 from compressor.flops import count_cost
+from compressor.models.reshape import remove_blocks
 from compressor.pruning.calibrate import LossFn, batch_images, calibrate
 from compressor.pruning.config import PruneConfig, resolve_round_to
 from compressor.pruning.cost import CostModel
+from compressor.pruning.depth import DepthPruning, no_blocks_error
 from compressor.pruning.errors import (
     CalibrationError,
     ImpossibleTargetError,
@@ -108,7 +110,17 @@ class _Session:
     """State of one prune() call across its iterative steps."""
 
     def __init__(
-        self, model, loss_fn, batches, cfg, example, protected, progress, table=None, measure=None
+        self,
+        model,
+        loss_fn,
+        batches,
+        cfg,
+        example,
+        protected,
+        progress,
+        table=None,
+        measure=None,
+        blocks: Sequence[str] = (),
     ):
         self.round_to_setting = cfg.round_to
         self.round_to, self.round_to_source = _round_to_of(cfg, table)
@@ -118,6 +130,7 @@ class _Session:
         self.model, self.loss_fn, self.batches, self.cfg = model, loss_fn, batches, cfg
         self.example, self.progress = example, progress
         self.protected = tuple(cfg.protected) + tuple(protected)
+        self.depth = DepthPruning(blocks, self.protected) if cfg.depth else None
         self.hw = tuple(cfg.flops_input_hw) if cfg.flops_input_hw else tuple(example.shape[-2:])
         self.table: LatencyTable | None = table
         if self.table is not None:
@@ -129,10 +142,13 @@ class _Session:
         self.graph, self.cost = self._build(cost0)
         self.lat0 = self.table.predict(_conv_widths(model, self.table)) if self.table else None
         self.steps: list[StepReport] = []
+        self.importance_lost: float | None = None  # the last latency plan's objective
 
     def _build(self, cost=None) -> tuple[PruneGraph, CostModel]:
         graph = PruneGraph(self.model, self.example, self.protected, self.cfg.protect_outputs)
         cost = cost or count_cost(self.model, self.hw, in_channels=self.example.shape[1])
+        if self.depth is not None:
+            self.depth.build(self.model, graph.groups)
         return graph, CostModel(self.model, graph.groups, cost.layers)
 
     def check_reachable(self) -> None:
@@ -146,10 +162,12 @@ class _Session:
 
     def _latency_planner(self, scores: dict[int, GroupScores]) -> LatencyPlanner:
         assert self.table is not None
-        pricer = LatencyPricer(self.table, self.model, self.graph.groups)
+        gone = self.depth.removed if self.depth is not None else ()
+        pricer = LatencyPricer(self.table, self.model, self.graph.groups, gone)
         c = self.cfg
+        blocks = self.depth.candidates(self.table) if self.depth is not None else ()
         return LatencyPlanner(
-            pricer, self.graph.groups, scores, self.round_to, c.min_width, c.max_group_ratio
+            pricer, self.graph.groups, scores, self.round_to, c.min_width, c.max_group_ratio, blocks
         )
 
     def _check_latency_reachable(self) -> None:
@@ -181,10 +199,10 @@ class _Session:
                 raise impossible_latency(
                     ratio, self.table, self.lat0, floor, self._fixed_layers(planner)
                 )
-            masks = planner.masks(keeps)
+            masks, blocks = planner.masks(keeps), planner.removed_blocks
             if r == rounds:
                 break
-            candidate = self._candidate(masks)
+            candidate = self._candidate(masks, list(blocks))
             measured = float(self.measure(candidate))
             widths = _conv_widths(candidate, self.table)
             self.calibration.append(
@@ -198,9 +216,10 @@ class _Session:
             if measured <= target * (1 + LATENCY_TOLERANCE):
                 break
         params, macs = self.cost.evaluate(masks)
-        return Plan(masks, params, macs, -1), predicted
+        self.importance_lost = planner.lost()
+        return Plan(masks, params, macs, -1, dict(blocks)), predicted
 
-    def _candidate(self, masks: dict[int, torch.Tensor]) -> nn.Module:
+    def _candidate(self, masks: dict[int, torch.Tensor], blocks: list[str]) -> nn.Module:
         """A pruned copy of the model for measuring a plan (the model itself stays as it is)."""
         model = copy.deepcopy(self.model)
         graph = PruneGraph(model, self.example, self.protected, self.cfg.protect_outputs)
@@ -210,13 +229,14 @@ class _Session:
             mask = masks.get(g.index)
             if mask is not None and bool(mask.any()):
                 graph.execute(g, mask.nonzero().view(-1).tolist())
-        return model
+        return remove_blocks(model, blocks)
 
     def scores(self, step: int, timings: dict) -> tuple[dict[int, GroupScores], object]:
         stats = None
         t0 = time.perf_counter()
         if self.cfg.needs_gradients:
             keys = sorted({(s.module, s.kind) for g in self.graph.groups for s in g.slices})
+            blocks = self.depth.modules(self.model) if self.depth is not None else None
             stats = calibrate(
                 self.model,
                 self.loss_fn,
@@ -226,13 +246,17 @@ class _Session:
                 self.cfg.calib_batches,
                 conflict=self.cfg.needs_conflict,
                 progress=self.progress,
+                blocks=blocks,
             )
         t1 = time.perf_counter()
         cfg = self.cfg
         if cfg.iterative_steps > 1 and cfg.importance == "random":
             cfg = replace(cfg, seed=cfg.seed + step)
-        imp = build_importance(ImportanceContext(cfg, self.graph.modules_in_groups(), stats))
+        ctx = ImportanceContext(cfg, self.graph.modules_in_groups(), stats)
+        imp = build_importance(ctx)
         scores = {g.index: imp(g) for g in self.graph.groups}
+        if self.depth is not None:
+            self.depth.score(ctx, self.graph.groups)
         timings.update(calibrate=t1 - t0, score=time.perf_counter() - t1)
         return scores, stats
 
@@ -245,7 +269,7 @@ class _Session:
         scores, stats = self.scores(k, timings)
         t1 = time.perf_counter()
         ratio = self.cfg.ratio * k / self.cfg.iterative_steps
-        predicted_ms = None
+        predicted_ms, self.importance_lost = None, None
         if self.table is not None:
             plan, predicted_ms = self._latency_plan(scores, ratio)
         else:
@@ -266,12 +290,14 @@ class _Session:
                 predicted_params=plan.params,
                 groups_pruned=len(plan.masks),
                 channels_removed=removed,
+                blocks_removed=len(plan.blocks),
                 calib_batches=stats.batches if stats else 0,
                 tasks=list(stats.tasks) if stats else [],
                 mean_losses=stats.mean_losses if stats else {},
                 seconds=round(time.perf_counter() - t0, 3),
                 timings={key: round(v, 3) for key, v in timings.items()},
                 predicted_ms=None if predicted_ms is None else round(predicted_ms, 4),
+                importance_lost=_rounded(self.importance_lost),
             )
         )
 
@@ -299,6 +325,8 @@ class _Session:
             if channels:
                 self.tracker.apply(self.graph.execute(g, channels))
                 removed += len(channels)
+        if plan.blocks and self.depth is not None:
+            self.depth.execute(self.model, list(plan.blocks), self.tracker, plan.blocks)
         return removed
 
     def _check_runs(self) -> None:
@@ -314,6 +342,10 @@ class _Session:
             ) from None
         finally:
             self.model.train(was)
+
+
+def _rounded(x: float | None) -> float | None:
+    return None if x is None else round(x, 6)
 
 
 def _widths_table(model: nn.Module, before: dict[str, tuple[int, int]]) -> list[dict]:
@@ -338,6 +370,7 @@ def prune(
     progress: bool = True,
     latency_table: LatencyTable | None = None,
     measure: MeasureFn | None = None,
+    blocks: Sequence[str] = (),
 ) -> PruneResult:
     """Prune `model` in place (deep-copy it first to keep the original).
 
@@ -350,9 +383,13 @@ def prune(
         by cfg.latency_table); the ratio is then a fraction of the predicted latency.
     measure: measure(pruned_copy) -> ms on the table's backend and scale: lets the latency
         planner check its plans against real measurements (cfg.latency_rounds times at most).
+    blocks: removable residual blocks (the spec's `removable_blocks`; `*` = one path segment),
+        candidates beside the channels when cfg.depth; cfg.depth without any is an error.
     """
     cfg = cfg or PruneConfig()
     t0 = time.perf_counter()
+    if cfg.depth and not blocks:
+        raise no_blocks_error(model)  # one line, before any tracing or calibration
     if cfg.needs_gradients and loss_fn is None:
         raise CalibrationError(f"importance {cfg.importance!r} needs a per-task loss_fn; got None")
     table = _resolve_table(cfg, latency_table)
@@ -366,6 +403,7 @@ def prune(
         progress,
         table,
         measure,
+        blocks,
     )
     session.check_reachable()
     for k in range(1, cfg.iterative_steps + 1):
@@ -398,6 +436,7 @@ def _finish(session: _Session, seconds: float) -> PruneResult:
             "setting": session.round_to_setting,
             "source": session.round_to_source,
         },
+        depth=session.depth.report() if session.depth is not None else None,
     )
     record = {
         "format": RECORD_FORMAT,
@@ -410,6 +449,8 @@ def _finish(session: _Session, seconds: float) -> PruneResult:
         "achieved_ratio": round(report.achieved_ratio, 6),
         "layers": session.tracker.to_record(session.before_widths),
     }
+    if session.depth is not None:
+        record["removed_blocks"] = list(session.depth.removed)
     return PruneResult(model, record, report)
 
 
@@ -468,9 +509,11 @@ def _resolve_table(cfg: PruneConfig, table: LatencyTable | None) -> LatencyTable
 
 
 def _conv_widths(model: nn.Module, table: LatencyTable) -> dict[str, tuple[int, int]]:
+    """(c_in, c_out) of every table layer; (0, 0) for a layer gone with its removed block."""
     mods = dict(model.named_modules())
     return {
-        n: (int(mods[n].in_channels), int(mods[n].out_channels)) for n in table.layers if n in mods
+        n: (int(mods[n].in_channels), int(mods[n].out_channels)) if n in mods else (0, 0)
+        for n in table.layers
     }
 
 

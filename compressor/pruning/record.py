@@ -1,6 +1,8 @@
 """What pruning kept, per layer, in original-model indices. Tracked across iterative steps (each
 step's local indices are mapped back through the previous ones) and saved in the checkpoint's
-`pruning` field, so a pruned model can be rebuilt and reported without re-pruning."""
+`pruning` field, so a pruned model can be rebuilt and reported without re-pruning. Depth pruning
+adds `removed_blocks` (module paths now the identity; their layers leave `layers`); a record
+without the key (older mtc) removed none."""
 
 from __future__ import annotations
 
@@ -48,6 +50,12 @@ class KeepTracker:
             for side in sides:
                 cur = self.kept[name][side]
                 self.kept[name][side] = [v for pos, v in enumerate(cur) if pos not in drop]
+
+    def drop_blocks(self, blocks: list[str]) -> None:
+        """Layers inside removed blocks no longer exist: they leave the record."""
+        for name in list(self.kept):
+            if any(name == b or name.startswith(b + ".") for b in blocks):
+                del self.kept[name]
 
     def widths(self, name: str) -> tuple[int, int]:
         return len(self.kept[name]["out"]), len(self.kept[name]["in"])

@@ -26,6 +26,8 @@ class StepReport:
     seconds: float
     timings: dict[str, float] = field(default_factory=dict)
     predicted_ms: float | None = None
+    blocks_removed: int = 0
+    importance_lost: float | None = None  # the latency plan's objective (sum of removed scores)
 
 
 @dataclass
@@ -45,6 +47,7 @@ class PruneReport:
     seconds: float = 0.0
     latency: dict | None = None  # table key, predicted ms before/after, per-layer savings
     round_to: dict | None = None  # {"value", "setting", "source"}: the width step the plan used
+    depth: dict | None = None  # depth pruning: removed blocks (importance, saved ms) and kept ones
 
     @property
     def params_ratio(self) -> float:
@@ -96,6 +99,7 @@ class PruneReport:
             f"{len(changed)} of {len(self.widths)} conv/linear layers narrowed; "
             f"{len(self.frozen)} channel groups left untouched of {self.groups_total + len(self.frozen)}.",
         ]
+        lines += self._depth_rows()
         if self.frozen:
             lines += ["", "| frozen group | layers | channels | why |", "|---|---|---:|---|"]
             lines += [
@@ -103,6 +107,30 @@ class PruneReport:
                 for f in self.frozen
             ]
         return "\n".join(lines) + "\n"
+
+    def _depth_rows(self) -> list[str]:
+        if self.depth is None:
+            return []
+        removed, kept = self.depth["removed"], self.depth["kept"]
+        lines = [
+            "",
+            f"Depth pruning: {len(removed)} of {len(removed) + len(kept)} removable residual "
+            "blocks removed (now the identity).",
+        ]
+        if removed:
+            lines += [
+                "",
+                "| removed block | importance per task | score | conflict | saved ms (predicted) |",
+                "|---|---|---:|---:|---:|",
+            ]
+            for r in removed:
+                tasks = ", ".join(f"{t} {v:.3g}" for t, v in r.get("per_task", {}).items())
+                conflict = f"{r['conflict']:.3f}" if "conflict" in r else ""
+                lines.append(
+                    f"| `{r['block']}` | {tasks} | {r.get('score', 0.0):.3g} | {conflict} | "
+                    f"{r['saved_ms']:.3f} |"
+                )
+        return lines
 
     def _round_to_line(self) -> list[str]:
         if not self.round_to:

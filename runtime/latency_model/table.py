@@ -157,7 +157,8 @@ class ProbeTimes:
 
 @dataclass
 class Anchor:
-    """A whole model measured in the same session: its widths (absent layer = full width)."""
+    """A whole model measured in the same session: its widths (absent layer = full width;
+    (0, 0) = removed with its block)."""
 
     name: str
     ms: float
@@ -193,7 +194,10 @@ class LatencyTable:
         return {n: (ly.cin, ly.cout) for n, ly in self.layers.items()}
 
     def layer_ms(self, name: str, cin: int, cout: int, model: str | None = None) -> float:
+        """A layer's time at (cin, cout); width 0 = a layer that was removed (depth pruning)."""
         ly = self.layers[name]
+        if cout == 0:
+            return 0.0
         return self.probes[ly.probe].at(cin if ly.vary_in else ly.cin, cout, model)
 
     def _parts(self, widths: Widths, model: str | None = None) -> tuple[float, float]:
