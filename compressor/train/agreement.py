@@ -69,10 +69,14 @@ class Agreement:
         return [r for _, results in batches for r in results]
 
     def __call__(self, infer: Infer) -> dict[str, float]:
+        return self.of_results(self._results(infer))
+
+    def of_results(self, results: list[FrameResult]) -> dict[str, float]:
+        """The disagreement of results already made for every frame of the set, in order."""
         det = np.zeros(4)  # agreement, weight (ref -> other), agreement, weight (other -> ref)
         inter = {t: np.zeros(n) for t, n in self.seg_classes.items()}
         union = {t: np.zeros(n) for t, n in self.seg_classes.items()}
-        for r, o in zip(self.ref, self._results(infer)):
+        for r, o in zip(self.ref, results):
             det += (*_box_agreement(r, o), *_box_agreement(o, r))
             for t, n in self.seg_classes.items():
                 a, b = r.masks_net[t], o.masks_net[t]

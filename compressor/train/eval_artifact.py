@@ -13,7 +13,7 @@ same evaluators, same report), so the two numbers can be compared metric by metr
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -125,10 +125,24 @@ def score(
     thresholds, and score them; returns the report `mtc-eval` writes."""
     if len(evalset) == 0:
         raise EvalConfigError("the evaluation set has no image; check the split and --max-images")
+    return score_results(
+        batch_results(infer, evalset, sidecar, cfg, batch), evalset, sidecar, cfg, tasks
+    )
+
+
+def score_results(
+    batches: Iterable[tuple[int, list[FrameResult]]],
+    evalset: EvalSet,
+    sidecar: Sidecar,
+    cfg: EvalConfig = EvalConfig(),
+    tasks: tuple[str, ...] | None = None,
+) -> dict:
+    """The report for `batch_results` of `evalset` (a generator: inference is timed too; a list
+    already made: only the scoring)."""
     scorer = _ArtifactScorer(cfg, sidecar, tasks)
     start = time.perf_counter()
     bar = tqdm(total=len(evalset), desc="eval", leave=False, disable=not cfg.progress)
-    for s, results in batch_results(infer, evalset, sidecar, cfg, batch):
+    for s, results in batches:
         scorer.update(results, evalset, s)
         bar.update(len(results))
     bar.close()

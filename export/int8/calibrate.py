@@ -167,7 +167,7 @@ def collect_ranges(
     progress: bool = True,
 ) -> dict[str, float]:
     """amax per tensor in `tensors` over the calibration images, by `method`."""
-    cand = Candidate(method, percentile if method == "percentile" else None)
+    cand = Candidate.of(method, percentile)
     return collect_candidates(model, tensors, calib, [cand], batch, threads, progress)[0]
 
 
@@ -177,6 +177,11 @@ class Candidate:
 
     method: str
     percentile: float | None = None
+
+    @classmethod
+    def of(cls, method: str, percentile: float) -> Candidate:
+        """`method` with `percentile` where the method takes one."""
+        return cls(method, percentile if method == "percentile" else None)
 
     def __str__(self) -> str:
         return f"{self.method} {self.percentile:g}" if self.percentile is not None else self.method

@@ -116,8 +116,16 @@ class Int8Search:
     def _deltas(self, fallback: Sequence[str]) -> dict[str, float]:
         return deltas(self._summary(fallback), self.ref, list(self.budgets))
 
-    def run(self, ref_summary: Mapping[str, float] | None = None) -> GuardResult:
+    def run(
+        self,
+        ref_summary: Mapping[str, float] | None = None,
+        all_int8_summary: Mapping[str, float] | None = None,
+    ) -> GuardResult:
+        """`ref_summary`, `all_int8_summary`: the FP32 and all-INT8 models' summaries where the
+        caller scored them already (else they are scored here)."""
         self.ref = dict(ref_summary) if ref_summary is not None else self.score_fn(self.fp32)
+        if all_int8_summary is not None:
+            self._summaries.setdefault(frozenset(), dict(all_int8_summary))
         d_all = self._deltas([])
         steps = [GuardStep("all", None, d_all, not over_budget(d_all, self.budgets))]
         fallback: list[str] = []

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -72,10 +73,13 @@ def to_int8(run: ExportRun) -> None:
         progress,
     )
     layers = quantizable_layers(run.fp32)
+    flops = conv_flops(run.fp32)
     groups = layer_groups(layers, c.group_size)
     exclude = _resolve_exclude(c.exclude, layers, groups)
     acts = sorted({q.activation for q in layers})
-    candidates = AUTO_CANDIDATES if c.calibration == AUTO else (_named_candidate(c),)
+    candidates = (
+        AUTO_CANDIDATES if c.calibration == AUTO else (Candidate.of(c.calibration, c.percentile),)
+    )
     ranges = collect_candidates(
         run.fp32, acts, calib, candidates, c.calib_batch, _threads(), progress
     )
@@ -91,7 +95,7 @@ def to_int8(run: ExportRun) -> None:
             ref_path = Path(tmp) / f"{run.plan.name}.onnx"
             ref_path.write_bytes(run.fp32.SerializeToString())
             sidecar = make_sidecar(ref_path, "fp32", run.loaded, run.plan.spec, graph_facts(run))
-        scorer, proxy, evalset = _scorer(c, sidecar, pre, progress, run.fp32, budgets)
+        scorer, proxy, measure, evalset = _scorer(c, sidecar, pre, progress, run.fp32, budgets)
         scores["fp32"] = scorer(run.fp32)
         if run.fp16 is not None:
             scores["fp16"] = scorer(run.fp16)
@@ -101,13 +105,12 @@ def to_int8(run: ExportRun) -> None:
             run.int8_error = fp16_over
             run.summary.int8 = {"error": fp16_over, "scores": scores, "budgets_points": budgets}
             return
-        chosen = 0
+        chosen, all_int8 = 0, None
         if len(candidates) > 1:
-            chosen, trials = _choose_calibration(
-                run.fp32, candidates, ranges, exclude, proxy, scorer, scores["fp32"], budgets
+            chosen, trials, all_int8 = _choose_calibration(
+                run.fp32, candidates, ranges, exclude, measure, scores["fp32"], budgets
             )
         amax = ranges[chosen]
-        flops = conv_flops(run.fp32)
         cost = {g: sum(flops.get(n, 0.0) for n in nodes) for g, nodes in searchable.items()}
         search = Int8Search(
             run.fp32,
@@ -120,7 +123,7 @@ def to_int8(run: ExportRun) -> None:
             proxy=proxy,
             cost=cost,
         )
-        result = search.run(scores["fp32"])
+        result = search.run(scores["fp32"], all_int8)
         model, quantized = result.model, result.layers
         scores["int8"] = result.summary
     else:
@@ -135,6 +138,7 @@ def to_int8(run: ExportRun) -> None:
         c,
         candidates[chosen],
         trials,
+        flops=flops,
         calib_n=len(calib.images),
         layers=layers,
         quantized=quantized,
@@ -154,31 +158,28 @@ def to_int8(run: ExportRun) -> None:
         run.int8 = None
 
 
-def _named_candidate(c: Int8Options) -> Candidate:
-    return Candidate(c.calibration, c.percentile if c.calibration == "percentile" else None)
-
-
 def _choose_calibration(
     fp32: onnx.ModelProto,
     candidates: tuple[Candidate, ...],
     ranges: list[dict[str, float]],
     exclude: list[str],
-    proxy: Any,
-    scorer: Any,
+    measure: Callable[[onnx.ModelProto], tuple[dict, dict]],
     ref: dict,
     budgets: dict[str, float],
-) -> tuple[int, list[dict[str, Any]]]:
+) -> tuple[int, list[dict[str, Any]], dict]:
     """`--calibration auto`: quantise everything with each candidate's ranges; among those whose
     all-INT8 model already meets every budget (then nothing needs to fall back), or among all
-    when none does, keep the one whose outputs disagree least with the FP32 export's. Each guarded metric's disagreement (its
-    task's) is divided by its mean over the candidates, so every metric weighs the same whatever
-    its task's scale; the task
-    metrics decide only whether a candidate needs no search at all (a few dozen frames' mAP
-    moves by points between near-equal candidates, too much to rank them by)."""
-    rows = []
+    when none does, keep the one whose outputs disagree least with the FP32 export's. Each
+    guarded metric's disagreement (its task's) is divided by its mean over the candidates, so
+    every metric weighs the same whatever its task's scale; the task metrics decide only whether
+    a candidate needs no search at all (a few dozen frames' mAP moves by points between
+    near-equal candidates, too much to rank them by). `measure`: model -> (evaluation summary,
+    disagreement). Returns the chosen index, the trials and the chosen all-INT8 summary."""
+    rows, summaries = [], []
     for cand, amax in zip(candidates, ranges):
-        model = insert_qdq(fp32, amax, exclude)[0]
-        rows.append((cand, proxy(model), deltas(scorer(model), ref, list(budgets))))
+        summary, d = measure(insert_qdq(fp32, amax, exclude)[0])
+        summaries.append(summary)
+        rows.append((cand, d, deltas(summary, ref, list(budgets))))
     keys = sorted({k for _, d, _ in rows for k in d})
     mean = {k: sum(d.get(k, 0.0) for _, d, _ in rows) / len(rows) for k in keys}
     rel = [sum(d.get(k, 0.0) / mean[k] for k in keys if mean[k] > 0) for _, d, _ in rows]
@@ -195,7 +196,7 @@ def _choose_calibration(
         }
         for i, (cand, d, dl) in enumerate(rows)
     ]
-    return chosen, trials
+    return chosen, trials, summaries[chosen]
 
 
 def _threads() -> int:
@@ -217,9 +218,9 @@ def _scorer(
 ):
     """The guard's two measures on its images: the task metrics (acceptance) and the per-task
     disagreement with the FP32 export (ranking), the latter keyed by the guarded metrics of
-    each task."""
+    each task; and both from one inference pass (`measure`)."""
     from compressor.train.agreement import Agreement
-    from compressor.train.eval_artifact import build_eval_set, score
+    from compressor.train.eval_artifact import batch_results, build_eval_set, score_results
     from compressor.train.evaluate import EvalConfig
     from export.checks.ort import OrtModel
 
@@ -235,17 +236,27 @@ def _scorer(
     threads = _threads()
     batch = max(sidecar.batch.min, min(8, sidecar.batch.max))
 
+    def results(model: onnx.ModelProto):
+        return batch_results(OrtModel(model, threads=threads), evalset, sidecar, cfg, batch)
+
     def scorer(model: onnx.ModelProto) -> dict:
-        return score(OrtModel(model, threads=threads), evalset, sidecar, cfg, batch)["summary"]
+        return score_results(results(model), evalset, sidecar, cfg)["summary"]
 
     agreement = Agreement(OrtModel(fp32, threads=threads), evalset, sidecar, cfg, batch)
     task_of = {k: _task_of(k, agreement.tasks) for k in budgets}
 
-    def proxy(model: onnx.ModelProto) -> dict:
-        d = agreement(OrtModel(model, threads=threads))
+    def by_metric(d: dict[str, float]) -> dict:
         return {k: d[t] for k, t in task_of.items() if t is not None}
 
-    return scorer, proxy, evalset
+    def proxy(model: onnx.ModelProto) -> dict:
+        return by_metric(agreement(OrtModel(model, threads=threads)))
+
+    def measure(model: onnx.ModelProto) -> tuple[dict, dict]:
+        batches = list(results(model))
+        summary = score_results(batches, evalset, sidecar, cfg)["summary"]
+        return summary, by_metric(agreement.of_results([r for _, rs in batches for r in rs]))
+
+    return scorer, proxy, measure, evalset
 
 
 def _task_of(metric: str, tasks: tuple[str, ...]) -> str | None:
@@ -282,6 +293,7 @@ def _describe(
     calibration: Candidate,
     trials: list[dict[str, Any]],
     *,
+    flops: dict[str, float],
     calib_n: int,
     layers: list[QuantLayer],
     quantized: list[QuantLayer],
@@ -292,7 +304,6 @@ def _describe(
     budgets: dict[str, float],
     guard_images: int,
 ) -> tuple[Int8Info, dict[str, Any]]:
-    flops = conv_flops(run.fp32)
     q_nodes = {q.node for q in quantized}
     conv_share = len([n for n in flops if n in q_nodes]) / max(1, len(flops))
     total = sum(flops.values())
@@ -348,7 +359,9 @@ def _describe(
         },
         "scores": {k: {m: v.get(m) for m in keys if m in v} for k, v in scores.items()},
         "deltas_by_export": {k: {m: round(x, 3) for m, x in d.items()} for k, d in table.items()},
-        "models_scored": result.scored + sum(k != "int8" for k in scores) if result else 0,
+        "models_scored": result.scored + len(trials) + sum(k != "int8" for k in scores)
+        if result
+        else 0,
         "search": [
             {
                 "action": s.action,

@@ -320,14 +320,17 @@ def test_auto_calibration_prefers_a_candidate_that_needs_no_search():
     def scorer_with(lane: dict) -> Callable[[onnx.ModelProto], dict]:
         return lambda m: {"lane_iou": lane[which(m)]}
 
+    def both(scorer: Callable[[onnx.ModelProto], dict]) -> Callable:
+        return lambda m: (scorer(m), proxy(m))
+
     cands = (Candidate("max"), Candidate("percentile", 99.9))
     ref, budgets = {"lane_iou": 0.5}, {"lane_iou": 1.0}
     scorer = scorer_with({"A": 0.48, "B": 0.495})  # A -2 points, B -0.5 points
-    chosen, trials = _choose_calibration(model, cands, ranges, [], proxy, scorer, ref, budgets)
+    chosen, trials, _ = _choose_calibration(model, cands, ranges, [], both(scorer), ref, budgets)
     assert chosen == 1 and [t["within_budget"] for t in trials] == [False, True]
     assert trials[0]["relative"] == pytest.approx(0.5) and trials[1]["relative"] == pytest.approx(
         1.5
     )
     scorer = scorer_with({"A": 0.48, "B": 0.47})  # both over budget
-    chosen, _ = _choose_calibration(model, cands, ranges, [], proxy, scorer, ref, budgets)
+    chosen, _, _ = _choose_calibration(model, cands, ranges, [], both(scorer), ref, budgets)
     assert chosen == 0
